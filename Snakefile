@@ -1,0 +1,33 @@
+# llmbench: GPU memory and latency of LLM inference over a grid of
+# models x quantization x attention x dtype x batch x sequence length.
+#
+# Layout of what it writes:
+#   resources/models/{model}/base/          random-weight checkpoint (safetensors)
+#   resources/models/{model}/{quant}/       pre-quantized checkpoint (int8, nf4, nf4-dq)
+#   results/cells/{model}/{quant}/{attn}/{dtype}/b{batch}_s{seq}.json   one JSON per cell
+#   results/tables/cells.csv|.parquet, devices.csv                      tidy tables
+#   results/figures/*.png|.svg                                          seaborn figures
+#   results/benchmarks/, logs/                                          job timings, logs
+# Committed reference runs live in results/reference/<gpu>/ with the same layout.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/cells.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/plots.smk"
+
+
+rule all:
+    input:
+        get_final_output(),
+    default_target: True

@@ -1,0 +1,86 @@
+"""Command line: ``python -m llmbench.cli <command>`` (or ``llmbench`` once installed).
+
+- ``tables ROOT``: rebuild ``ROOT/tables`` from the cell JSONs under ``ROOT/cells``.
+- ``publish --to results/reference/<gpu>/<run>``: copy this run's cells and benchmarks into a
+  reference folder and rebuild its tables there (figures then come from ``snakemake figures``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from llmbench import REPO_ROOT
+
+
+def _seed_cases(grid: str | None) -> list[dict]:
+    if grid is None:
+        return []
+    from llmbench.grid import load_grid
+
+    config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+    return load_grid(grid, REPO_ROOT / "config", config["models"]).get("seed_cases", [])
+
+
+def rebuild_tables(root: Path, grid: str | None) -> int:
+    """Tables of every cell JSON under ``root/cells``; returns the number of cells."""
+    from llmbench import aggregate
+
+    paths = sorted(str(p) for p in (root / "cells").rglob("*.json"))
+    cells, devices = aggregate.build_tables(paths, _seed_cases(grid))
+    aggregate.write_tables(
+        cells,
+        devices,
+        cells_csv=str(root / "tables" / "cells.csv"),
+        cells_parquet=str(root / "tables" / "cells.parquet"),
+        devices_csv=str(root / "tables" / "devices.csv"),
+    )
+    return len(cells)
+
+
+def publish(source: Path, target: Path, grid: str) -> int:
+    """Copy the grid's cell JSONs (and job benchmarks) from ``source`` to ``target``."""
+    from llmbench.grid import expand_grid, load_grid
+
+    config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+    cells = expand_grid(load_grid(grid, REPO_ROOT / "config", config["models"]))
+    copied = 0
+    for cell in cells:
+        for folder, suffix in (("cells", ".json"), ("benchmarks/cells", ".tsv")):
+            origin = source / folder / cell.relpath.replace(".json", suffix)
+            if origin.is_file():
+                destination = target / folder / cell.relpath.replace(".json", suffix)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, destination)
+                copied += folder == "cells"
+    return copied
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(prog="llmbench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    tables = commands.add_parser("tables", help="rebuild ROOT/tables from ROOT/cells")
+    tables.add_argument("root", type=Path)
+    tables.add_argument("--grid", help="grid whose seed_cases label the rows")
+    publisher = commands.add_parser("publish", help="copy a run into a reference folder")
+    publisher.add_argument("--from", dest="source", type=Path, default=Path("results"))
+    publisher.add_argument("--to", dest="target", type=Path, required=True)
+    publisher.add_argument("--grid", required=True, help="grid whose cells are copied")
+    args = parser.parse_args(argv)
+    if args.command == "tables":
+        print(f"{rebuild_tables(args.root, args.grid)} cells -> {args.root / 'tables'}")
+    elif args.command == "publish":
+        copied = publish(args.source, args.target, args.grid)
+        print(f"copied {copied} cells to {args.target}")
+        print(f"{rebuild_tables(args.target, args.grid)} cells -> {args.target / 'tables'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Work counted from the model config: prefill FLOPs, decode bytes, and their rates vs peak.
+
+Conventions (recorded with every result):
+- FLOPs count 2 per multiply-add of the matrix products: the linear layers (q, k, v, o, the
+  gated MLP, lm_head over every prompt position, as the seed's forward computes them) and
+  attention (QK^T and PV) over the causal half only (the useful work; eager and math kernels
+  compute the full square, so their MFU under this count is lower than their raw utilisation).
+  Norms, rotary, softmax and activations are left out (under 1 %).
+- Decode bytes per step: every weight byte once (quantized weights at their stored size,
+  embedding table excluded unless tied to lm_head) plus the K and V cache read for the whole
+  context and written for the new token. Activations are left out (small at decode).
+MFU = achieved FLOP/s ÷ peak dense tensor FLOP/s of the compute dtype; MBU = achieved bytes/s ÷
+peak memory bandwidth. Peaks are datasheet figures (source recorded); unknown GPUs get None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+
+
+@dataclass(frozen=True)
+class DevicePeak:
+    """Datasheet peaks of one GPU model: dense FLOP/s per compute dtype and memory bandwidth."""
+
+    match: str
+    bf16_flops: float
+    fp32_flops: float
+    memory_bandwidth_bytes_s: float
+    source: str
+
+
+# Dense (no sparsity) figures. Matched against torch's device name, first match wins.
+DEVICE_PEAKS: tuple[DevicePeak, ...] = (
+    DevicePeak("H100 NVL", 835e12, 60e12, 3.9e12, "NVIDIA H100 NVL datasheet (dense)"),
+    DevicePeak("H100 PCIe", 756e12, 51e12, 2.0e12, "NVIDIA H100 PCIe datasheet (dense)"),
+    DevicePeak("H100", 989.4e12, 66.9e12, 3.35e12, "NVIDIA H100 SXM5 datasheet (dense)"),
+    DevicePeak("H200", 989.4e12, 66.9e12, 4.8e12, "NVIDIA H200 SXM datasheet (dense)"),
+    DevicePeak("A100-SXM4-80GB", 312e12, 19.5e12, 2.039e12, "NVIDIA A100 datasheet (dense)"),
+    DevicePeak("A100-SXM4-40GB", 312e12, 19.5e12, 1.555e12, "NVIDIA A100 datasheet (dense)"),
+    DevicePeak("A100 80GB PCIe", 312e12, 19.5e12, 1.935e12, "NVIDIA A100 datasheet (dense)"),
+    DevicePeak("L40S", 362e12, 91.6e12, 0.864e12, "NVIDIA L40S datasheet (dense)"),
+)
+
+
+def device_peak(device_name: str | None) -> DevicePeak | None:
+    """Datasheet peaks for a device name as torch reports it, or None if unknown."""
+    if not device_name:
+        return None
+    for peak in DEVICE_PEAKS:
+        if peak.match in device_name:
+            return peak
+    return None
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The dimensions of a decoder-only transformer that set its work and memory."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    tie_word_embeddings: bool
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Shape:
+        """Read the shape from a transformers config.json dict."""
+        hidden = int(config["hidden_size"])
+        heads = int(config["num_attention_heads"])
+        return cls(
+            hidden_size=hidden,
+            intermediate_size=int(config["intermediate_size"]),
+            num_layers=int(config["num_hidden_layers"]),
+            num_heads=heads,
+            num_kv_heads=int(config.get("num_key_value_heads") or heads),
+            head_dim=int(config.get("head_dim") or hidden // heads),
+            vocab_size=int(config["vocab_size"]),
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+        )
+
+    @property
+    def layer_linear_params(self) -> int:
+        """Weights of one decoder layer's matrix products (q, k, v, o, gate, up, down)."""
+        q_out = self.num_heads * self.head_dim
+        kv_out = self.num_kv_heads * self.head_dim
+        attention = self.hidden_size * (q_out + 2 * kv_out) + q_out * self.hidden_size
+        return attention + 3 * self.hidden_size * self.intermediate_size
+
+    @property
+    def linear_params(self) -> int:
+        """All matrix-product weights per token: every layer plus lm_head."""
+        return self.num_layers * self.layer_linear_params + self.hidden_size * self.vocab_size
+
+    def kv_bytes_per_token(self, kv_dtype_bytes: int) -> int:
+        """K and V cache bytes per token of context, over all layers."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * kv_dtype_bytes
+
+
+def prefill_flops(shape: Shape, batch: int, seq: int) -> float:
+    """FLOPs of one prefill forward (see module conventions)."""
+    linear = 2.0 * batch * seq * shape.linear_params
+    # QK^T and PV: 2 products x 2 FLOPs x s^2 x head_dim per head, causal half kept.
+    attention = 2.0 * batch * shape.num_heads * shape.head_dim * seq * seq * shape.num_layers
+    return linear + attention
+
+
+def decode_step_flops(shape: Shape, batch: int, context: int) -> float:
+    """FLOPs of one decode step with ``context`` tokens already in the cache."""
+    linear = 2.0 * batch * shape.linear_params
+    attention = 4.0 * batch * shape.num_heads * shape.head_dim * (context + 1) * shape.num_layers
+    return linear + attention
+
+
+def decode_step_bytes(
+    shape: Shape, batch: int, context: int, weight_bytes: int, kv_dtype_bytes: int
+) -> float:
+    """Bytes one decode step must move: weights once, KV cache read and the new KV written."""
+    kv_per_token = shape.kv_bytes_per_token(kv_dtype_bytes)
+    return float(weight_bytes + batch * (context + 1) * kv_per_token)
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Achieved rates and their ratio to the device's peak."""
+
+    prefill_flops: float
+    prefill_tflops_per_s: float | None
+    mfu: float | None
+    decode_bytes_per_step: float
+    decode_flops_per_step: float
+    decode_gb_per_s: float | None
+    mbu: float | None
+    peak_flops: float | None
+    peak_memory_bandwidth_bytes_s: float | None
+    peak_source: str | None
+    conventions: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return asdict(self)
+
+
+def efficiency(
+    shape: Shape,
+    *,
+    batch: int,
+    seq: int,
+    compute_dtype: str,
+    kv_dtype: str,
+    weight_bytes_read_per_step: int,
+    prefill_ms: float | None,
+    decode_ms_per_step: float | None,
+    decode_tokens: int,
+    device_name: str | None,
+    n_devices: int,
+) -> Efficiency:
+    """MFU of prefill and MBU of decode for one cell.
+
+    ``decode_ms_per_step`` is the median step; the step's bytes are taken at the middle of the
+    decoded context. With several devices (a model split by device_map, which runs layers one
+    after another), the peak is that of one device: the devices do not work at the same time.
+    """
+    peak = device_peak(device_name)
+    peak_flops = None
+    if peak is not None:
+        peak_flops = peak.fp32_flops if compute_dtype == "float32" else peak.bf16_flops
+    flops = prefill_flops(shape, batch, seq)
+    middle_context = seq + decode_tokens // 2
+    step_bytes = decode_step_bytes(
+        shape, batch, middle_context, weight_bytes_read_per_step, DTYPE_BYTES[kv_dtype]
+    )
+    step_flops = decode_step_flops(shape, batch, middle_context)
+    tflops = None if not prefill_ms else flops / (prefill_ms / 1000.0) / 1e12
+    gbps = None if not decode_ms_per_step else step_bytes / (decode_ms_per_step / 1000.0) / 1e9
+    return Efficiency(
+        prefill_flops=flops,
+        prefill_tflops_per_s=tflops,
+        mfu=None if tflops is None or peak_flops is None else tflops * 1e12 / peak_flops,
+        decode_bytes_per_step=step_bytes,
+        decode_flops_per_step=step_flops,
+        decode_gb_per_s=gbps,
+        mbu=None if gbps is None or peak is None else gbps * 1e9 / peak.memory_bandwidth_bytes_s,
+        peak_flops=peak_flops,
+        peak_memory_bandwidth_bytes_s=None if peak is None else peak.memory_bandwidth_bytes_s,
+        peak_source=None if peak is None else peak.source,
+        conventions=(
+            "FLOPs: 2/MAC over linear layers incl. lm_head on all prompt positions and causal "
+            "half of attention; decode bytes: weights once + KV cache read/write; "
+            f"n_devices={n_devices}, peak of one device"
+        ),
+    )

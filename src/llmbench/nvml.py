@@ -1,0 +1,178 @@
+"""Thin NVML access (the driver's view, what nvidia-smi shows); every call degrades to None.
+
+CUDA device indices (as PyTorch numbers them under CUDA_VISIBLE_DEVICES) are mapped to NVML
+handles by GPU UUID, so the numbers belong to the device the model is really on.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    import pynvml
+except ImportError:  # nvidia-ml-py is optional: CPU hosts and minimal installs.
+    pynvml = None
+
+
+@functools.cache
+def available() -> bool:
+    """True when NVML can be initialised (a driver is present)."""
+    if pynvml is None:
+        return False
+    try:
+        pynvml.nvmlInit()
+    except Exception:
+        return False
+    return True
+
+
+def _call(function: str, *args: Any) -> Any:
+    if not available():
+        return None
+    try:
+        return getattr(pynvml, function)(*args)
+    except Exception:
+        return None
+
+
+def handle_for_uuid(uuid: str) -> Any:
+    """NVML handle of the GPU with this UUID ("GPU-..."), or None."""
+    return _call("nvmlDeviceGetHandleByUUID", uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+
+
+def handle_for_cuda_index(index: int) -> Any:
+    """NVML handle for a torch CUDA index, matched by UUID; falls back to the same index."""
+    try:
+        import torch
+
+        uuid = str(torch.cuda.get_device_properties(index).uuid)
+        handle = handle_for_uuid(uuid)
+        if handle is not None:
+            return handle
+    except Exception:
+        pass
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return None  # The index would be ambiguous; better no number than a wrong one.
+    return _call("nvmlDeviceGetHandleByIndex", index)
+
+
+def device_used_bytes(handle: Any) -> int | None:
+    """Memory in use on the whole device, all processes (nvidia-smi's "Memory-Usage")."""
+    info = _call("nvmlDeviceGetMemoryInfo", handle) if handle is not None else None
+    return int(info.used) if info is not None else None
+
+
+def device_total_bytes(handle: Any) -> int | None:
+    """Total memory of the device as the driver reports it."""
+    info = _call("nvmlDeviceGetMemoryInfo", handle) if handle is not None else None
+    return int(info.total) if info is not None else None
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    """A compute process on a device, as NVML lists it."""
+
+    pid: int
+    used_bytes: int | None
+
+
+def compute_processes(handle: Any) -> list[GpuProcess] | None:
+    """Compute processes on the device, or None when NVML cannot list them."""
+    if handle is None:
+        return None
+    processes = _call("nvmlDeviceGetComputeRunningProcesses", handle)
+    if processes is None:
+        return None
+    return [
+        GpuProcess(
+            pid=int(p.pid), used_bytes=None if p.usedGpuMemory is None else int(p.usedGpuMemory)
+        )
+        for p in processes
+    ]
+
+
+def process_used_bytes(handle: Any, pid: int) -> int | None:
+    """Device memory NVML attributes to ``pid`` (CUDA context included); None if not listed.
+
+    Inside PID namespaces (containers) NVML may report host PIDs; then this is None and the
+    device-wide figure is the one to read.
+    """
+    for process in compute_processes(handle) or []:
+        if process.pid == pid:
+            return process.used_bytes
+    return None
+
+
+def total_energy_mj(handle: Any) -> int | None:
+    """Energy counter of the device since driver load, in millijoules (Volta and newer)."""
+    value = _call("nvmlDeviceGetTotalEnergyConsumption", handle) if handle is not None else None
+    return int(value) if value is not None else None
+
+
+def driver_version() -> str | None:
+    """NVIDIA driver version string."""
+    value = _call("nvmlSystemGetDriverVersion")
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def cuda_driver_version() -> str | None:
+    """Highest CUDA version the driver supports, e.g. "13.0"."""
+    value = _call("nvmlSystemGetCudaDriverVersion_v2")
+    if value is None:
+        return None
+    return f"{value // 1000}.{(value % 1000) // 10}"
+
+
+def power_limit_w(handle: Any) -> float | None:
+    """Enforced power limit in watts."""
+    value = _call("nvmlDeviceGetEnforcedPowerLimit", handle) if handle is not None else None
+    return value / 1000.0 if value is not None else None
+
+
+def clocks_mhz(handle: Any) -> dict[str, int | None]:
+    """Current SM and memory clocks, and the maximum SM clock, in MHz."""
+    if handle is None or pynvml is None:
+        return {"sm": None, "memory": None, "sm_max": None}
+    return {
+        "sm": _call("nvmlDeviceGetClockInfo", handle, pynvml.NVML_CLOCK_SM),
+        "memory": _call("nvmlDeviceGetClockInfo", handle, pynvml.NVML_CLOCK_MEM),
+        "sm_max": _call("nvmlDeviceGetMaxClockInfo", handle, pynvml.NVML_CLOCK_SM),
+    }
+
+
+def device_count() -> int:
+    """Number of GPUs NVML sees on the host (ignores CUDA_VISIBLE_DEVICES)."""
+    value = _call("nvmlDeviceGetCount")
+    return int(value) if value is not None else 0
+
+
+def uuid_of(handle: Any) -> str | None:
+    """UUID string of a device handle ("GPU-...")."""
+    value = _call("nvmlDeviceGetUUID", handle) if handle is not None else None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def host_snapshot() -> dict[str, dict[str, Any]]:
+    """Memory in use and compute processes of every GPU on the host, keyed by UUID.
+
+    Taken by a cell before it initialises CUDA, so it shows what other processes hold.
+    """
+    snapshot: dict[str, dict[str, Any]] = {}
+    for index in range(device_count()):
+        handle = _call("nvmlDeviceGetHandleByIndex", index)
+        uuid = uuid_of(handle)
+        if uuid is None:
+            continue
+        processes = compute_processes(handle)
+        snapshot[uuid] = {
+            "nvml_index": index,
+            "used_bytes": device_used_bytes(handle),
+            "total_bytes": device_total_bytes(handle),
+            "compute_processes": None
+            if processes is None
+            else [{"pid": p.pid, "used_bytes": p.used_bytes} for p in processes],
+        }
+    return snapshot

@@ -1,0 +1,219 @@
+"""The parent side of a cell: run the worker in its own process, always write the cell JSON.
+
+The parent never imports torch. It starts ``python -m llmbench.worker`` in a new process
+session, waits up to the cell's time limit, and then writes the final JSON atomically from
+the worker's last partial result, whatever happened: a finished measurement, a classified
+failure, a timeout (the whole process group is killed) or a child that died by a signal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from llmbench import REPO_ROOT, environment
+from llmbench.grid import Cell
+from llmbench.results import SCHEMA_VERSION, read_json, write_json_atomic
+
+KILL_GRACE_S = 10.0
+"""Seconds between SIGTERM and SIGKILL when a cell times out."""
+
+RUNTIME_MARGIN_S = 60.0
+"""Seconds kept free before a scheduler's runtime limit, to write the timeout JSON."""
+
+LOG_TAIL_CHARS = 3000
+
+
+def effective_timeout(cell_timeout_s: float, runtime_min: float | None) -> float:
+    """The cell's time limit: the configured one, or less when the job's runtime is shorter.
+
+    A scheduler kills the whole job at its runtime; stopping the child a margin earlier
+    leaves time to write a ``timeout`` cell instead of leaving no file.
+    """
+    if runtime_min is None or runtime_min <= 0:
+        return float(cell_timeout_s)
+    runtime_s = float(runtime_min) * 60.0
+    margin = min(RUNTIME_MARGIN_S, runtime_s * 0.1)
+    return max(1.0, min(float(cell_timeout_s), runtime_s - margin))
+
+
+def worker_environment() -> dict[str, str]:
+    """Environment of the child: the package importable, CUDA devices in PCI order."""
+    env = dict(os.environ)
+    src = str(REPO_ROOT / "src")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the child's process group, then SIGKILL what is left after a grace period."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _log_tail(log_path: Path | None) -> str:
+    if log_path is None or not log_path.is_file():
+        return ""
+    with open(log_path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - LOG_TAIL_CHARS))
+        return handle.read().decode(errors="replace")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def finalize(
+    partial: dict[str, Any] | None,
+    *,
+    spec: Mapping[str, Any],
+    returncode: int | None,
+    timed_out: bool,
+    timeout_s: float,
+    log_tail: str,
+) -> dict[str, Any]:
+    """Turn the worker's last partial result (or nothing) into a finished cell result."""
+    if partial is None:
+        partial = {
+            "schema_version": SCHEMA_VERSION,
+            "cell": {**Cell.from_mapping(spec["cell"]).to_dict(), "device": None},
+            "settings": spec["settings"],
+            "status": "running",
+            "phase": "setup",
+            "reason": None,
+            "error": None,
+            "environment": environment.capture_host(),
+            "gpu_before": None,
+            "model": None,
+            "checks": {},
+            "memory": None,
+            "latency": None,
+            "energy": None,
+            "efficiency": None,
+            "timing_breakdown": {},
+        }
+    result = dict(partial)
+    finished = result.get("status") not in (None, "running")
+    if timed_out:
+        result["status"] = "timeout"
+        result["reason"] = f"exceeded the cell time limit of {timeout_s:.0f} s in {result['phase']}"
+        result["error"] = {
+            "category": "timeout",
+            "type": None,
+            "message": result["reason"],
+            "requested_bytes": None,
+            "traceback": log_tail,
+        }
+    elif not finished:
+        if returncode is not None and returncode < 0:
+            how = f"killed by {_signal_name(-returncode)}"
+            if -returncode == signal.SIGKILL:
+                how += " (sent by the kernel's out-of-memory killer, a scheduler or a user)"
+        else:
+            how = f"exited with code {returncode} before writing its result"
+        result["status"] = "crashed"
+        result["reason"] = f"worker {how} in {result['phase']}"
+        result["error"] = {
+            "category": "crashed",
+            "type": None,
+            "message": result["reason"],
+            "requested_bytes": None,
+            "traceback": log_tail,
+        }
+    return result
+
+
+def run_cell(
+    *,
+    cell: Cell,
+    settings: Mapping[str, Any],
+    model_entry: Mapping[str, Any],
+    base_dir: str | None,
+    prequantized_dir: str | None,
+    out_path: Path | str,
+    log_path: Path | str | None = None,
+    timeout_s: float,
+) -> dict[str, Any]:
+    """Measure one cell in a child process and write its JSON to ``out_path``; never raises
+    for a failure of the measurement itself."""
+    started = time.perf_counter()
+    log_path = None if log_path is None else Path(log_path)
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="llmbench-cell-") as scratch:
+        partial_path = Path(scratch) / "partial.json"
+        spec = {
+            "cell": {
+                "model": cell.model,
+                "quant": cell.quant,
+                "attn": cell.attn,
+                "dtype": cell.dtype,
+                "batch": cell.batch,
+                "seq": cell.seq,
+            },
+            "settings": dict(settings),
+            "model_entry": dict(model_entry),
+            "base_dir": base_dir,
+            "prequantized_dir": prequantized_dir,
+            "partial_path": str(partial_path),
+            "spawned_at": time.time(),
+        }
+        spec_path = Path(scratch) / "spec.json"
+        write_json_atomic(spec_path, spec)
+        log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "llmbench.worker", str(spec_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=worker_environment(),
+            )
+            timed_out = False
+            try:
+                returncode: int | None = process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(process)
+                returncode = process.returncode
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()
+        child_done = time.perf_counter()
+        partial = read_json(partial_path) if partial_path.is_file() else None
+    result = finalize(
+        partial,
+        spec=spec,
+        returncode=returncode,
+        timed_out=timed_out,
+        timeout_s=timeout_s,
+        log_tail=_log_tail(log_path),
+    )
+    breakdown = result.setdefault("timing_breakdown", {})
+    breakdown["child_s"] = child_done - started
+    breakdown["worker_returncode"] = returncode
+    breakdown["wall_s"] = time.perf_counter() - started
+    write_json_atomic(out_path, result)
+    return result

@@ -1,0 +1,92 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+# The measurement package lives in src/; make it importable here and in every job.
+_SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, _SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_SRC, os.environ.get("PYTHONPATH")) if p
+)
+
+from llmbench import grid as llm_grid
+from llmbench import pipeline
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+
+def _git_commit():
+    try:
+        return subprocess.run(
+            ["git", "-C", workflow.basedir, "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except OSError:
+        return ""
+
+
+# Cells record the commit even where the run directory is no git checkout (cluster copies).
+os.environ.setdefault("LLMBENCH_GIT_COMMIT", _git_commit())
+
+GRID_CHOICE = pipeline.choose_grid(config, pipeline.host_has_cuda())
+if GRID_CHOICE.message:
+    print(f"llmbench: {GRID_CHOICE.message}", file=sys.stderr)
+GRID, CELLS = pipeline.cells_for(
+    config, GRID_CHOICE.name, Path(workflow.basedir) / "config"
+)
+CACHE = config["cache_dir"]
+REPORT_ROOT = config.get("report_root", "results")
+FIGURES = ("seed_comparison", "memory_vs_seq", "latency_vs_seq", "status_map")
+
+
+wildcard_constraints:
+    root=r"results(/reference/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)?)?",
+    **llm_grid.wildcard_constraints(),
+
+
+def get_cell_results():
+    """Every cell JSON of the selected grid."""
+    return [f"results/cells/{cell.relpath}" for cell in CELLS]
+
+
+def get_figures(root):
+    """PNG and SVG of every figure drawn from the tables under ``root``."""
+    return [f"{root}/figures/{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
+
+
+def get_final_output():
+    """Cells, tables and figures of this run."""
+    return get_cell_results() + [
+        "results/tables/cells.csv",
+        "results/tables/cells.parquet",
+        "results/tables/devices.csv",
+    ] + get_figures("results")
+
+
+def get_cell_checkpoints(wildcards):
+    """Checkpoints a cell loads: the base one, and the pre-quantized one when used."""
+    entry = config["models"][wildcards.model]
+    if not pipeline.needs_checkpoint(entry):
+        return {}
+    inputs = {"base": f"{pipeline.base_checkpoint_dir(CACHE, wildcards.model)}/checkpoint.json"}
+    if pipeline.uses_prequantized(config, wildcards.model, wildcards.quant):
+        inputs["prequantized"] = (
+            f"{pipeline.prequantized_dir(CACHE, wildcards.model, wildcards.quant)}/checkpoint.json"
+        )
+    return inputs
+
+
+def get_architecture(wildcards):
+    """The architecture config a random-weight model is built from."""
+    return config["models"][wildcards.model]["architecture"]
+
+
+def get_seed_cases():
+    """The grid's cells that stand for the seed notebook's cases (may be empty)."""
+    return GRID.get("seed_cases", [])
