@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llmbench import GIB
+from llmbench.checks import gpu_clean_check
 from llmbench.results import read_cell_result
 
 CELL_KEYS = ("model", "quant", "attn", "dtype", "batch", "seq")
@@ -125,7 +126,12 @@ def _model_columns(result: Mapping[str, Any]) -> dict[str, Any]:
     checks = result.get("checks") or {}
     quant_check = checks.get("quantization") or {}
     attn_check = checks.get("attention") or {}
-    clean = checks.get("gpu_clean")
+    # Recomputed from the raw NVML snapshot, so every table applies the current definition.
+    clean = (
+        gpu_clean_check(result.get("gpu_before"), (result.get("environment") or {})["gpus"])
+        if "gpu_clean" in checks
+        else None
+    )
     modules = weights.get("modules") or {}
     return {
         "checkpoint_kind": model.get("checkpoint_kind"),
@@ -237,11 +243,26 @@ def device_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def seed_case_index(seed_cases: Iterable[Mapping[str, Any]]) -> dict[tuple, tuple[str, str]]:
-    """Map a cell's key to its (seed case, variant) label."""
-    return {
-        tuple(case[k] for k in CELL_KEYS): (case["case"], case["variant"]) for case in seed_cases
-    }
+def seed_case_columns(seed_cases: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """Map a cell's key to its seed-case columns: label, variant, the notebook's own readings."""
+    index = {}
+    for case in seed_cases:
+        printed = case.get("notebook_reserved_gib") or {}
+        index[tuple(case[k] for k in CELL_KEYS)] = {
+            "seed_case": case["case"],
+            "seed_variant": case["variant"],
+            "notebook_initial_reserved_gib": printed.get("initial"),
+            "notebook_inference_reserved_gib": printed.get("inference"),
+        }
+    return index
+
+
+SEED_COLUMNS = (
+    "seed_case",
+    "seed_variant",
+    "notebook_initial_reserved_gib",
+    "notebook_inference_reserved_gib",
+)
 
 
 def build_tables(
@@ -253,14 +274,12 @@ def build_tables(
     """
     import pandas as pd
 
-    labels = seed_case_index(seed_cases)
+    labels = seed_case_columns(seed_cases)
     rows, devices = [], []
     for path in paths:
         result = read_cell_result(path)
         row = cell_row(result, str(path))
-        row["seed_case"], row["seed_variant"] = labels.get(
-            tuple(row[k] for k in CELL_KEYS), (None, None)
-        )
+        row.update(labels.get(tuple(row[k] for k in CELL_KEYS), dict.fromkeys(SEED_COLUMNS)))
         rows.append(row)
         devices.extend(device_rows(result))
     cells = pd.DataFrame(rows)

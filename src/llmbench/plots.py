@@ -27,6 +27,22 @@ STATUS_COLORS = {
     "timeout": "#5d4e8c",
     "crashed": "#1f1f1f",
 }
+ATTN_COLORS = dict(
+    zip(
+        (
+            "eager",
+            "sdpa",
+            "sdpa-flash",
+            "sdpa-cudnn",
+            "sdpa-efficient",
+            "sdpa-math",
+            "flash_attention_2",
+        ),
+        sns.color_palette("tab10", 7),
+        strict=True,
+    )
+)
+"""One colour per attention implementation, the same in every figure."""
 MEASURED = ("ok", "check_failed")
 """Statuses whose numbers were measured (check_failed: measured, but not what was asked)."""
 
@@ -51,8 +67,22 @@ def _empty(message: str) -> plt.Figure:
     return figure
 
 
+def _case_label(case: str, row: Mapping[str, Any] | None) -> str:
+    """Tick label of a seed case: its name, status, attention/dtype and the weights loaded."""
+    if row is None or not isinstance(row.get("status"), str):
+        return f"{case}\n[not run]"
+    label = f"{case}\n[{row['status']}]\n{row['attn']}, {row['dtype']}"
+    if isinstance(row.get("quant_applied"), str):
+        label += f"\nweights: {row['quant_applied']}"
+    return label
+
+
 def seed_comparison(cells: pd.DataFrame) -> plt.Figure:
-    """Bars per seed case: memory after load and at the prefill peak, as intended/as written."""
+    """Bars per seed case: memory after load and at the prefill peak, as intended/as written.
+
+    Where the grid file gives the notebook's own readings (memory_reserved on cuda:0), they
+    are drawn as black markers next to the measured bars.
+    """
     cases = cells[cells["seed_case"].notna()].copy() if "seed_case" in cells else cells.iloc[0:0]
     if cases.empty:
         return _empty("This grid defines no seed cases (seed_cases in the grid file).")
@@ -71,58 +101,75 @@ def seed_comparison(cells: pd.DataFrame) -> plt.Figure:
             "host peak RSS, prefill": "prefill_host_peak_rss_gib",
         }
         ylabel = "host memory, CPU run (GiB)"
-    long = cases.melt(
-        id_vars=["seed_case", "seed_variant", "status", "quant_applied", "attn", "dtype"],
-        value_vars=list(measures.values()),
-        var_name="measure",
-        value_name="gib",
+    variants = [v for v in ("as intended", "as written") if v in set(cases["seed_variant"])]
+    order = sorted(cases["seed_case"].unique())
+    figure, axes = plt.subplots(
+        1, len(variants), figsize=(6.5 * len(variants), 5.2), sharey=True, squeeze=False
     )
-    long["measure"] = long["measure"].map({v: k for k, v in measures.items()})
-    variants = [v for v in ("as intended", "as written") if v in set(long["seed_variant"])]
-    grid = sns.catplot(
-        data=long,
-        kind="bar",
-        x="seed_case",
-        y="gib",
-        hue="measure",
-        col="seed_variant",
-        col_order=variants,
-        order=sorted(cases["seed_case"].unique()),
-        height=4.2,
-        aspect=1.3,
-        palette="viridis",
+    palette = sns.color_palette("viridis", len(measures))
+    width = 0.8 / len(measures)
+    for axis, variant in zip(axes.flat, variants, strict=True):
+        rows = cases[cases["seed_variant"] == variant].set_index("seed_case").reindex(order)
+        for index, (name, column) in enumerate(measures.items()):
+            offsets = [i - 0.4 + width * (index + 0.5) for i in range(len(order))]
+            axis.bar(offsets, rows[column].fillna(0), width, label=name, color=palette[index])
+        for column, marker, name in (
+            ("notebook_initial_reserved_gib", "o", "notebook: reserved after load (cuda:0)"),
+            ("notebook_inference_reserved_gib", "X", "notebook: reserved after forward (cuda:0)"),
+        ):
+            if column in rows and rows[column].notna().any():
+                axis.scatter(
+                    range(len(order)),
+                    rows[column],
+                    marker=marker,
+                    color="black",
+                    s=40,
+                    zorder=5,
+                    label=name,
+                )
+        axis.set_xticks(range(len(order)))
+        by_case = rows.to_dict(orient="index")
+        axis.set_xticklabels([_case_label(c, by_case.get(c)) for c in order], fontsize=8)
+        axis.set_title(variant)
+        axis.set_ylabel(ylabel)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    for axis in axes.flat[1:]:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    figure.legend(
+        handles,
+        labels,
+        loc="upper center",
+        ncol=3,
+        bbox_to_anchor=(0.5, 1.0),
+        fontsize=8,
+        frameon=False,
     )
-    grid.set_axis_labels("seed notebook case", ylabel)
-    grid.set_titles("{col_name}")
-    for axis, variant in zip(grid.axes.flat, variants, strict=False):
-        rows = cases[cases["seed_variant"] == variant].set_index("seed_case")
-        for position, case in enumerate(sorted(cases["seed_case"].unique())):
-            if case not in rows.index:
-                continue
-            row = rows.loc[case]
-            note = f"{row['status']}\n{row['attn']}, {row['dtype']}"
-            if row.get("quant_applied") is not None and not pd.isna(row.get("quant_applied")):
-                note += f"\nweights: {row['quant_applied']}"
-            axis.annotate(
-                note,
-                (position, 0),
-                xytext=(0, -34),
-                textcoords="offset points",
-                ha="center",
-                va="top",
-                fontsize=7,
-                color=STATUS_COLORS.get(row["status"], "black"),
-            )
-        axis.tick_params(axis="x", labelsize=8, pad=44)
-    grid.figure.suptitle(
-        "Seed notebook comparison: memory per case (batch and sequence as in the grid)", y=1.03
-    )
-    return grid.figure
+    figure.suptitle("Seed notebook comparison: memory per case", y=1.06)
+    figure.tight_layout(rect=(0, 0, 1, 0.92))
+    return figure
+
+
+def _series(measured: pd.DataFrame) -> pd.DataFrame:
+    """Rows that belong to a line: configurations measured at two or more sequence lengths."""
+    keys = ["model", "quant", "attn", "dtype", "batch"]
+    lengths = measured.groupby(keys)["seq"].transform("nunique")
+    return measured[lengths >= 2] if (lengths >= 2).any() else measured
+
+
+def _facets(grid: sns.FacetGrid) -> list[tuple[tuple[str | None, str], plt.Axes]]:
+    """((row value or None, column value), axis) for a grid faceted by col and maybe row."""
+    return [
+        (key if isinstance(key, tuple) else (None, key), axis)
+        for key, axis in grid.axes_dict.items()
+    ]
 
 
 def memory_vs_seq(cells: pd.DataFrame) -> plt.Figure:
     """Prefill peak memory vs sequence length, one panel per quantization, hue attention."""
-    measured = cells[cells["status"].isin(MEASURED)]
+    measured = _series(cells[cells["status"].isin(MEASURED)])
     if measured.empty:
         return _empty("No measured cell to plot.")
     cuda = _has_cuda_memory(measured)
@@ -134,6 +181,8 @@ def memory_vs_seq(cells: pd.DataFrame) -> plt.Figure:
         x="seq",
         y=y,
         hue="attn",
+        palette=ATTN_COLORS,
+        hue_order=[a for a in ATTN_COLORS if a in set(measured["attn"])],
         style="batch",
         col="quant",
         row="model" if measured["model"].nunique() > 1 else None,
@@ -145,16 +194,37 @@ def memory_vs_seq(cells: pd.DataFrame) -> plt.Figure:
     grid.set_axis_labels("sequence length (tokens)", ylabel)
     if cuda and "device_total_gib" in measured and measured["device_total_gib"].notna().any():
         capacity = float(measured["device_total_gib"].max())
-        for axis in grid.axes.flat:
+        oom = cells[cells["status"] == "oom"]
+        for (model, quant), axis in _facets(grid):
             axis.axhline(capacity, color="grey", linestyle=":", linewidth=1)
             axis.text(axis.get_xlim()[0], capacity, " GPU capacity", va="bottom", fontsize=7)
+            failed = oom[oom["quant"] == quant]
+            if model is not None:
+                failed = failed[failed["model"] == model]
+            for _, row in failed.iterrows():
+                axis.scatter(
+                    row["seq"],
+                    capacity,
+                    marker="x",
+                    s=60,
+                    linewidths=2,
+                    color=ATTN_COLORS.get(row["attn"], "black"),
+                    zorder=5,
+                )
+        grid.figure.text(
+            0.5,
+            -0.02,
+            "x on the capacity line: out of memory (colour = attention)",
+            ha="center",
+            fontsize=8,
+        )
     grid.figure.suptitle("Memory at the prefill peak vs sequence length", y=1.03)
     return grid.figure
 
 
 def latency_vs_seq(cells: pd.DataFrame) -> plt.Figure:
     """Prefill latency (median) vs sequence length, one panel per quantization."""
-    measured = cells[cells["status"].isin(MEASURED) & cells["prefill_ms_p50"].notna()]
+    measured = _series(cells[cells["status"].isin(MEASURED) & cells["prefill_ms_p50"].notna()])
     if measured.empty:
         return _empty("No measured cell to plot.")
     grid = sns.relplot(
@@ -163,6 +233,8 @@ def latency_vs_seq(cells: pd.DataFrame) -> plt.Figure:
         x="seq",
         y="prefill_ms_p50",
         hue="attn",
+        palette=ATTN_COLORS,
+        hue_order=[a for a in ATTN_COLORS if a in set(measured["attn"])],
         style="batch",
         col="quant",
         row="model" if measured["model"].nunique() > 1 else None,

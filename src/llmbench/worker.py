@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from llmbench import environment, nvml
+from llmbench.checks import gpu_clean_check
 from llmbench.failures import classify
 from llmbench.grid import Cell
 from llmbench.results import SCHEMA_VERSION, read_json, write_json_atomic
-
-GPU_BUSY_THRESHOLD_BYTES = 256 * 2**20
-"""Device memory in use before a cell above which the GPU is not called clean."""
 
 
 def new_result(spec: dict[str, Any]) -> dict[str, Any]:
@@ -54,34 +52,6 @@ def resolve_device(requested: str, torch: Any) -> str:
     if requested == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested, but this node has no usable CUDA GPU")
     return requested
-
-
-def gpu_clean_check(before: dict[str, Any], gpus: list[dict[str, Any]]) -> dict[str, Any]:
-    """Was every GPU this cell uses free of other processes and memory before it started?"""
-    devices = []
-    for gpu in gpus:
-        state = before.get(gpu.get("uuid") or "", None)
-        if state is None:
-            devices.append({"device": gpu["device"], "known": False})
-            continue
-        processes = state["compute_processes"]
-        used = state["used_bytes"]
-        devices.append(
-            {
-                "device": gpu["device"],
-                "known": True,
-                "used_bytes_before": used,
-                "other_compute_processes": processes,
-                "clean": (processes == [] or processes is None)
-                and (used is None or used < GPU_BUSY_THRESHOLD_BYTES),
-            }
-        )
-    known = [d for d in devices if d["known"]]
-    return {
-        "passed": bool(known) and all(d["clean"] for d in known) and len(known) == len(devices),
-        "threshold_bytes": GPU_BUSY_THRESHOLD_BYTES,
-        "devices": devices,
-    }
 
 
 def make_inputs(kind: str, batch: int, seq: int, vocab_size: int, seed: int, torch: Any) -> Any:
