@@ -27,6 +27,32 @@ SETTINGS_KEYS = (
 """Config keys copied into every cell JSON: what a reader needs to interpret its numbers."""
 
 
+def git_commit(repo: Path) -> str | None:
+    """HEAD of the checkout, or None where this is no git checkout or git is missing."""
+    try:
+        process = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return process.stdout.strip() or None
+
+
+def export_environment(repo: Path) -> None:
+    """Make the package importable in every job and let cells record the commit.
+
+    Jobs inherit this process's environment (locally and, by default, through sbatch), so
+    cells on a node that has no git checkout still know which commit they measure.
+    """
+    src = str(repo / "src")
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if src not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([src, *paths])
+    commit = git_commit(repo)
+    if commit and not os.environ.get("LLMBENCH_GIT_COMMIT"):
+        os.environ["LLMBENCH_GIT_COMMIT"] = commit
+
+
 def host_has_cuda() -> bool:
     """Whether this host has a usable NVIDIA GPU, decided without importing torch.
 
@@ -79,9 +105,33 @@ def choose_grid(config: Mapping[str, Any], has_cuda: bool) -> GridChoice:
 
 
 def cells_for(config: Mapping[str, Any], grid: str, config_dir: Path) -> tuple[dict, list[Cell]]:
-    """Load and expand a grid against the config's model registry."""
+    """Load and expand a grid against the config's model registry.
+
+    Every architecture config a cell needs must exist, so that a typo fails here, naming the
+    key, before any job runs.
+    """
     document = load_grid(grid, config_dir, config["models"])
-    return document, expand_grid(document)
+    cells = expand_grid(document)
+    base = config_dir.parent
+    for model in sorted({cell.model for cell in cells}):
+        architecture = config["models"][model].get("architecture")
+        if architecture is not None and not (base / architecture).is_file():
+            raise ValueError(
+                f"models.{model}.architecture: no such file {architecture!r} "
+                f"(paths are relative to {base})"
+            )
+    return document, cells
+
+
+def select_grid(
+    config: Mapping[str, Any], has_cuda: bool, config_dir: Path
+) -> tuple[GridChoice, dict, list[Cell]]:
+    """Validate the configured grid (even if it will be replaced), then apply on_missing_gpu."""
+    document, cells = cells_for(config, str(config["grid"]), config_dir)
+    choice = choose_grid(config, has_cuda)
+    if choice.name != config["grid"]:
+        document, cells = cells_for(config, choice.name, config_dir)
+    return choice, document, cells
 
 
 def cell_settings(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -154,9 +154,11 @@ def run_cell(
     out_path: Path | str,
     log_path: Path | str | None = None,
     timeout_s: float,
+    worker_module: str = "llmbench.worker",
 ) -> dict[str, Any]:
     """Measure one cell in a child process and write its JSON to ``out_path``; never raises
-    for a failure of the measurement itself."""
+    for a failure of the measurement itself. ``worker_module`` is run with ``python -m``
+    (tests substitute workers that hang or die)."""
     started = time.perf_counter()
     log_path = None if log_path is None else Path(log_path)
     if log_path is not None:
@@ -184,7 +186,7 @@ def run_cell(
         log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "llmbench.worker", str(spec_path)],
+                [sys.executable, "-m", worker_module, str(spec_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

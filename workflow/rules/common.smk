@@ -1,16 +1,11 @@
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 from snakemake.utils import validate
 
-# The measurement package lives in src/; make it importable here and in every job.
-_SRC = str(Path(workflow.basedir) / "src")
-sys.path.insert(0, _SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (_SRC, os.environ.get("PYTHONPATH")) if p
-)
+# The measurement package lives in src/: importable here, and (via the environment that
+# pipeline.export_environment sets) in every job this workflow starts.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from llmbench import grid as llm_grid
 from llmbench import pipeline
@@ -18,28 +13,13 @@ from llmbench import pipeline
 
 validate(config, schema="../schemas/config.schema.yaml")
 
+pipeline.export_environment(Path(workflow.basedir))
 
-def _git_commit():
-    try:
-        return subprocess.run(
-            ["git", "-C", workflow.basedir, "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except OSError:
-        return ""
-
-
-# Cells record the commit even where the run directory is no git checkout (cluster copies).
-os.environ.setdefault("LLMBENCH_GIT_COMMIT", _git_commit())
-
-GRID_CHOICE = pipeline.choose_grid(config, pipeline.host_has_cuda())
+GRID_CHOICE, GRID, CELLS = pipeline.select_grid(
+    config, pipeline.host_has_cuda(), Path(workflow.basedir) / "config"
+)
 if GRID_CHOICE.message:
     print(f"llmbench: {GRID_CHOICE.message}", file=sys.stderr)
-GRID, CELLS = pipeline.cells_for(
-    config, GRID_CHOICE.name, Path(workflow.basedir) / "config"
-)
 CACHE = config["cache_dir"]
 REPORT_ROOT = config.get("report_root", "results")
 FIGURES = ("seed_comparison", "memory_vs_seq", "latency_vs_seq", "status_map")

@@ -1,0 +1,70 @@
+"""Shared fixtures: the repository, a copy of it to run Snakemake in, and one smoke run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+
+HEAD = subprocess.run(
+    ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
+).stdout.strip()
+
+
+def tracked_files() -> list[str]:
+    """Files git tracks plus new ones not ignored: what a fresh clone would hold."""
+    listing = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return [name for name in listing.split("\0") if name and (REPO / name).is_file()]
+
+
+def copy_repo(destination: Path) -> Path:
+    """A copy of the checkout (no results, caches or logs) to run Snakemake in."""
+    for name in tracked_files():
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, target)
+    return destination
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the snakemake CLI of this interpreter's environment in ``workdir``."""
+    # The copy is no git checkout: pass the commit the way a cluster job gets it.
+    env = {
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        "LLMBENCH_GIT_COMMIT": HEAD,
+    }
+    command = [sys.executable, "-m", "snakemake", *args]
+    process = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=env)
+    if check and process.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({process.returncode}):\n"
+            f"{process.stdout[-4000:]}\n{process.stderr[-6000:]}"
+        )
+    return process
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    """The repository root."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repo in which the smoke grid ran once, end to end, on the CPU."""
+    workdir = copy_repo(tmp_path_factory.mktemp("smoke") / "repo")
+    snakemake(workdir, "--cores", "2", "--resources", "gpu=1", "--config", "grid=smoke")
+    return workdir

@@ -1,0 +1,36 @@
+"""Stand-in workers for runner tests: each misbehaves the way a real child can.
+
+Run as ``python -m fake_worker SPEC`` with the behaviour in the spec's settings["fake"].
+"""
+
+import os
+import signal
+import sys
+import time
+
+from llmbench.results import read_json, write_json_atomic
+from llmbench.worker import new_result
+
+
+def main() -> None:
+    spec = read_json(sys.argv[1])
+    behaviour = spec["settings"]["fake"]
+    result = new_result(spec)
+    result["phase"] = "prefill"
+    write_json_atomic(spec["partial_path"], result)
+    print(f"fake worker: {behaviour}", flush=True)
+    if behaviour == "hang":
+        time.sleep(3600)
+    elif behaviour == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif behaviour == "segfault":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif behaviour == "exit3":
+        sys.exit(3)
+    elif behaviour == "ignore_sigterm":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""The Snakemake workflow: lint, job counts of the shipped grids, early validation errors,
+reruns that redo only what is missing, figures from committed tables."""
+
+import re
+
+import pytest
+
+from conftest import copy_repo, snakemake
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return copy_repo(tmp_path_factory.mktemp("wf") / "repo")
+
+
+def job_counts(output: str) -> dict[str, int]:
+    table = output[output.index("Job stats:"):]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_lint_is_clean(workdir):
+    process = snakemake(workdir, "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in process.stdout + process.stderr
+
+
+@pytest.mark.parametrize(
+    "grid, cells, prequantized",
+    [("seed", 9, 1), ("extended", 81, 2), ("smoke", 23, 1)],
+)
+def test_dry_run_job_counts(workdir, grid, cells, prequantized):
+    process = snakemake(workdir, "-n", "--config", f"grid={grid}", "on_missing_gpu=ignore")
+    counts = job_counts(process.stdout)
+    assert counts["measure_cell"] == cells
+    assert counts["prequantize_model"] == prequantized
+    assert counts["aggregate_cells"] == 1 and counts["plot_figures"] == 1
+
+
+def test_default_command_without_gpu_says_so_and_runs_smoke(workdir):
+    process = snakemake(workdir, "-n")
+    assert "No CUDA GPU was found on this host" in process.stderr
+    assert job_counts(process.stdout)["measure_cell"] == 23
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (["grid=nope"], "grid 'nope': no file"),
+        (["device=tpu"], "device"),
+        (["grid=../../etc/passwd"], "grid"),
+        (["on_missing_gpu=maybe"], "on_missing_gpu"),
+    ],
+)
+def test_bad_config_fails_before_any_job_naming_the_key(workdir, config, message):
+    process = snakemake(workdir, "-n", "--config", *config, check=False)
+    assert process.returncode != 0
+    assert message in process.stdout + process.stderr
+    assert "Job stats" not in process.stdout
+
+
+@pytest.mark.parametrize(
+    "block, key",
+    [
+        ("{models: [tiny-mistral], quant: [none], attn: [sdpa], dtype: [bfloat16], batch: [0], seq: [8]}", "blocks.0.batch.0"),
+        ("{models: [tiny-mistral], quant: [int4], attn: [sdpa], dtype: [bfloat16], batch: [1], seq: [8]}", "blocks.0.quant.0"),
+        ("{models: [tiny-mistral], quant: [none], attn: [flash], dtype: [bfloat16], batch: [1], seq: [8]}", "blocks.0.attn.0"),
+        ("{models: [../x], quant: [none], attn: [sdpa], dtype: [bfloat16], batch: [1], seq: [8]}", "blocks.0.models.0"),
+        ("{models: [unknown-model], quant: [none], attn: [sdpa], dtype: [bfloat16], batch: [1], seq: [8]}", "model 'unknown-model' is not defined"),
+    ],
+)
+def test_bad_grid_fails_naming_the_key(workdir, block, key):
+    grid = workdir / "config" / "grids" / "bad.yaml"
+    grid.write_text(f"blocks:\n  - {block}\n")
+    process = snakemake(workdir, "-n", "--config", "grid=bad", check=False)
+    assert process.returncode != 0
+    assert key in process.stdout + process.stderr
+
+
+def test_model_name_with_path_characters_is_rejected(workdir, tmp_path):
+    override = tmp_path / "override.yaml"
+    override.write_text("models:\n  ../evil:\n    architecture: config/models/tiny-mistral.json\n")
+    process = snakemake(workdir, "-n", "--configfile", str(override), check=False)
+    assert process.returncode != 0
+    assert "evil" in process.stdout + process.stderr
+
+
+def test_figures_regenerate_from_committed_tables_alone(workdir):
+    root = "results/reference/h100/seed"
+    figures = workdir / root / "figures"
+    for figure in figures.glob("*"):
+        figure.unlink()
+    process = snakemake(workdir, "figures", "--config", f"report_root={root}")
+    assert "measure_cell" not in process.stdout + process.stderr
+    assert {p.name for p in figures.glob("*.png")} >= {"seed_comparison.png", "status_map.png"}
+    snakemake(workdir, "figures", "--config", f"report_root={root}", "--report", "report.html")
+    assert (workdir / "report.html").stat().st_size > 10_000
