@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create .venv with everything the pipeline needs on this machine.
+#   LLMBENCH_TORCH   pip spec for torch (default: torch; a CUDA build on Linux x86-64 PyPI)
+#   LLMBENCH_SKIP_FLASH_ATTN=1   do not try to build flash-attn
+# flash-attn is optional: without it, flash_attention_2 cells end as "unavailable".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "${LLMBENCH_TORCH:-torch}"
+.venv/bin/python -m pip install -q -r requirements/measure.txt
+if [[ -z "${LLMBENCH_SKIP_FLASH_ATTN:-}" ]] && command -v nvidia-smi >/dev/null 2>&1; then
+  # Builds against the torch above; prebuilt wheels exist for common torch/CUDA pairs.
+  .venv/bin/python -m pip install -q flash-attn==2.8.3 --no-build-isolation \
+    || echo "setup: flash-attn did not install; flash_attention_2 cells will be 'unavailable'" >&2
+fi
+echo "setup: done; run .venv/bin/snakemake --cores 1 --resources gpu=1"
