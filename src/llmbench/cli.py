@@ -3,6 +3,10 @@
 - ``tables ROOT``: rebuild ``ROOT/tables`` from the cell JSONs under ``ROOT/cells``.
 - ``publish --to results/reference/<gpu>/<run>``: copy this run's cells and benchmarks into a
   reference folder and rebuild its tables there (figures then come from ``snakemake figures``).
+- ``predict [--grid NAME_OR_PATH] [--gpu-mem 80GiB] [--format table|csv] [--terms]``: the
+  analytic memory model (predict.py) for every cell of a grid, instantly, without a GPU: predicted
+  load/prefill/decode peak allocated (GiB), the dominant term, and whether the cell fits
+  ``--gpu-mem``: predicted peak allocated + allocator slack + CUDA context <= capacity.
 """
 
 from __future__ import annotations
@@ -72,9 +76,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     publisher.add_argument("--from", dest="source", type=Path, default=Path("results"))
     publisher.add_argument("--to", dest="target", type=Path, required=True)
     publisher.add_argument("--grid", required=True, help="grid whose cells are copied")
+    predictor = commands.add_parser("predict", help="predicted peak memory of a grid's cells")
+    predictor.add_argument("--grid", help="grid name or path (default: the config's grid)")
+    predictor.add_argument(
+        "--gpu-mem", default="80GiB", help="device memory to fit in, e.g. 80GiB, 24GB (80GiB)"
+    )
+    predictor.add_argument("--format", choices=("table", "csv"), default="table")
+    predictor.add_argument("--terms", action="store_true", help="add the peak's breakdown")
     args = parser.parse_args(argv)
     if args.command == "tables":
         print(f"{rebuild_tables(args.root, args.grid)} cells -> {args.root / 'tables'}")
+    elif args.command == "predict":
+        from llmbench import predict
+
+        rows = predict.grid_prediction_rows(
+            args.grid, repo_root=REPO_ROOT, gpu_mem=args.gpu_mem, terms=args.terms
+        )
+        if args.format == "csv":
+            sys.stdout.write(predict.format_csv(rows))
+        else:
+            print(predict.format_table(rows, terms=args.terms))
     elif args.command == "publish":
         copied = publish(args.source, args.target, args.grid)
         print(f"copied {copied} cells to {args.target}")
