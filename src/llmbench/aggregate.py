@@ -16,6 +16,7 @@ from typing import Any
 
 from llmbench import GIB
 from llmbench.checks import gpu_clean_check
+from llmbench.predict import table_columns as predicted_columns
 from llmbench.results import read_cell_result
 
 CELL_KEYS = ("model", "quant", "attn", "dtype", "batch", "seq")
@@ -210,6 +211,7 @@ def cell_row(result: Mapping[str, Any], path: str) -> dict[str, Any]:
     row.update(_efficiency_columns(result))
     row.update(_model_columns(result))
     row.update(_timing_columns(result))
+    row.update(predicted_columns(result))  # analytic model (predict.py) and measured/predicted
     return row
 
 
