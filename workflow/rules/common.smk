@@ -22,7 +22,13 @@ if GRID_CHOICE.message:
     print(f"llmbench: {GRID_CHOICE.message}", file=sys.stderr)
 CACHE = config["cache_dir"]
 REPORT_ROOT = config.get("report_root", "results")
-FIGURES = ("seed_comparison", "memory_vs_seq", "latency_vs_seq", "status_map")
+FIGURES = (
+    "seed_comparison",
+    "memory_vs_seq",
+    "latency_vs_seq",
+    "status_map",
+    "predicted_vs_measured",
+)
 
 
 wildcard_constraints:

@@ -30,6 +30,13 @@ rule plot_figures:
             labels={"figure": "status map", "results": "{root}"},
         ),
         status_svg="{root}/figures/status_map.svg",
+        predicted_png=report(
+            "{root}/figures/predicted_vs_measured.png",
+            caption="../report/predicted_vs_measured.rst",
+            category="Memory",
+            labels={"figure": "predicted vs measured memory", "results": "{root}"},
+        ),
+        predicted_svg="{root}/figures/predicted_vs_measured.svg",
     log:
         "logs/plots/{root}/plot_figures.log",
     conda:
