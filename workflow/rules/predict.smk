@@ -9,13 +9,7 @@ rule predict:
     params:
         grid=config["grid"],
         gpu_mem="80GiB",
-    run:
-        from llmbench import REPO_ROOT, predict as llm_predict
-
-        rows = llm_predict.grid_prediction_rows(
-            params.grid, repo_root=REPO_ROOT, gpu_mem=params.gpu_mem, terms=True
-        )
-        Path(output.predicted).parent.mkdir(parents=True, exist_ok=True)
-        Path(output.predicted).write_text(llm_predict.format_csv(rows))
-        Path(log[0]).parent.mkdir(parents=True, exist_ok=True)
-        Path(log[0]).write_text(f"{len(rows)} cells of grid {params.grid} predicted\n")
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/predict_grid.py"

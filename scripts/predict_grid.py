@@ -1,0 +1,19 @@
+"""Snakemake entry point: the analytic memory model for every cell of the configured grid."""
+
+import sys
+from pathlib import Path
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "a")  # noqa: F821 - injected by Snakemake
+
+from llmbench import REPO_ROOT, predict  # noqa: E402
+
+rows = predict.grid_prediction_rows(
+    snakemake.params.grid,  # noqa: F821
+    repo_root=REPO_ROOT,
+    gpu_mem=snakemake.params.gpu_mem,  # noqa: F821
+    terms=True,
+)
+output = Path(snakemake.output.predicted)  # noqa: F821
+output.parent.mkdir(parents=True, exist_ok=True)
+output.write_text(predict.format_csv(rows))
+print(f"{len(rows)} cells of grid {snakemake.params.grid} predicted -> {output}")  # noqa: F821
