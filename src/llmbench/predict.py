@@ -19,6 +19,15 @@ The peak of a forward is reached inside the last decoder layer (every earlier la
 then resident) or at the logits; it is the maximum over the replayed sequence, never a sum of
 independent maxima. Earlier layers are identical but hold less cache, so they are not replayed.
 
+Accuracy: on the 41 ``ok`` H100 reference cells (Mistral-7B-v0.3; none/int8/nf4; eager, sdpa,
+FlashAttention-2; bf16 and fp32) the prefill peak is within 0.09 % of measured (median 0.00 %),
+decode within 0.03 %, load exact (tests/test_predict.py). Paths the reference does not cover
+are derived the same way but unmeasured: fp16, nf4-dq, forced SDPA backends (math in bf16,
+efficient, cuDNN), int8 with fp16, Llama/Qwen2 shapes, and 4-bit layers at 5-1536 rows (e.g.
+decode with batch > 4), where the dequantize fallback is assumed although bitsandbytes may pick
+its fused kernel on some GPUs (over-prediction of at most one dequantized weight). One device
+is assumed (``device_map`` that places the whole model on one GPU).
+
 Terms (bytes; ``Terms`` has one field each):
 
 - ``weights``: parameters and buffers as stored (see ``WeightBreakdown``), each tensor rounded
@@ -466,10 +475,6 @@ class _Replay:
         """Breakdown at the peak."""
         return Terms(**self.best)
 
-    def current(self) -> int:
-        """Live bytes now."""
-        return sum(nbytes for _, nbytes in self.live.values())
-
 
 @dataclass(frozen=True)
 class _Context:
@@ -506,14 +511,11 @@ def attention_path(cell: Cell, arch: Architecture, q_len: int) -> str:
     return "efficient" if arch.n_rep == 1 else "math"
 
 
-def _linear(
-    r: _Replay, ctx: _Context, rows: int, projection: str, term: str, *, quantized: bool = True
-) -> str:
+def _linear(r: _Replay, ctx: _Context, rows: int, projection: str, term: str) -> str:
     """One projection of ``rows`` tokens; returns its output handle (model dtype)."""
-    out_f, in_f = ctx.arch.projection_shapes()[projection]
-    a = ctx.a
-    if not quantized or ctx.quant == "none":
-        return r.alloc(term, rows * out_f * a)
+    if ctx.quant == "none":
+        out_features, _ = ctx.arch.projection_shapes()[projection]
+        return r.alloc(term, rows * out_features * ctx.a)
     if ctx.quant == "int8":
         return _linear_int8(r, ctx, rows, projection, term)
     return _linear_4bit(r, ctx, rows, projection, term)
@@ -782,9 +784,7 @@ def _forward(
     r.stage = f"layer {s.num_layers - 1} q/k/v projections"
     q = _linear(r, ctx, rows, "q_proj", "attention_qkv")
     k = _linear(r, ctx, rows, "k_proj", "attention_qkv")
-    v = _linear(r, ctx, rows, "v_proj", "attention_qkv")
-    if arch.attention_bias:  # bias added in place by addmm / F.linear: no extra tensor
-        pass
+    v = _linear(r, ctx, rows, "v_proj", "attention_qkv")  # a bias is fused: no extra tensor
     r.stage = f"layer {s.num_layers - 1} rotary"
     q_rot = _rotary(r, rows * s.num_heads * s.head_dim, a)
     k_rot = _rotary(r, rows * s.num_kv_heads * s.head_dim, a)
