@@ -26,6 +26,7 @@ include: "workflow/rules/cells.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/plots.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/frontier.smk"
 
 
 rule all:

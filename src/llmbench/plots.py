@@ -362,3 +362,162 @@ def draw_all(cells_csv: str | Path, outputs: Mapping[str, Any]) -> None:
     sns.set_theme(style="whitegrid", context="notebook")
     for key, draw in FIGURES.items():
         _save(draw(cells), outputs[f"{key}_png"], outputs[f"{key}_svg"])
+
+
+# ---- out-of-memory frontier (results/tables/frontier.csv) --------------------------------------
+
+FRONTIER_MARKERS = {
+    "found": ("o", "largest sequence length that runs"),
+    "above_max": ("^", "runs up to the largest length searched (lower bound)"),
+    "below_min": ("v", "fails already at the smallest length searched"),
+    "batch": ("s", "largest batch at a fixed length (batch search)"),
+    "stopped": ("X", "search stopped: unsupported/unavailable/error/... (panel note)"),
+}
+"""Marker per search outcome in the frontier figure."""
+
+
+def frontier_figure(searches: pd.DataFrame) -> plt.Figure:
+    """Largest sequence length that runs vs batch: one panel per quantization (rows: model and
+    dtype when there are several), colour = attention. Batch searches (largest batch at a
+    fixed length) are squares on the same axes: both trace the boundary between what runs and
+    what runs out of memory."""
+    if searches.empty:
+        return _empty("No frontier search.")
+    frame = searches.copy()
+    frame["configuration"] = frame["model"] + " · " + frame["dtype"]
+    rows = sorted(frame["configuration"].unique())
+    quants = sorted(frame["quant"].unique(), key=lambda q: (q != "none", q))
+    figure, axes = plt.subplots(
+        len(rows),
+        len(quants),
+        figsize=(4.6 * len(quants), 3.9 * len(rows)),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+    )
+    ran = ("found", "above_max")
+    stopped_statuses = set(frame["status"]) - {"found", "above_max", "below_min"}
+    for row_index, configuration in enumerate(rows):
+        for column_index, quant in enumerate(quants):
+            axis = axes[row_index][column_index]
+            panel = frame[(frame["configuration"] == configuration) & (frame["quant"] == quant)]
+            notes = []
+            for attn in [a for a in ATTN_COLORS if a in set(panel["attn"])]:
+                color = ATTN_COLORS[attn]
+                group = panel[panel["attn"] == attn]
+                seq = group[group["search"] == "seq"].sort_values("batch")
+                line = seq[seq["status"].isin(ran)]
+                axis.plot(line["batch"], line["frontier"], color=color, linewidth=1.5)
+                for status in ("found", "above_max"):
+                    points = seq[seq["status"] == status]
+                    axis.scatter(
+                        points["batch"],
+                        points["frontier"],
+                        marker=FRONTIER_MARKERS[status][0],
+                        color=color,
+                        s=45,
+                        zorder=4,
+                    )
+                for point in line.itertuples():
+                    axis.annotate(
+                        f"{int(point.frontier)}",
+                        (point.batch, point.frontier),
+                        textcoords="offset points",
+                        xytext=(5, 4),
+                        fontsize=7,
+                        color=color,
+                    )
+                low = seq[seq["status"] == "below_min"]
+                axis.scatter(
+                    low["batch"],
+                    low["min"],
+                    marker=FRONTIER_MARKERS["below_min"][0],
+                    facecolors="none",
+                    edgecolors=color,
+                    s=45,
+                    zorder=4,
+                )
+                batch = group[(group["search"] == "batch") & group["status"].isin(ran)]
+                batch = batch.sort_values("seq")
+                axis.plot(batch["frontier"], batch["seq"], color=color, linestyle="--", lw=1)
+                axis.scatter(
+                    batch["frontier"],
+                    batch["seq"],
+                    marker=FRONTIER_MARKERS["batch"][0],
+                    color=color,
+                    s=40,
+                    zorder=4,
+                )
+                for point in batch.itertuples():
+                    axis.annotate(
+                        f"b{int(point.frontier)} @ s{int(point.seq)}",
+                        (point.frontier, point.seq),
+                        textcoords="offset points",
+                        xytext=(-5, -11),
+                        ha="right",
+                        fontsize=7,
+                        color=color,
+                    )
+                stopped = group[group["status"].isin(stopped_statuses)]
+                for status, count in stopped["status"].value_counts().items():
+                    notes.append(f"{attn}: {status} ({count} search{'es' * (count > 1)})")
+            axis.set_xscale("log", base=2)
+            axis.set_yscale("log", base=2)
+            axis.yaxis.set_major_formatter(
+                matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+            )
+            title = f"{configuration} · {quant}" if len(rows) > 1 else f"quantization: {quant}"
+            axis.set_title("\n".join([title, *notes]), fontsize=10)
+            if column_index == 0:
+                axis.set_ylabel("largest sequence length that runs")
+            if row_index == len(rows) - 1:
+                axis.set_xlabel("batch size")
+    batches = sorted(
+        set(frame.loc[frame["search"] == "seq", "batch"].dropna().astype(int))
+        | set(
+            frame.loc[(frame["search"] == "batch") & frame["status"].isin(ran), "frontier"]
+            .dropna()
+            .astype(int)
+        )
+    )
+    if batches:
+        for axis in axes.flat:
+            axis.set_xticks(batches)
+            axis.set_xticklabels([str(b) for b in batches])
+    handles = [
+        matplotlib.lines.Line2D([], [], color=ATTN_COLORS[a], lw=2, label=a)
+        for a in ATTN_COLORS
+        if a in set(frame["attn"])
+    ] + [
+        matplotlib.lines.Line2D(
+            [],
+            [],
+            color="grey",
+            marker=marker,
+            linestyle="none",
+            label=label,
+            markerfacecolor="none" if key == "below_min" else "grey",
+        )
+        for key, (marker, label) in FRONTIER_MARKERS.items()
+        if key != "stopped"
+    ]
+    figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8)
+    budget = frame["memory_budget_gib"].dropna().unique()
+    devices = ", ".join(sorted(frame["device"].dropna().astype(str).unique()))
+    figure.suptitle(
+        "Out-of-memory frontier"
+        + (f" ({devices}" if devices else " (")
+        + (f", budget {budget[0]:g} GiB)" if len(budget) == 1 else ", whole device)")
+        + f": {int(frame['probes'].sum())} probes for {len(frame)} searches, "
+        f"brute force at the same step {int(frame['brute_force'].sum())}",
+        y=1.02,
+    )
+    figure.tight_layout()
+    return figure
+
+
+def draw_frontier(frontier_csv: str | Path, png: str, svg: str) -> None:
+    """Draw the frontier figure from results/tables/frontier.csv."""
+    searches = pd.read_csv(frontier_csv)
+    sns.set_theme(style="whitegrid", context="notebook")
+    _save(frontier_figure(searches), png, svg)

@@ -7,6 +7,7 @@ from snakemake.utils import validate
 # pipeline.export_environment sets) in every job this workflow starts.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from llmbench import frontier as llm_frontier
 from llmbench import grid as llm_grid
 from llmbench import pipeline
 
@@ -76,3 +77,36 @@ def get_architecture(wildcards):
 def get_seed_cases():
     """The grid's cells that stand for the seed notebook's cases (may be empty)."""
     return GRID.get("seed_cases", [])
+
+
+_FRONTIER_CHOICE = []
+
+
+def frontier_section():
+    """The frontier section of this run (workflow/rules/frontier.smk): decided on first use, so
+    that runs that do not ask for the frontier neither look for a GPU again nor hear about the
+    CPU fallback (config/frontier-tiny.yaml on a host without CUDA)."""
+    if not _FRONTIER_CHOICE:
+        choice = llm_frontier.choose_section(
+            config, pipeline.host_has_cuda(), Path(workflow.basedir) / "config"
+        )
+        if choice.message:
+            print(f"llmbench: {choice.message}", file=sys.stderr)
+        _FRONTIER_CHOICE.append(choice)
+    return _FRONTIER_CHOICE[0].section
+
+
+def get_frontier_searches(wildcards):
+    """Search-result JSONs of a frontier table: this run's planned searches under results/, or
+    every search a committed reference (results/reference/...) holds."""
+    if wildcards.root == "results":
+        return [
+            f"results/frontier/searches/{search.relpath}"
+            for search in llm_frontier.plan(frontier_section(), config["models"])
+        ]
+    return sorted(str(p) for p in Path(wildcards.root, "frontier", "searches").rglob("*.json"))
+
+
+def get_frontier_probe_settings(wildcards):
+    """Settings of every frontier probe: cell settings with the frontier's overrides."""
+    return llm_frontier.probe_settings(config, frontier_section())

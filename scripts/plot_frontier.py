@@ -1,0 +1,9 @@
+"""Snakemake entry point: the frontier figure from results/tables/frontier.csv."""
+
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "a")  # noqa: F821 - injected by Snakemake
+
+from llmbench import plots  # noqa: E402
+
+plots.draw_frontier(snakemake.input[0], snakemake.output.png, snakemake.output.svg)  # noqa: F821
