@@ -411,7 +411,7 @@ def _run(tmp_path, runner, settings, section=None, predictor=None, name="seq_b2.
     search = Search("tiny-mistral", "none", "sdpa", "bfloat16", "seq", 2)
     return frontier.run_search(
         search,
-        section=section or {**TINY_SECTION, "seq_max": 8192},
+        section=section or {**TINY_SECTION, "seq_min": 128, "seq_max": 8192, "step": 128},
         settings=settings,
         model_entry={"architecture": "config/models/tiny-mistral.json"},
         base_dir=None,
@@ -523,7 +523,7 @@ def test_table_and_figure(tmp_path):
         runner = FakeRunner(20_000 if attn == "sdpa" else 200_000, 0.5, status=status)
         document = frontier.run_search(
             search,
-            section={**TINY_SECTION, "seq_max": 8192},
+            section={**TINY_SECTION, "seq_min": 128, "seq_max": 8192, "step": 128},
             settings=_settings(),
             model_entry={"architecture": "config/models/tiny-mistral.json"},
             base_dir=None,
