@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +31,80 @@ RUNTIME_MARGIN_S = 60.0
 
 LOG_TAIL_CHARS = 3000
 
+CELL_ATTEMPTS_VARIABLE = "LLMBENCH_CELL_ATTEMPTS"
+"""Environment variable through which cells learn how many attempts Snakemake makes."""
 
-def effective_timeout(cell_timeout_s: float, runtime_min: float | None) -> float:
-    """The cell's time limit: the configured one, or less when the job's runtime is shorter.
+SQUEUE_TIMEOUT_S = 20.0
+"""Seconds to wait for squeue when asking for the job's end time."""
+
+
+def effective_timeout(
+    cell_timeout_s: float, runtime_min: float | None, job_time_left_s: float | None = None
+) -> float:
+    """The cell's time limit: the configured one, or less when the job ends sooner.
 
     A scheduler kills the whole job at its runtime; stopping the child a margin earlier
-    leaves time to write a ``timeout`` cell instead of leaving no file.
+    leaves time to write a ``timeout`` cell instead of leaving no file. ``job_time_left_s``
+    (see :func:`slurm_job_time_left`) counts what Snakemake's start-up inside the job used.
     """
-    if runtime_min is None or runtime_min <= 0:
+    runtime_s = float(runtime_min) * 60.0 if runtime_min is not None and runtime_min > 0 else None
+    known = [left for left in (job_time_left_s, runtime_s) if left is not None]
+    if not known:
         return float(cell_timeout_s)
-    runtime_s = float(runtime_min) * 60.0
-    margin = min(RUNTIME_MARGIN_S, runtime_s * 0.1)
-    return max(1.0, min(float(cell_timeout_s), runtime_s - margin))
+    margin = min(RUNTIME_MARGIN_S, (runtime_s or known[0]) * 0.1)
+    return max(1.0, min(float(cell_timeout_s), min(known) - margin))
+
+
+def parse_slurm_time(text: str) -> float | None:
+    """Epoch seconds of a Slurm timestamp such as ``2026-11-25T19:42:09`` (the cluster's
+    local time, as squeue prints it), or None for ``N/A``, ``Unknown`` and the like."""
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        return None
+
+
+def slurm_job_time_left(environ: Mapping[str, str] | None = None) -> float | None:
+    """Seconds until Slurm ends the job this process runs in, or None outside Slurm or when
+    squeue cannot tell.
+
+    Slurm (22.05) exports no end time to the job, so squeue is asked once per cell.
+    """
+    job_id = (os.environ if environ is None else environ).get("SLURM_JOB_ID")
+    if not job_id:
+        return None
+    try:
+        listing = subprocess.run(
+            ["squeue", "--noheader", "--jobs", job_id, "--format", "%e"],
+            capture_output=True,
+            text=True,
+            timeout=SQUEUE_TIMEOUT_S,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    end = parse_slurm_time(listing.stdout) if listing.returncode == 0 else None
+    return None if end is None else end - time.time()
+
+
+def export_cell_attempts(retries: int) -> None:
+    """Tell the cells this process starts, Slurm jobs included (they inherit the environment),
+    how many attempts Snakemake makes at a failed job."""
+    os.environ[CELL_ATTEMPTS_VARIABLE] = str(retries + 1)
+
+
+def cell_attempts() -> int:
+    """How many attempts Snakemake makes at this cell's job (1 when nobody said)."""
+    return int(os.environ.get(CELL_ATTEMPTS_VARIABLE, "1"))
+
+
+def fail_for_retry(status: str, attempt: int, attempts: int) -> bool:
+    """Whether a finished cell should fail its job so that Snakemake runs it again.
+
+    Only a ``crashed`` cell (the worker died without a verdict: a lost node, a killed
+    process) is worth another try, and only while attempts are left: the last attempt keeps
+    the crashed cell, so the grid still gets its JSON.
+    """
+    return status == "crashed" and attempt < attempts
 
 
 def worker_environment() -> dict[str, str]:
@@ -154,11 +217,13 @@ def run_cell(
     out_path: Path | str,
     log_path: Path | str | None = None,
     timeout_s: float,
+    time_limit_inputs: Mapping[str, float | None] | None = None,
     worker_module: str = "llmbench.worker",
 ) -> dict[str, Any]:
     """Measure one cell in a child process and write its JSON to ``out_path``; never raises
-    for a failure of the measurement itself. ``worker_module`` is run with ``python -m``
-    (tests substitute workers that hang or die)."""
+    for a failure of the measurement itself. ``time_limit_inputs`` (what ``timeout_s`` was
+    derived from, e.g. the job's runtime) are recorded next to it in ``timing_breakdown``.
+    ``worker_module`` is run with ``python -m`` (tests substitute workers that hang or die)."""
     started = time.perf_counter()
     log_path = None if log_path is None else Path(log_path)
     if log_path is not None:
@@ -217,5 +282,7 @@ def run_cell(
     breakdown["child_s"] = child_done - started
     breakdown["worker_returncode"] = returncode
     breakdown["wall_s"] = time.perf_counter() - started
+    breakdown["time_limit_s"] = timeout_s
+    breakdown.update(time_limit_inputs or {})
     write_json_atomic(out_path, result)
     return result

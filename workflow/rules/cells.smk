@@ -1,3 +1,15 @@
+from llmbench import runner as cell_runner
+
+
+onstart:
+    # How many times Snakemake runs a failed job (--retries, e.g. from profiles/slurm) is
+    # known to the scheduling process only, and not before the run starts: its cluster jobs
+    # get --retries 0. Cells need it to decide whether a crashed cell is retried
+    # (scripts/run_cell.py), so it reaches them through the environment, which Slurm jobs
+    # inherit (sbatch --export=ALL). Without it a crashed cell is kept at once.
+    cell_runner.export_cell_attempts(workflow.execution_settings.retries)
+
+
 rule measure_cell:
     input:
         unpack(get_cell_checkpoints),
@@ -13,6 +25,8 @@ rule measure_cell:
     threads: workflow.cores
     resources:
         gpu=1,
+        # Which try this is (1, 2, ...): Snakemake shows it to resources only, not to scripts.
+        attempt=lambda wildcards, attempt: attempt,
     conda:
         "../../envs/measure.yaml"
     script:
