@@ -261,6 +261,19 @@ def test_recalibration_finds_the_frontier_in_few_probes(measured, predicted):
     assert prediction.calibrations and prediction.calibrations[-1]["fit"] in ("ratio", "affine")
 
 
+def test_default_predictor_predicts_what_the_budget_limits(repo):
+    predict = pytest.importorskip("llmbench.predict")
+    config = json.loads((repo / "config/models/tiny-mistral.json").read_text())
+    cell = Search("tiny-mistral", "none", "eager", "bfloat16", "seq", 2).cell(1024)
+    cpu = frontier.default_predictor("cpu")
+    assert cpu is predict.predicted_peak_bytes  # CPU budget: RSS growth ~ peak allocated
+    cuda = frontier.default_predictor("cuda", decode_tokens=2)
+    reserved = cuda(config, cell, bnb_4bit_compute_dtype="bfloat16")
+    assert reserved > cpu(config, cell, bnb_4bit_compute_dtype="bfloat16")  # + allocator slack
+    assert frontier.capacity_bytes({"memory_budget_gib": 0.5}, "cpu") == 0.5 * GIB
+    assert frontier.capacity_bytes({"memory_budget_gib": None}, "cpu") is None
+
+
 def test_predicted_index_is_the_largest_fitting_value():
     values = grid_values(1, 100, 1)
     assert frontier.predicted_index(values, lambda v: v * 10, 555) == values.index(55)

@@ -595,13 +595,48 @@ Predictor = Callable[..., int]
 """``predicted_peak_bytes(model_config, cell, *, bnb_4bit_compute_dtype) -> int``."""
 
 
-def default_predictor() -> Predictor | None:
-    """``llmbench.predict.predicted_peak_bytes`` where that module exists, else None."""
+DEFAULT_CUDA_CONTEXT_BYTES = 512 * 2**20
+"""CUDA context of a probe process, outside PyTorch's allocator, when llmbench.predict does not
+say (it measured 518 MiB on the H100)."""
+
+
+def default_predictor(device: str = "cpu", decode_tokens: int | None = None) -> Predictor | None:
+    """The prediction of what the budget is checked against, from llmbench.predict (None where
+    that module is missing).
+
+    CPU: ``predicted_peak_bytes`` (peak allocated; compared with the RSS-growth budget). CUDA:
+    the predicted peak *reserved* bytes (allocated + allocator slack), which is what
+    ``set_per_process_memory_fraction`` and the device's capacity limit, when the module
+    offers it (``predict(...).reserved_need``); else peak allocated.
+    """
     try:
-        from llmbench.predict import predicted_peak_bytes
+        from llmbench import predict as model
     except ImportError:
         return None
-    return predicted_peak_bytes
+    if device != "cuda" or not hasattr(model, "predict"):
+        return model.predicted_peak_bytes
+    import inspect
+
+    extra = {}
+    if decode_tokens is not None and "decode_tokens" in inspect.signature(model.predict).parameters:
+        extra["decode_tokens"] = decode_tokens
+
+    def reserved_need(model_config, cell, *, bnb_4bit_compute_dtype="bfloat16"):
+        prediction = model.predict(
+            model_config, cell, bnb_4bit_compute_dtype=bnb_4bit_compute_dtype, **extra
+        )
+        return int(getattr(prediction, "reserved_need", prediction.peak_allocated))
+
+    return reserved_need
+
+
+def cuda_context_bytes() -> int:
+    """Device memory a process holds outside PyTorch's allocator (CUDA context, kernels)."""
+    try:
+        from llmbench.predict import CUDA_CONTEXT_BYTES
+    except ImportError:
+        return DEFAULT_CUDA_CONTEXT_BYTES
+    return int(CUDA_CONTEXT_BYTES)
 
 
 def model_config(model_entry: Mapping[str, Any], base: Path | None = None) -> dict | None:
@@ -644,7 +679,8 @@ def visible_device_totals() -> list[int]:
 
 def capacity_bytes(settings: Mapping[str, Any], device: str) -> float | None:
     """What a probe's peak must stay under: the memory budget (per device, times the devices
-    the model is spread over) or, on CUDA without one, the devices' total memory."""
+    the model is spread over; on CUDA it caps the allocator's reserved bytes) or, on CUDA
+    without one, the devices' total memory less a CUDA context each."""
     budget = settings.get("memory_budget_gib")
     if device == "cpu":
         return None if budget is None else budget * GIB
@@ -653,7 +689,7 @@ def capacity_bytes(settings: Mapping[str, Any], device: str) -> float | None:
         totals = totals[:1]
     if budget is not None:
         return budget * GIB * max(len(totals), 1)
-    return float(sum(totals)) if totals else None
+    return float(sum(totals) - len(totals) * cuda_context_bytes()) if totals else None
 
 
 @dataclass
@@ -772,7 +808,7 @@ def run_search(
             "memory. Use --configfile config/frontier-tiny.yaml for the CPU frontier."
         )
     if predictor == "default":
-        predictor = default_predictor()
+        predictor = default_predictor(device, settings["measurement"].get("decode_tokens"))
     capacity = capacity_bytes(settings, device)
     architecture = model_config(model_entry)
     prediction: Prediction | None = None
