@@ -14,12 +14,30 @@ The module has three layers, so that the search can be tested without running an
 3. Planning and tables (:func:`plan`, :func:`table`): which searches a config asks for, and
    one row per search for ``results/tables/frontier.csv``.
 
+Search: the bracket is (largest value known to run, smallest value known to fail). The first
+probe is the predicted frontier rounded onto the grid (the largest value whose predicted peak
+fits the budget; llmbench.predict by default, any callable in tests). If it is on the wrong
+side, the bracket is expanded from the prediction by 1, 2, 4, ... steps until the other side is
+found, then bisected. After every probe whose peak was measured completely, the prediction is
+recalibrated (measured / predicted, then an affine fit through the two measurements nearest
+the budget) and a corrected frontier inside the bracket is probed next; a correction that lands
+on the value that just ran probes the next step to confirm it. Every choice is clamped so that
+the search needs at most ``ceil(log2(n + 1)) + extra_probes`` probes for ``n`` grid values,
+whatever the prediction (plain bisection needs ``ceil(log2(n + 1))``). With a good prediction a
+search takes 2 probes (the frontier runs, the next step does not), or 1 when the prediction says
+everything fits and the maximum runs.
+
+Probe reuse: a probe JSON already at ``probes/{cell.relpath}`` is reused instead of run when it
+is a valid cell measured with the same settings (budget, measurement, device, probe
+environment; threads aside) and has a decisive status (ok, oom, unsupported, unavailable,
+check_failed); error/timeout/crashed probes and corrupt files are run again.
+
 Assumption (monotonicity): memory grows with sequence length and batch, so if a value runs,
 every smaller value runs, and if it fails for memory, every larger value fails. The search
 never probes a value outside the current bracket, so it never sees a contradiction; a
 non-monotone configuration (noise near the boundary) yields *a* boundary point, exact to the
-step only where the assumption holds. ``--brute`` style checks around the result are cheap
-(see the report of issue 6).
+step only where the assumption holds. ``scripts/frontier_brute.py`` measures the cells around
+each found frontier to check it.
 
 Probe statuses (see failures.STATUSES):
 
