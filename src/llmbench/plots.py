@@ -472,18 +472,13 @@ def frontier_figure(searches: pd.DataFrame) -> plt.Figure:
                 axis.set_ylabel("largest sequence length that runs")
             if row_index == len(rows) - 1:
                 axis.set_xlabel("batch size")
-    batches = sorted(
-        set(frame.loc[frame["search"] == "seq", "batch"].dropna().astype(int))
-        | set(
-            frame.loc[(frame["search"] == "batch") & frame["status"].isin(ran), "frontier"]
-            .dropna()
-            .astype(int)
-        )
-    )
-    if batches:
-        for axis in axes.flat:
-            axis.set_xticks(batches)
-            axis.set_xticklabels([str(b) for b in batches])
+    batches = set(frame.loc[frame["search"] == "seq", "batch"].dropna().astype(int))
+    found = frame.loc[(frame["search"] == "batch") & frame["status"].isin(ran), "frontier"]
+    largest = max([*batches, *found.dropna().astype(int)], default=1)
+    ticks = sorted(batches | {2**k for k in range(int(largest).bit_length() + 1)})
+    for axis in axes.flat:
+        axis.set_xticks(ticks)
+        axis.set_xticklabels([str(b) for b in ticks])
     handles = [
         matplotlib.lines.Line2D([], [], color=ATTN_COLORS[a], lw=2, label=a)
         for a in ATTN_COLORS
