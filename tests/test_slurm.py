@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -102,35 +103,40 @@ class SlurmRun:
     wall_s: float
 
 
-@pytest.fixture(scope="module")
-def slurm_run(tmp_path_factory: pytest.TempPathFactory, slurm_cluster: SlurmCluster) -> SlurmRun:
-    """``snakemake --workflow-profile profiles/slurm --config grid=smoke`` in a copy of the repo,
-    with the partition (an environment variable the profile reads) the only test setting."""
-    workdir = copy_repo(tmp_path_factory.mktemp("slurm-run") / "repo")
+def run_with_profile(workdir: Path, cluster: SlurmCluster, *args: str) -> SlurmRun:
+    """``snakemake --workflow-profile profiles/slurm ARGS --verbose`` in ``workdir``, with the
+    partition (an environment variable the profile reads) the only test setting."""
     env = {
-        **without_site_settings(slurm_cluster.env),
-        "LLMBENCH_SLURM_PARTITION": slurm_cluster.partition,
+        **without_site_settings(cluster.env),
+        "LLMBENCH_SLURM_PARTITION": cluster.partition,
         # As for the local smoke run (conftest): CPU cells, and the commit of this checkout.
         "CUDA_VISIBLE_DEVICES": "",
         "LLMBENCH_GIT_COMMIT": HEAD,
     }
-    command = [sys.executable, "-m", "snakemake", "--workflow-profile", PROFILE]
     # --verbose makes the plugin log its sbatch calls.
-    command += ["--config", "grid=smoke", "--verbose"]
+    command = [sys.executable, "-m", "snakemake", "--workflow-profile", PROFILE, *args, "--verbose"]
     started = time.monotonic()
     process = subprocess.run(
         command, cwd=workdir, env=env, capture_output=True, text=True, timeout=3600
     )
     wall_s = time.monotonic() - started
     output = process.stdout + process.stderr
-    (workdir / "snakemake-slurm.log").write_text(output)
+    log = workdir / "snakemake-slurm.log"
+    log.write_text(output)
     if process.returncode != 0:
         raise AssertionError(
             f"the Slurm run failed ({process.returncode}) after {wall_s:.0f} s:\n"
-            f"{output[-8000:]}\n{slurm_cluster.logs()}"
+            f"{output[-8000:]}\n{cluster.logs()}"
         )
-    print(f"\nsmoke grid through Slurm: {wall_s:.0f} s, log {workdir / 'snakemake-slurm.log'}")
+    print(f"\nsnakemake {' '.join(args)} through Slurm: {wall_s:.0f} s, log {log}")
     return SlurmRun(workdir, output, wall_s)
+
+
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory: pytest.TempPathFactory, slurm_cluster: SlurmCluster) -> SlurmRun:
+    """The smoke grid, run through Slurm in a copy of the repo."""
+    workdir = copy_repo(tmp_path_factory.mktemp("slurm-run") / "repo")
+    return run_with_profile(workdir, slurm_cluster, "--config", "grid=smoke")
 
 
 def cell_results(workdir: Path) -> dict[str, dict]:
@@ -215,6 +221,41 @@ def test_gpu_jobs_run_side_by_side(slurm_run: SlurmRun, slurm_cluster: SlurmClus
     )
     # Slurm had two GPUs: some cell started before the one before it ended.
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+
+
+@pytest.mark.slurm
+@pytest.mark.integration
+def test_cell_that_outlasts_its_job_runtime_ends_as_a_timeout_cell(
+    tmp_path: Path, slurm_run: SlurmRun, slurm_cluster: SlurmCluster
+):
+    workdir = copy_repo(tmp_path / "repo")
+    # The smoke run's tiny checkpoints, so that only the cell runs.
+    shutil.copytree(slurm_run.workdir / "resources", workdir / "resources")
+    # Warm-up passes that never end; a --configfile of one's own replaces the profile's, so
+    # it says on_missing_gpu: ignore too (profiles/README.md).
+    (workdir / "endless.yaml").write_text(
+        "on_missing_gpu: ignore\nmeasurement:\n  warmup: 100000000\n"
+    )
+    target = "results/cells/tiny-mistral/none/sdpa/bfloat16/b1_s256.json"
+    run_with_profile(
+        workdir,
+        slurm_cluster,
+        target,
+        "--configfile",
+        "endless.yaml",
+        "--set-resources",
+        "measure_cell:runtime=1",
+        "--config",
+        "grid=smoke",
+    )
+    cell = json.loads((workdir / target).read_text())
+    limits = cell["timing_breakdown"]
+    assert cell["status"] == "timeout", cell["reason"]
+    assert limits["job_runtime_min"] == 1 and limits["time_limit_s"] < 60
+    # The cell ended its job itself, before Slurm's limit: a completed job, not a killed one.
+    job_id = cell["environment"]["slurm_job_id"]
+    state = slurm_cluster.run("squeue", "--states=all", "-h", "-j", job_id, "-o", "%T")
+    assert state.strip() == "COMPLETED"
 
 
 # --- No cluster needed: the profile's settings, as Snakemake resolves them (dry runs). ---
