@@ -8,6 +8,7 @@ failure, a timeout (the whole process group is killed) or a child that died by a
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -115,6 +116,23 @@ def worker_environment() -> dict[str, str]:
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+PR_SET_PDEATHSIG = 1
+"""prctl option: the signal a process gets when its parent dies (Linux)."""
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: have the kernel SIGKILL it if this parent dies.
+
+    The worker runs in its own session (so a timeout can kill its whole group); without this,
+    a job killed from outside (Ctrl-C, a scheduler, ``timeout``) would leave a worker holding
+    the GPU and spoil the next cell's clean-GPU check.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the except clause around wait() remains
+        pass
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
@@ -256,6 +274,7 @@ def run_cell(
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
                 env=worker_environment(),
             )
             timed_out = False
@@ -265,6 +284,9 @@ def run_cell(
                 timed_out = True
                 _kill_group(process)
                 returncode = process.returncode
+            except BaseException:  # interrupted (Ctrl-C): take the worker down with us
+                _kill_group(process)
+                raise
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()

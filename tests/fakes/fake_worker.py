@@ -18,7 +18,7 @@ def main() -> None:
     result = new_result(spec)
     result["phase"] = "prefill"
     write_json_atomic(spec["partial_path"], result)
-    print(f"fake worker: {behaviour}", flush=True)
+    print(f"fake worker: {behaviour} pid={os.getpid()}", flush=True)
     if behaviour == "hang":
         time.sleep(3600)
     elif behaviour == "sigkill":
