@@ -40,16 +40,32 @@ def test_peaks_are_matched_by_device_name():
 
 def test_mfu_and_mbu_from_timings(mistral):
     result = efficiency(
-        mistral, batch=2, seq=3072, compute_dtype="bfloat16", kv_dtype="bfloat16",
-        weight_bytes_read_per_step=14_227_000_000, prefill_ms=183.6, decode_ms_per_step=59.5,
-        decode_tokens=32, device_name="NVIDIA H100 80GB HBM3", n_devices=1,
+        mistral,
+        batch=2,
+        seq=3072,
+        compute_dtype="bfloat16",
+        kv_dtype="bfloat16",
+        weight_bytes_read_per_step=14_227_000_000,
+        prefill_ms=183.6,
+        decode_ms_per_step=59.5,
+        decode_tokens=32,
+        device_name="NVIDIA H100 80GB HBM3",
+        n_devices=1,
     )
     assert result.mfu == pytest.approx(result.prefill_tflops_per_s * 1e12 / 989.4e12)
     assert 0.4 < result.mfu < 0.6
     assert result.mbu == pytest.approx(result.decode_gb_per_s * 1e9 / 3.35e12)
     unknown = efficiency(
-        mistral, batch=1, seq=8, compute_dtype="float32", kv_dtype="float32",
-        weight_bytes_read_per_step=1, prefill_ms=1.0, decode_ms_per_step=1.0, decode_tokens=2,
-        device_name=None, n_devices=0,
+        mistral,
+        batch=1,
+        seq=8,
+        compute_dtype="float32",
+        kv_dtype="float32",
+        weight_bytes_read_per_step=1,
+        prefill_ms=1.0,
+        decode_ms_per_step=1.0,
+        decode_tokens=2,
+        device_name=None,
+        n_devices=0,
     )
     assert unknown.mfu is None and unknown.mbu is None and unknown.prefill_tflops_per_s > 0

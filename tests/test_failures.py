@@ -50,14 +50,20 @@ def test_transformers_refusing_flash_attention_without_the_package_is_unavailabl
     from transformers import AutoModelForCausalLM, MistralConfig
 
     config = MistralConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
     )
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
     if importlib.util.find_spec("flash_attn") is not None:
         pytest.skip("flash-attn is installed here")
     exc = raised(
-        lambda: AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="flash_attention_2")
+        lambda: AutoModelForCausalLM.from_pretrained(
+            tmp_path, attn_implementation="flash_attention_2"
+        )
     )
     assert classify(exc).status == "unavailable"
 
@@ -91,7 +97,11 @@ def test_anything_else_is_error_and_keeps_the_message():
 
 @pytest.mark.parametrize(
     "message, expected",
-    [("Tried to allocate 2.00 MiB", 2 * 2**20), ("tried to allocate 512 bytes", 512), ("no size", None)],
+    [
+        ("Tried to allocate 2.00 MiB", 2 * 2**20),
+        ("tried to allocate 512 bytes", 512),
+        ("no size", None),
+    ],
 )
 def test_requested_bytes_parsing(message, expected):
     assert requested_bytes(message) == expected

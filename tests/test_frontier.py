@@ -369,10 +369,10 @@ class FakeRunner:
     def __call__(self, *, cell, settings, out_path, **kwargs):
         from llmbench.failures import MemoryBudgetExceeded, classify
         from llmbench.timing import LatencyStats
-        from llmbench.worker import new_result
+        from llmbench.results import new_result
 
         self.calls.append(cell.relpath)
-        result = new_result({"cell": cell.to_dict(), "settings": dict(settings)})
+        result = new_result(cell.to_dict(), settings)
         growth = int(self.bytes_per_token * cell.batch * cell.seq)
         base = 300 * 2**20
         status = self.status or ("ok" if growth <= self.budget else "oom")

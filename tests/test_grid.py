@@ -52,7 +52,14 @@ def test_cell_paths_have_one_level_per_axis():
     ],
 )
 def test_cell_rejects_bad_values_naming_the_axis(field, value, message):
-    values = {"model": "m", "quant": "none", "attn": "sdpa", "dtype": "bfloat16", "batch": 1, "seq": 1}
+    values = {
+        "model": "m",
+        "quant": "none",
+        "attn": "sdpa",
+        "dtype": "bfloat16",
+        "batch": 1,
+        "seq": 1,
+    }
     with pytest.raises(ValueError, match=re.escape(message)):
         Cell(**{**values, field: value})
 
@@ -105,7 +112,10 @@ def test_missing_grid_lists_the_named_grids(tmp_path):
 
 def test_shipped_grids_have_the_documented_sizes(repo):
     config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
-    sizes = {g: len(expand_grid(load_grid(g, repo / "config", config["models"]))) for g in ("seed", "extended", "smoke")}
+    sizes = {
+        g: len(expand_grid(load_grid(g, repo / "config", config["models"])))
+        for g in ("seed", "extended", "smoke")
+    }
     assert sizes["seed"] == 9
     assert sizes["extended"] == 3 * 3 * 3 * 3
     assert sizes["smoke"] >= 20

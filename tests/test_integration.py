@@ -4,8 +4,8 @@ import json
 
 import pandas as pd
 import pytest
-
 from conftest import HEAD, snakemake
+
 from llmbench.results import read_cell_result
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,9 @@ def test_figures_exist_as_png_and_svg(smoke_run):
 
 
 def test_cell_json_records_environment_and_timing(smoke_run):
-    path = next((smoke_run / "results" / "cells" / "tiny-mistral" / "none" / "sdpa").rglob("*.json"))
+    path = next(
+        (smoke_run / "results" / "cells" / "tiny-mistral" / "none" / "sdpa").rglob("*.json")
+    )
     result = json.loads(path.read_text())
     assert result["environment"]["packages"]["transformers"]
     assert result["environment"]["git"]["commit"] == HEAD
@@ -65,11 +67,20 @@ def test_cell_json_records_environment_and_timing(smoke_run):
 
 
 def test_rerun_after_a_lost_cell_redoes_only_that_cell(smoke_run):
-    victim = smoke_run / "results" / "cells" / "tiny-llama" / "none" / "sdpa" / "bfloat16" / "b2_s256.json"
+    victim = (
+        smoke_run
+        / "results"
+        / "cells"
+        / "tiny-llama"
+        / "none"
+        / "sdpa"
+        / "bfloat16"
+        / "b2_s256.json"
+    )
     victim.unlink()
     process = snakemake(smoke_run, "-n", "--config", "grid=smoke")
     assert "measure_cell        1" in process.stdout.replace("\t", " ") or " 1" in process.stdout
-    counts = process.stdout[process.stdout.index("Job stats:"):]
+    counts = process.stdout[process.stdout.index("Job stats:") :]
     assert "materialize_model" not in counts and "prequantize_model" not in counts
     snakemake(smoke_run, "--config", "grid=smoke")
     assert victim.is_file()

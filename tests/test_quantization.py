@@ -4,11 +4,20 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, MistralConfig
 
-from llmbench.quantization import bnb_config_kwargs, build_bnb_config, check_quantization, inspect_model
+from llmbench.quantization import (
+    bnb_config_kwargs,
+    build_bnb_config,
+    check_quantization,
+    inspect_model,
+)
 
 CONFIG = MistralConfig(
-    vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-    num_attention_heads=4, num_key_value_heads=2,
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
 )
 
 
@@ -43,7 +52,14 @@ def test_unquantized_model_passes_none_and_fails_nf4_not_passed(checkpoint):
     assert "never passed" in as_written["reason"]
 
 
-@pytest.mark.parametrize("quant, layer_key, storage", [("nf4", "linear_4bit", "uint8"), ("nf4-dq", "linear_4bit", "uint8"), ("int8", "linear_8bit", "int8")])
+@pytest.mark.parametrize(
+    "quant, layer_key, storage",
+    [
+        ("nf4", "linear_4bit", "uint8"),
+        ("nf4-dq", "linear_4bit", "uint8"),
+        ("int8", "linear_8bit", "int8"),
+    ],
+)
 def test_bitsandbytes_layers_and_bytes_are_found(checkpoint, quant, layer_key, storage):
     inspection = inspect_model(load(checkpoint, quant))
     assert inspection["modules"][layer_key] == 14  # every linear but lm_head

@@ -13,9 +13,15 @@ def minimal_result(status="unsupported"):
     return {
         "schema_version": 1,
         "cell": {
-            "model": "tiny-mistral", "quant": "none", "attn": "flash_attention_2",
-            "dtype": "bfloat16", "batch": 1, "seq": 8, "attn_implementation": "flash_attention_2",
-            "sdpa_backend": None, "device": "cpu",
+            "model": "tiny-mistral",
+            "quant": "none",
+            "attn": "flash_attention_2",
+            "dtype": "bfloat16",
+            "batch": 1,
+            "seq": 8,
+            "attn_implementation": "flash_attention_2",
+            "sdpa_backend": None,
+            "device": "cpu",
         },
         "settings": {"measurement": {}, "device": "auto", "device_map": "auto"},
         "status": status,
@@ -75,6 +81,10 @@ def test_oom_cell_needs_its_error():
     document = {**minimal_result("oom"), "phase": "prefill"}
     with pytest.raises(SchemaError, match="error"):
         validate_cell_result(document, where="x")
-    document["error"] = {"category": "out_of_memory", "type": "torch.OutOfMemoryError",
-                         "message": "CUDA out of memory", "requested_bytes": 1024}
+    document["error"] = {
+        "category": "out_of_memory",
+        "type": "torch.OutOfMemoryError",
+        "message": "CUDA out of memory",
+        "requested_bytes": 1024,
+    }
     validate_cell_result(document, where="x")

@@ -24,8 +24,14 @@ def run_fake(tmp_path, behaviour, timeout_s=30.0):
     settings = {"fake": behaviour, "measurement": {}, "device": "cpu", "device_map": "auto"}
     out = tmp_path / "cell.json"
     result = run_cell(
-        cell=CELL, settings=settings, model_entry={}, base_dir=None, prequantized_dir=None,
-        out_path=out, log_path=tmp_path / "cell.log", timeout_s=timeout_s,
+        cell=CELL,
+        settings=settings,
+        model_entry={},
+        base_dir=None,
+        prequantized_dir=None,
+        out_path=out,
+        log_path=tmp_path / "cell.log",
+        timeout_s=timeout_s,
         worker_module="fake_worker",
     )
     validate_cell_result(result, where=str(out))
@@ -47,7 +53,9 @@ def test_child_ignoring_sigterm_is_killed(tmp_path, fake_path, monkeypatch):
     assert result["status"] == "timeout"
 
 
-@pytest.mark.parametrize("behaviour, signal_name", [("sigkill", "SIGKILL"), ("segfault", "SIGSEGV")])
+@pytest.mark.parametrize(
+    "behaviour, signal_name", [("sigkill", "SIGKILL"), ("segfault", "SIGSEGV")]
+)
 def test_child_killed_by_a_signal_is_crashed(tmp_path, fake_path, behaviour, signal_name):
     result = run_fake(tmp_path, behaviour)
     assert (result["status"], result["phase"]) == ("crashed", "prefill")
@@ -63,8 +71,13 @@ def test_child_exiting_without_result_is_crashed(tmp_path, fake_path):
 def test_child_that_never_started_still_leaves_a_cell(tmp_path):
     out = tmp_path / "cell.json"
     result = run_cell(
-        cell=CELL, settings={"measurement": {}, "device": "cpu", "device_map": "auto"},
-        model_entry={}, base_dir=None, prequantized_dir=None, out_path=out, timeout_s=30,
+        cell=CELL,
+        settings={"measurement": {}, "device": "cpu", "device_map": "auto"},
+        model_entry={},
+        base_dir=None,
+        prequantized_dir=None,
+        out_path=out,
+        timeout_s=30,
         worker_module="no_such_worker_module",
     )
     assert result["status"] == "crashed" and result["phase"] == "setup"

@@ -4,7 +4,6 @@ reruns that redo only what is missing, figures from committed tables."""
 import re
 
 import pytest
-
 from conftest import copy_repo, snakemake
 
 
@@ -14,13 +13,15 @@ def workdir(tmp_path_factory):
 
 
 def job_counts(output: str) -> dict[str, int]:
-    table = output[output.index("Job stats:"):]
+    table = output[output.index("Job stats:") :]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
 def test_lint_is_clean(workdir):
     process = snakemake(workdir, "--lint")
-    assert "Congratulations, your workflow is in a good condition!" in process.stdout + process.stderr
+    assert (
+        "Congratulations, your workflow is in a good condition!" in process.stdout + process.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -57,14 +58,28 @@ def test_bad_config_fails_before_any_job_naming_the_key(workdir, config, message
     assert "Job stats" not in process.stdout
 
 
+def grid_block(**overrides: str) -> str:
+    """One grid block in YAML flow style, valid unless overridden."""
+    axes = {
+        "models": "[tiny-mistral]",
+        "quant": "[none]",
+        "attn": "[sdpa]",
+        "dtype": "[bfloat16]",
+        "batch": "[1]",
+        "seq": "[8]",
+    }
+    axes.update(overrides)
+    return "{" + ", ".join(f"{axis}: {values}" for axis, values in axes.items()) + "}"
+
+
 @pytest.mark.parametrize(
     "block, key",
     [
-        ("{models: [tiny-mistral], quant: [none], attn: [sdpa], dtype: [bfloat16], batch: [0], seq: [8]}", "blocks.0.batch.0"),
-        ("{models: [tiny-mistral], quant: [int4], attn: [sdpa], dtype: [bfloat16], batch: [1], seq: [8]}", "blocks.0.quant.0"),
-        ("{models: [tiny-mistral], quant: [none], attn: [flash], dtype: [bfloat16], batch: [1], seq: [8]}", "blocks.0.attn.0"),
-        ("{models: [../x], quant: [none], attn: [sdpa], dtype: [bfloat16], batch: [1], seq: [8]}", "blocks.0.models.0"),
-        ("{models: [unknown-model], quant: [none], attn: [sdpa], dtype: [bfloat16], batch: [1], seq: [8]}", "model 'unknown-model' is not defined"),
+        (grid_block(batch="[0]"), "blocks.0.batch.0"),
+        (grid_block(quant="[int4]"), "blocks.0.quant.0"),
+        (grid_block(attn="[flash]"), "blocks.0.attn.0"),
+        (grid_block(models="[../x]"), "blocks.0.models.0"),
+        (grid_block(models="[unknown-model]"), "model 'unknown-model' is not defined"),
     ],
 )
 def test_bad_grid_fails_naming_the_key(workdir, block, key):

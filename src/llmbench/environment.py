@@ -7,6 +7,7 @@ import platform
 import socket
 import subprocess
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from llmbench import REPO_ROOT, nvml
@@ -34,32 +35,40 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def git_head(repo: Path) -> str | None:
+    """HEAD of the checkout at ``repo``, or None where it is no git checkout or git is missing."""
+    try:
+        process = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return process.stdout.strip() if process.returncode == 0 else None
+
+
 def git_commit() -> dict[str, Any]:
     """Commit of the checkout and whether it had uncommitted changes.
 
     Falls back to LLMBENCH_GIT_COMMIT (set by the workflow) where the run directory is not a
     git checkout, e.g. a copy on a cluster node.
     """
+    commit = git_head(REPO_ROOT)
+    if commit is None:
+        return {"commit": os.environ.get("LLMBENCH_GIT_COMMIT"), "dirty": None}
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+        status = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             timeout=10,
             check=True,
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout.strip()
-        )
-        return {"commit": commit, "dirty": dirty}
+        ).stdout
     except (OSError, subprocess.SubprocessError):
-        return {"commit": os.environ.get("LLMBENCH_GIT_COMMIT"), "dirty": None}
+        return {"commit": commit, "dirty": None}
+    return {"commit": commit, "dirty": bool(status.strip())}
 
 
 def cpu_model() -> str | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmbench import environment
 from llmbench.grid import BNB_QUANTS, Cell, expand_grid, load_grid
 
 SETTINGS_KEYS = (
@@ -27,17 +28,6 @@ SETTINGS_KEYS = (
 """Config keys copied into every cell JSON: what a reader needs to interpret its numbers."""
 
 
-def git_commit(repo: Path) -> str | None:
-    """HEAD of the checkout, or None where this is no git checkout or git is missing."""
-    try:
-        process = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return process.stdout.strip() or None
-
-
 def export_environment(repo: Path) -> None:
     """Make the package importable in every job and let cells record the commit.
 
@@ -48,7 +38,7 @@ def export_environment(repo: Path) -> None:
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if src not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([src, *paths])
-    commit = git_commit(repo)
+    commit = environment.git_head(repo)
     if commit and not os.environ.get("LLMBENCH_GIT_COMMIT"):
         os.environ["LLMBENCH_GIT_COMMIT"] = commit
 

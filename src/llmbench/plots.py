@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from llmbench.grid import ATTNS  # noqa: E402
+
 STATUS_COLORS = {
     "ok": "#4c9f70",
     "check_failed": "#e3b23c",
@@ -27,21 +29,7 @@ STATUS_COLORS = {
     "timeout": "#5d4e8c",
     "crashed": "#1f1f1f",
 }
-ATTN_COLORS = dict(
-    zip(
-        (
-            "eager",
-            "sdpa",
-            "sdpa-flash",
-            "sdpa-cudnn",
-            "sdpa-efficient",
-            "sdpa-math",
-            "flash_attention_2",
-        ),
-        sns.color_palette("tab10", 7),
-        strict=True,
-    )
-)
+ATTN_COLORS = dict(zip(ATTNS, sns.color_palette("tab10", len(ATTNS)), strict=True))
 """One colour per attention implementation, the same in every figure."""
 MEASURED = ("ok", "check_failed")
 """Statuses whose numbers were measured (check_failed: measured, but not what was asked)."""

@@ -6,13 +6,39 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from llmbench import environment
+from llmbench.grid import Cell
 from llmbench.schemas import SchemaError, validate_document
 
 CELL_SCHEMA = "cell.schema.json"
 SCHEMA_VERSION = 1
+
+
+def new_result(cell: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The skeleton of a cell result: status ``running`` in phase ``setup`` until the worker
+    (or, for a worker that never reported, the parent) decides otherwise."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "cell": {**Cell.from_mapping(cell).to_dict(), "device": None},
+        "settings": dict(settings),
+        "status": "running",
+        "phase": "setup",
+        "reason": None,
+        "error": None,
+        "environment": environment.capture_host(),
+        "gpu_before": None,
+        "model": None,
+        "checks": {},
+        "memory": None,
+        "latency": None,
+        "energy": None,
+        "efficiency": None,
+        "timing_breakdown": {},
+    }
 
 
 def _json_safe(value: Any) -> Any:
@@ -71,6 +97,7 @@ __all__ = [
     "CELL_SCHEMA",
     "SCHEMA_VERSION",
     "SchemaError",
+    "new_result",
     "read_cell_result",
     "read_json",
     "validate_cell_result",

@@ -20,9 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from llmbench import REPO_ROOT, environment
+from llmbench import REPO_ROOT
 from llmbench.grid import Cell
-from llmbench.results import SCHEMA_VERSION, read_json, write_json_atomic
+from llmbench.results import new_result, read_json, write_json_atomic
 
 KILL_GRACE_S = 10.0
 """Seconds between SIGTERM and SIGKILL when a cell times out."""
@@ -165,6 +165,18 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+def _unclassified_error(category: str, message: str, log_tail: str) -> dict[str, Any]:
+    """The ``error`` record of a cell whose worker gave no exception to classify; the end
+    of its log stands in for the traceback."""
+    return {
+        "category": category,
+        "type": None,
+        "message": message,
+        "requested_bytes": None,
+        "traceback": log_tail,
+    }
+
+
 def finalize(
     partial: dict[str, Any] | None,
     *,
@@ -176,36 +188,13 @@ def finalize(
 ) -> dict[str, Any]:
     """Turn the worker's last partial result (or nothing) into a finished cell result."""
     if partial is None:
-        partial = {
-            "schema_version": SCHEMA_VERSION,
-            "cell": {**Cell.from_mapping(spec["cell"]).to_dict(), "device": None},
-            "settings": spec["settings"],
-            "status": "running",
-            "phase": "setup",
-            "reason": None,
-            "error": None,
-            "environment": environment.capture_host(),
-            "gpu_before": None,
-            "model": None,
-            "checks": {},
-            "memory": None,
-            "latency": None,
-            "energy": None,
-            "efficiency": None,
-            "timing_breakdown": {},
-        }
+        partial = new_result(spec["cell"], spec["settings"])
     result = dict(partial)
     finished = result.get("status") not in (None, "running")
     if timed_out:
         result["status"] = "timeout"
         result["reason"] = f"exceeded the cell time limit of {timeout_s:.0f} s in {result['phase']}"
-        result["error"] = {
-            "category": "timeout",
-            "type": None,
-            "message": result["reason"],
-            "requested_bytes": None,
-            "traceback": log_tail,
-        }
+        result["error"] = _unclassified_error("timeout", result["reason"], log_tail)
     elif not finished:
         if returncode is not None and returncode < 0:
             how = f"killed by {_signal_name(-returncode)}"
@@ -215,13 +204,7 @@ def finalize(
             how = f"exited with code {returncode} before writing its result"
         result["status"] = "crashed"
         result["reason"] = f"worker {how} in {result['phase']}"
-        result["error"] = {
-            "category": "crashed",
-            "type": None,
-            "message": result["reason"],
-            "requested_bytes": None,
-            "traceback": log_tail,
-        }
+        result["error"] = _unclassified_error("crashed", result["reason"], log_tail)
     return result
 
 

@@ -19,30 +19,7 @@ from llmbench import environment, nvml
 from llmbench.checks import gpu_clean_check
 from llmbench.failures import classify
 from llmbench.grid import Cell
-from llmbench.results import SCHEMA_VERSION, read_json, write_json_atomic
-
-
-def new_result(spec: dict[str, Any]) -> dict[str, Any]:
-    """The skeleton of a cell result, status ``running`` until a phase decides otherwise."""
-    cell = Cell.from_mapping(spec["cell"])
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "cell": {**cell.to_dict(), "device": None},
-        "settings": spec["settings"],
-        "status": "running",
-        "phase": "setup",
-        "reason": None,
-        "error": None,
-        "environment": environment.capture_host(),
-        "gpu_before": None,
-        "model": None,
-        "checks": {},
-        "memory": None,
-        "latency": None,
-        "energy": None,
-        "efficiency": None,
-        "timing_breakdown": {},
-    }
+from llmbench.results import new_result, read_json, write_json_atomic
 
 
 def resolve_device(requested: str, torch: Any) -> str:
@@ -336,7 +313,7 @@ def _energy_summary(
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     """Measure one cell; always returns a finished result (never raises)."""
-    result = new_result(spec)
+    result = new_result(spec["cell"], spec["settings"])
     partial_path = spec["partial_path"]
 
     def save() -> None:

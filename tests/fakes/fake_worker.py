@@ -8,14 +8,13 @@ import signal
 import sys
 import time
 
-from llmbench.results import read_json, write_json_atomic
-from llmbench.worker import new_result
+from llmbench.results import new_result, read_json, write_json_atomic
 
 
 def main() -> None:
     spec = read_json(sys.argv[1])
     behaviour = spec["settings"]["fake"]
-    result = new_result(spec)
+    result = new_result(spec["cell"], spec["settings"])
     result["phase"] = "prefill"
     write_json_atomic(spec["partial_path"], result)
     print(f"fake worker: {behaviour} pid={os.getpid()}", flush=True)

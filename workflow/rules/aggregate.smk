@@ -7,9 +7,9 @@ rule aggregate_cells:
         devices_csv="results/tables/devices.csv",
     log:
         "logs/aggregate_cells.log",
-    params:
-        seed_cases=get_seed_cases(),
     conda:
         "../../envs/analysis.yaml"
+    params:
+        seed_cases=get_seed_cases(),
     script:
         "../../scripts/aggregate_cells.py"

@@ -19,15 +19,15 @@ rule measure_cell:
         "logs/cells/{model}/{quant}/{attn}/{dtype}/b{batch}_s{seq}.log",
     benchmark:
         "results/benchmarks/cells/{model}/{quant}/{attn}/{dtype}/b{batch}_s{seq}.tsv"
-    params:
-        settings=pipeline.cell_settings(config),
-        model_entry=lambda wildcards: config["models"][wildcards.model],
+    conda:
+        "../../envs/measure.yaml"
     threads: workflow.cores
     resources:
         gpu=1,
         # Which try this is (1, 2, ...): Snakemake shows it to resources only, not to scripts.
         attempt=lambda wildcards, attempt: attempt,
-    conda:
-        "../../envs/measure.yaml"
+    params:
+        settings=pipeline.cell_settings(config),
+        model_entry=lambda wildcards: config["models"][wildcards.model],
     script:
         "../../scripts/run_cell.py"

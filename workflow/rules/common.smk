@@ -11,7 +11,6 @@ from llmbench import frontier as llm_frontier
 from llmbench import grid as llm_grid
 from llmbench import pipeline
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 
 pipeline.export_environment(Path(workflow.basedir))
@@ -33,8 +32,8 @@ FIGURES = (
 
 
 wildcard_constraints:
-    root=r"results(/reference/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)?)?",
     **llm_grid.wildcard_constraints(),
+    root=r"results(/reference/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)?)?",
 
 
 def get_cell_results():
@@ -44,16 +43,22 @@ def get_cell_results():
 
 def get_figures(root):
     """PNG and SVG of every figure drawn from the tables under ``root``."""
-    return [f"{root}/figures/{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
+    return [
+        f"{root}/figures/{name}.{ext}" for name in FIGURES for ext in ("png", "svg")
+    ]
 
 
 def get_final_output():
     """Cells, tables and figures of this run."""
-    return get_cell_results() + [
-        "results/tables/cells.csv",
-        "results/tables/cells.parquet",
-        "results/tables/devices.csv",
-    ] + get_figures("results")
+    return (
+        get_cell_results()
+        + [
+            "results/tables/cells.csv",
+            "results/tables/cells.parquet",
+            "results/tables/devices.csv",
+        ]
+        + get_figures("results")
+    )
 
 
 def get_cell_checkpoints(wildcards):
@@ -61,7 +66,9 @@ def get_cell_checkpoints(wildcards):
     entry = config["models"][wildcards.model]
     if not pipeline.needs_checkpoint(entry):
         return {}
-    inputs = {"base": f"{pipeline.base_checkpoint_dir(CACHE, wildcards.model)}/checkpoint.json"}
+    inputs = {
+        "base": f"{pipeline.base_checkpoint_dir(CACHE, wildcards.model)}/checkpoint.json"
+    }
     if pipeline.uses_prequantized(config, wildcards.model, wildcards.quant):
         inputs["prequantized"] = (
             f"{pipeline.prequantized_dir(CACHE, wildcards.model, wildcards.quant)}/checkpoint.json"
@@ -104,7 +111,9 @@ def get_frontier_searches(wildcards):
             f"results/frontier/searches/{search.relpath}"
             for search in llm_frontier.plan(frontier_section(), config["models"])
         ]
-    return sorted(str(p) for p in Path(wildcards.root, "frontier", "searches").rglob("*.json"))
+    return sorted(
+        str(p) for p in Path(wildcards.root, "frontier", "searches").rglob("*.json")
+    )
 
 
 def get_frontier_probe_settings(wildcards):

@@ -19,17 +19,17 @@ rule frontier_search:
         "results/benchmarks/frontier/{model}/{quant}/{attn}/{dtype}/{search}.tsv"
     wildcard_constraints:
         search=r"seq_b[1-9][0-9]*|batch_s[1-9][0-9]*",
+    conda:
+        "../../envs/measure.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=1,
     params:
         section=lambda wildcards: frontier_section(),
         settings=get_frontier_probe_settings,
         model_entry=lambda wildcards: config["models"][wildcards.model],
         probes_dir="results/frontier/probes",
         probe_logs_dir="logs/frontier/probes",
-    threads: workflow.cores
-    resources:
-        gpu=1,
-    conda:
-        "../../envs/measure.yaml"
     script:
         "../../scripts/frontier_search.py"
 

@@ -5,13 +5,13 @@ rule materialize_model:
         f"{CACHE}/{{model}}/base/checkpoint.json",
     log:
         "logs/models/{model}/materialize.log",
+    conda:
+        "../../envs/measure.yaml"
+    resources:
+        gpu=1,
     params:
         seed=config["measurement"]["seed"],
         device=config["device"],
-    resources:
-        gpu=1,
-    conda:
-        "../../envs/measure.yaml"
     script:
         "../../scripts/materialize_model.py"
 
@@ -25,12 +25,12 @@ rule prequantize_model:
         "logs/models/{model}/prequantize_{quant}.log",
     wildcard_constraints:
         quant="int8|nf4|nf4-dq",
+    conda:
+        "../../envs/measure.yaml"
+    resources:
+        gpu=1,
     params:
         compute_dtype=config["bnb_4bit_compute_dtype"],
         device=config["device"],
-    resources:
-        gpu=1,
-    conda:
-        "../../envs/measure.yaml"
     script:
         "../../scripts/prequantize_model.py"

@@ -20,7 +20,10 @@ rule plot_figures:
             "{root}/figures/latency_vs_seq.png",
             caption="../report/latency_vs_seq.rst",
             category="Latency",
-            labels={"figure": "prefill latency vs sequence length", "results": "{root}"},
+            labels={
+                "figure": "prefill latency vs sequence length",
+                "results": "{root}",
+            },
         ),
         latency_svg="{root}/figures/latency_vs_seq.svg",
         status_png=report(

@@ -1,15 +1,16 @@
 rule predict:
     """Analytic memory model for every cell of the configured grid (no cell is run, no GPU):
     predicted load/prefill/decode peaks, the breakdown by term at the peak, and the fit
-    against an 80 GiB device (device_need_gib lets a reader compare any other capacity)."""
+    against an 80 GiB device (device_need_gib lets a reader compare any other capacity).
+    """
     output:
         predicted="results/tables/predicted.csv",
     log:
         "logs/predict.log",
+    conda:
+        "../../envs/analysis.yaml"
     params:
         grid=config["grid"],
         gpu_mem="80GiB",
-    conda:
-        "../../envs/analysis.yaml"
     script:
         "../../scripts/predict_grid.py"
