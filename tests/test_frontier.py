@@ -368,8 +368,8 @@ class FakeRunner:
 
     def __call__(self, *, cell, settings, out_path, **kwargs):
         from llmbench.failures import MemoryBudgetExceeded, classify
-        from llmbench.timing import LatencyStats
         from llmbench.results import new_result
+        from llmbench.timing import LatencyStats
 
         self.calls.append(cell.relpath)
         result = new_result(cell.to_dict(), settings)
