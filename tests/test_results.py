@@ -5,37 +5,31 @@ import os
 
 import pytest
 
-from llmbench.results import read_cell_result, read_json, validate_cell_result, write_json_atomic
+from llmbench.results import (
+    new_result,
+    read_cell_result,
+    read_json,
+    validate_cell_result,
+    write_json_atomic,
+)
 from llmbench.schemas import SchemaError
 
 
 def minimal_result(status="unsupported"):
-    return {
-        "schema_version": 1,
-        "cell": {
-            "model": "tiny-mistral",
-            "quant": "none",
-            "attn": "flash_attention_2",
-            "dtype": "bfloat16",
-            "batch": 1,
-            "seq": 8,
-            "attn_implementation": "flash_attention_2",
-            "sdpa_backend": None,
-            "device": "cpu",
-        },
-        "settings": {"measurement": {}, "device": "auto", "device_map": "auto"},
-        "status": status,
-        "phase": "setup",
-        "reason": "flash-attn kernels run only on NVIDIA CUDA GPUs",
-        "error": None,
-        "environment": {"hostname": "h", "python": "3.11", "packages": {}, "git": {}},
-        "checks": {},
-        "memory": None,
-        "latency": None,
-        "energy": None,
-        "efficiency": None,
-        "timing_breakdown": {},
+    """The skeleton every cell starts from, finished as a cell that could not run."""
+    cell = {
+        "model": "tiny-mistral",
+        "quant": "none",
+        "attn": "flash_attention_2",
+        "dtype": "bfloat16",
+        "batch": 1,
+        "seq": 8,
     }
+    settings = {"measurement": {}, "device": "auto", "device_map": "auto"}
+    result = new_result(cell, settings)
+    result["cell"]["device"] = "cpu"
+    result.update(status=status, reason="flash-attn kernels run only on NVIDIA CUDA GPUs")
+    return result
 
 
 def test_atomic_write_leaves_no_temp_files_and_replaces_whole(tmp_path):

@@ -1084,14 +1084,7 @@ def prediction_row(
     cell: Cell, prediction: Prediction | None, capacity_bytes: int | None, *, terms: bool
 ) -> dict[str, Any]:
     """One row of the prediction table (GiB = 2^30 bytes)."""
-    row: dict[str, Any] = {
-        "model": cell.model,
-        "quant": cell.quant,
-        "attn": cell.attn,
-        "dtype": cell.dtype,
-        "batch": cell.batch,
-        "seq": cell.seq,
-    }
+    row: dict[str, Any] = asdict(cell)
     if prediction is None:
         row["note"] = "no architecture config"
         return row

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -232,14 +233,7 @@ def run_cell(
     with tempfile.TemporaryDirectory(prefix="llmbench-cell-") as scratch:
         partial_path = Path(scratch) / "partial.json"
         spec = {
-            "cell": {
-                "model": cell.model,
-                "quant": cell.quant,
-                "attn": cell.attn,
-                "dtype": cell.dtype,
-                "batch": cell.batch,
-                "seq": cell.seq,
-            },
+            "cell": asdict(cell),
             "settings": dict(settings),
             "model_entry": dict(model_entry),
             "base_dir": base_dir,
