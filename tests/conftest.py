@@ -56,6 +56,41 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return process
 
 
+FAKES = Path(__file__).parent / "fakes"
+FAKE_CELL_SETTINGS = {"measurement": {}, "device": "cpu", "device_map": "auto"}
+
+
+@pytest.fixture
+def fake_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make tests/fakes/fake_worker.py importable by cell workers (``python -m fake_worker``)."""
+    paths = [str(FAKES), str(REPO / "src"), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+
+
+def run_fake_cell(tmp_path: Path, behaviour: str, timeout_s: float = 30.0, **kwargs) -> dict:
+    """Run a cell whose worker misbehaves as ``behaviour``; the JSON must exist and be valid."""
+    from llmbench.grid import Cell
+    from llmbench.results import validate_cell_result
+    from llmbench.runner import run_cell
+
+    out = tmp_path / "cell.json"
+    result = run_cell(
+        cell=Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 8),
+        settings={"fake": behaviour, **FAKE_CELL_SETTINGS},
+        model_entry={},
+        base_dir=None,
+        prequantized_dir=None,
+        out_path=out,
+        log_path=tmp_path / "cell.log",
+        timeout_s=timeout_s,
+        worker_module="fake_worker",
+        **kwargs,
+    )
+    validate_cell_result(result, where=str(out))
+    assert out.is_file()
+    return result
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     """The repository root."""

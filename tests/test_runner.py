@@ -1,47 +1,21 @@
 """The parent process: a JSON for every cell, whatever the child does."""
 
-import os
 import time
 from pathlib import Path
 
 import pytest
+from conftest import run_fake_cell
 
 from llmbench.grid import Cell
 from llmbench.results import validate_cell_result
 from llmbench.runner import effective_timeout, finalize, run_cell
 
-FAKES = Path(__file__).parent / "fakes"
 CELL = Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 8)
-
-
-@pytest.fixture
-def fake_path(monkeypatch):
-    paths = [str(FAKES), str(FAKES.parents[1] / "src"), os.environ.get("PYTHONPATH", "")]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
-
-
-def run_fake(tmp_path, behaviour, timeout_s=30.0):
-    settings = {"fake": behaviour, "measurement": {}, "device": "cpu", "device_map": "auto"}
-    out = tmp_path / "cell.json"
-    result = run_cell(
-        cell=CELL,
-        settings=settings,
-        model_entry={},
-        base_dir=None,
-        prequantized_dir=None,
-        out_path=out,
-        log_path=tmp_path / "cell.log",
-        timeout_s=timeout_s,
-        worker_module="fake_worker",
-    )
-    validate_cell_result(result, where=str(out))
-    assert out.is_file()
-    return result
 
 
 def test_hanging_child_becomes_a_timeout_cell_in_its_phase(tmp_path, fake_path):
     started = time.monotonic()
-    result = run_fake(tmp_path, "hang", timeout_s=3)
+    result = run_fake_cell(tmp_path, "hang", timeout_s=3)
     assert time.monotonic() - started < 30
     assert (result["status"], result["phase"]) == ("timeout", "prefill")
     assert "fake worker: hang" in result["error"]["traceback"]
@@ -49,7 +23,7 @@ def test_hanging_child_becomes_a_timeout_cell_in_its_phase(tmp_path, fake_path):
 
 def test_child_ignoring_sigterm_is_killed(tmp_path, fake_path, monkeypatch):
     monkeypatch.setattr("llmbench.runner.KILL_GRACE_S", 1.0)
-    result = run_fake(tmp_path, "ignore_sigterm", timeout_s=2)
+    result = run_fake_cell(tmp_path, "ignore_sigterm", timeout_s=2)
     assert result["status"] == "timeout"
 
 
@@ -57,13 +31,13 @@ def test_child_ignoring_sigterm_is_killed(tmp_path, fake_path, monkeypatch):
     "behaviour, signal_name", [("sigkill", "SIGKILL"), ("segfault", "SIGSEGV")]
 )
 def test_child_killed_by_a_signal_is_crashed(tmp_path, fake_path, behaviour, signal_name):
-    result = run_fake(tmp_path, behaviour)
+    result = run_fake_cell(tmp_path, behaviour)
     assert (result["status"], result["phase"]) == ("crashed", "prefill")
     assert signal_name in result["reason"]
 
 
 def test_child_exiting_without_result_is_crashed(tmp_path, fake_path):
-    result = run_fake(tmp_path, "exit3")
+    result = run_fake_cell(tmp_path, "exit3")
     assert result["status"] == "crashed"
     assert "exited with code 3" in result["reason"]
 

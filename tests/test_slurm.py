@@ -24,11 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import HEAD, copy_repo
+from conftest import HEAD, copy_repo, run_fake_cell
 from slurm_cluster import SlurmCluster, ensure_installed
 
-from llmbench.grid import Cell
-from llmbench.results import validate_cell_result
 from llmbench.runner import (
     CELL_ATTEMPTS_VARIABLE,
     cell_attempts,
@@ -36,13 +34,11 @@ from llmbench.runner import (
     export_cell_attempts,
     fail_for_retry,
     parse_slurm_time,
-    run_cell,
     slurm_job_time_left,
 )
 
 PROFILE = "profiles/slurm"
 REQUIRE_SLURM = os.environ.get("LLMBENCH_REQUIRE_SLURM") == "1"
-FAKES = Path(__file__).parent / "fakes"
 
 # What profiles/slurm/config.yaml asks for a cell; the sbatch lines must say the same.
 CELL_SBATCH_OPTIONS = ("-t 40", "--mem 32000", "--cpus-per-task=8", "--gpus=1")
@@ -385,25 +381,15 @@ def test_time_left_comes_from_squeue_inside_a_slurm_job(tmp_path, monkeypatch):
     assert slurm_job_time_left({"SLURM_JOB_ID": "7"}) is None  # squeue does not know it
 
 
-def test_cell_whose_job_is_about_to_end_writes_a_timeout_cell(tmp_path, monkeypatch):
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join([str(FAKES), os.environ.get("PYTHONPATH", "")])
-    )
+def test_cell_whose_job_is_about_to_end_writes_a_timeout_cell(tmp_path, fake_path):
     timeout_s = effective_timeout(1800, CELL_RUNTIME_MIN, job_time_left_s=62)
-    out = tmp_path / "cell.json"
-    result = run_cell(
-        cell=Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 8),
-        settings={"fake": "hang", "measurement": {}, "device": "cpu", "device_map": "auto"},
-        model_entry={},
-        base_dir=None,
-        prequantized_dir=None,
-        out_path=out,
-        log_path=tmp_path / "cell.log",
-        timeout_s=timeout_s,
+    result = run_fake_cell(
+        tmp_path,
+        "hang",
+        timeout_s,
         time_limit_inputs={"job_runtime_min": CELL_RUNTIME_MIN, "job_time_left_s": 62},
-        worker_module="fake_worker",
     )
-    validate_cell_result(result, where=str(out))
+    out = tmp_path / "cell.json"
     assert json.loads(out.read_text())["status"] == "timeout"
     assert result["timing_breakdown"]["time_limit_s"] == pytest.approx(2)
     assert result["timing_breakdown"]["job_time_left_s"] == 62

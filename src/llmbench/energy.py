@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,8 +46,6 @@ class EnergyMeter:
     @contextmanager
     def measure(self, name: str, synchronize: Any) -> Iterator[None]:
         """Record the energy of the body under ``name``; ``synchronize`` waits for the device."""
-        import time
-
         synchronize()
         before = [nvml.total_energy_mj(h) for h in self.handles]
         begin = time.perf_counter()
