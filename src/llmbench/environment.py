@@ -97,6 +97,8 @@ def capture_host() -> dict[str, Any]:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "flash_attn_build": os.environ.get("LLMBENCH_FLASH_ATTN_BUILD"),
+        # The caching allocator's settings change reserved memory (expandable_segments).
+        "pytorch_cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
     }
 
 
