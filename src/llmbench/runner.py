@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from llmbench import REPO_ROOT
+from llmbench import REPO_ROOT, warmstart
 from llmbench.grid import Cell
 from llmbench.results import new_result, read_json, write_json_atomic
 
@@ -136,7 +136,35 @@ def _die_with_parent() -> None:
         pass
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
+def _start_worker(argv: list[str], log: Any, log_path: str | None) -> tuple[Any, str]:
+    """Start ``python -m argv...``: forked by the warm-start server when one is running
+    (torch and transformers already imported), else as a fresh interpreter. Returns the
+    process and how it was started (recorded in the cell's ``timing_breakdown``)."""
+    env = worker_environment()
+    socket_path = os.environ.get(warmstart.SOCKET_VARIABLE)
+    fallback = "spawn"
+    if socket_path:
+        if Path(socket_path).exists():
+            try:
+                child = warmstart.WarmChild.start(socket_path, argv, env, log_path)
+                return child, child.start_method
+            except OSError as exc:
+                fallback = f"spawn ({exc})"
+        else:
+            fallback = "spawn (warm-start server not ready)"
+    process = subprocess.Popen(
+        [sys.executable, "-m", *argv],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+        env=env,
+    )
+    return process, fallback
+
+
+def _kill_group(process: Any) -> None:
     """SIGTERM the child's process group, then SIGKILL what is left after a grace period."""
     for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
         try:
@@ -245,14 +273,8 @@ def run_cell(
         write_json_atomic(spec_path, spec)
         log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", worker_module, str(spec_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-                env=worker_environment(),
+            process, start_method = _start_worker(
+                [worker_module, str(spec_path)], log, None if log_path is None else str(log_path)
             )
             timed_out = False
             try:
@@ -278,6 +300,7 @@ def run_cell(
         log_tail=_log_tail(log_path),
     )
     breakdown = result.setdefault("timing_breakdown", {})
+    breakdown["start_method"] = start_method
     breakdown["child_s"] = child_done - started
     breakdown["worker_returncode"] = returncode
     breakdown["wall_s"] = time.perf_counter() - started

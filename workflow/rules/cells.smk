@@ -1,4 +1,7 @@
+import tempfile
+
 from llmbench import runner as cell_runner
+from llmbench import warmstart
 
 
 onstart:
@@ -8,6 +11,17 @@ onstart:
     # (scripts/run_cell.py), so it reaches them through the environment, which Slurm jobs
     # inherit (sbatch --export=ALL). Without it a crashed cell is kept at once.
     cell_runner.export_cell_attempts(workflow.execution_settings.retries)
+    # One server per run imports torch and transformers once and forks each cell's process
+    # (llmbench.warmstart); it dies with this process. Cells that find no server start a
+    # fresh interpreter, so a run never depends on it. Cluster jobs run on other nodes.
+    if (
+        config["warm_start"]
+        and not workflow.executor_plugin.common_settings.non_local_exec
+    ):
+        warmstart.start_server(
+            Path(tempfile.mkdtemp(prefix="llmbench-")) / "warmstart.sock",
+            log_path=Path("logs/warmstart.log"),
+        )
 
 
 rule measure_cell:
