@@ -158,12 +158,14 @@ def serve(socket_path: str | Path, modules: Sequence[str] = PRELOAD) -> int:
     runners that went away. The socket appears only once the preload is done.
     """
     socket_path = Path(socket_path)
+    # The environment cells are compared with: the one the server was started with. Imports
+    # set variables of their own (scikit-learn sets KMP_DUPLICATE_LIB_OK, KMP_INIT_AT_FORK).
+    server_env = dict(os.environ)
     report = preload(modules)
     print(json.dumps({"warmstart_preload": report}), flush=True)
     if report["cuda_initialized"] or "torch" not in report["loaded"]:
         print("no warm start: torch is missing or CUDA was initialised by the preload", flush=True)
         return 1
-    server_env = dict(os.environ)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = socket_path.with_name(socket_path.name + f".{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
