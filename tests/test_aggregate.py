@@ -95,7 +95,12 @@ def ok_result(batch=2):
         },
         "energy": None,
         "efficiency": {"mfu": 0.5, "mbu": 0.1},
-        "timing_breakdown": {"wall_s": 10.0, "load_s": 3.0, "measure_s": 5.0},
+        "timing_breakdown": {
+            "wall_s": 10.0,
+            "load_s": 3.0,
+            "measure_s": 5.0,
+            "start_method": "fork from warm-start server",
+        },
         "model": {
             "checkpoint_kind": "prequantized",
             "placement": {
@@ -126,6 +131,7 @@ def test_cells_table_sums_devices_in_gib(tmp_path):
     assert row["decode_peak_allocated_gib"] == pytest.approx(5.5)
     assert row["device_total_gib"] == pytest.approx(160.0)
     assert row["overhead_fraction"] == pytest.approx(0.2)
+    assert row["start_method"] == "fork from warm-start server"
     assert row["gpu_clean"] == False  # noqa: E712 - cuda:1 had another process before the cell
     assert row["prefill_ms_p50"] == 10.0 and row["tokens_per_s"] == 200.0
 

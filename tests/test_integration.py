@@ -66,6 +66,18 @@ def test_cell_json_records_environment_and_timing(smoke_run):
     assert result["latency"]["prefill"]["count"] == result["settings"]["measurement"]["repeats"]
 
 
+def test_cells_are_forked_from_the_warm_start_server(smoke_run):
+    """config warm_start: the run's server forks cells once its preload is done (the first
+    cells may start before that, and spawn)."""
+    methods = [
+        json.loads(p.read_text())["timing_breakdown"]["start_method"]
+        for p in (smoke_run / "results" / "cells").rglob("*.json")
+    ]
+    assert all(m == "fork from warm-start server" or m.startswith("spawn") for m in methods)
+    assert methods.count("fork from warm-start server") >= len(methods) // 2
+    assert "warmstart_preload" in (smoke_run / "logs" / "warmstart.log").read_text()
+
+
 def test_rerun_after_a_lost_cell_redoes_only_that_cell(smoke_run):
     victim = (
         smoke_run

@@ -168,6 +168,8 @@ def _timing_columns(result: Mapping[str, Any]) -> dict[str, Any]:
         "load_s": load,
         "measure_s": measure,
         "overhead_fraction": overhead,
+        # How the cell's process started: spawned, or forked from the warm-start server.
+        "start_method": breakdown.get("start_method"),
     }
 
 

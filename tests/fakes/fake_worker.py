@@ -18,7 +18,11 @@ def main() -> None:
     result["phase"] = "prefill"
     write_json_atomic(spec["partial_path"], result)
     print(f"fake worker: {behaviour} pid={os.getpid()}", flush=True)
-    if behaviour == "hang":
+    if behaviour == "finish":  # a verdict, echoing what the runner's environment said
+        result.update(status="unsupported", reason=os.environ.get("FAKE_ECHO") or "-")
+        result["settings"]["malloc_mmap_threshold"] = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+        write_json_atomic(spec["partial_path"], result)
+    elif behaviour == "hang":
         time.sleep(3600)
     elif behaviour == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
