@@ -53,11 +53,22 @@ def git_commit() -> dict[str, Any]:
     """Commit of the checkout and whether it had uncommitted changes.
 
     Falls back to LLMBENCH_GIT_COMMIT (set by the workflow) where the run directory is not a
-    git checkout, e.g. a copy on a cluster node.
+    git checkout, e.g. a copy on a cluster node. Where both exist and disagree, the declared
+    commit wins and the checkout's HEAD is kept beside it: a copied tree can carry a stale
+    ``.git`` (on the H100 host a copy whose HEAD was older than the code it held reported that
+    older commit as "dirty").
     """
     commit = git_head(REPO_ROOT)
+    declared = os.environ.get("LLMBENCH_GIT_COMMIT")
     if commit is None:
-        return {"commit": os.environ.get("LLMBENCH_GIT_COMMIT"), "dirty": None}
+        return {"commit": declared, "dirty": None}
+    if declared and declared != commit:
+        return {
+            "commit": declared,
+            "dirty": None,
+            "source": "LLMBENCH_GIT_COMMIT",
+            "checkout_head": commit,
+        }
     try:
         status = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],

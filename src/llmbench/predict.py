@@ -1115,9 +1115,7 @@ def prediction_row(
         cuda_context_gib=_gib(prediction.cuda_context),
         device_need_gib=_gib(prediction.device_need),
         gpu_mem_gib=None if capacity_bytes is None else _gib(capacity_bytes),
-        fits=None
-        if capacity_bytes is None
-        else prediction.fit_verdict(capacity_bytes),
+        fits=None if capacity_bytes is None else prediction.fit_verdict(capacity_bytes),
         note="",
     )
     if terms:
