@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -465,6 +466,47 @@ def test_rerun_reuses_existing_probes(tmp_path):
     threaded = FakeRunner(50_000, 0.5)
     _run(tmp_path, threaded, {**_settings(), "threads": 7}, name="threads.json")
     assert threaded.calls == []
+
+
+def test_gpu_probes_run_without_the_cpu_malloc_environment(tmp_path):
+    """The malloc threshold is for CPU RSS; on a GPU it would only cost the warm start."""
+    seen = []
+
+    class Recorder(FakeRunner):
+        def __call__(self, *, settings, **kwargs):
+            seen.append((settings["probe_environment"], os.environ.get("MALLOC_MMAP_THRESHOLD_")))
+            result = super().__call__(settings=settings, **kwargs)
+            result["cell"]["device"] = "cuda"
+            write_json_atomic(kwargs["out_path"], result)
+            return result
+
+    settings = {**_settings(), "device": "auto"}
+    settings["probe_environment"] = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+    search = Search("tiny-mistral", "none", "sdpa", "bfloat16", "seq", 2)
+    arguments = dict(
+        section={**TINY_SECTION, "seq_min": 128, "seq_max": 8192, "step": 128},
+        settings=settings,
+        model_entry={"architecture": "config/models/tiny-mistral.json"},
+        base_dir=None,
+        prequantized_dir=None,
+        probes_dir=tmp_path / "probes",
+        has_cuda=True,
+        predictor=None,
+        log=lambda message: None,
+    )
+    first = frontier.run_search(
+        search, out_path=tmp_path / "a.json", runner=Recorder(50_000, 0.5), **arguments
+    )
+    assert seen and all(env == {} and value is None for env, value in seen)
+    # GPU probes measured with the malloc variable (as the first H100 probes were) are reused
+    for probe in first["probes"]:
+        path = tmp_path / "probes" / probe["path"]
+        document = json.loads(path.read_text())
+        document["settings"]["probe_environment"] = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+        path.write_text(json.dumps(document))
+    again = Recorder(50_000, 0.5)
+    second = frontier.run_search(search, out_path=tmp_path / "b.json", runner=again, **arguments)
+    assert again.calls == [] and second["probes_reused"] == first["n_probes"]
 
 
 def test_probes_measured_with_other_settings_are_run_again(tmp_path):

@@ -509,7 +509,11 @@ def reusable_probe(path: Path, settings: Mapping[str, Any]) -> dict[str, Any] | 
         return None
     if document.get("status") not in REUSABLE_STATUSES:
         return None
-    if _comparable(document.get("settings") or {}) != _comparable(settings):
+    measured, wanted = _comparable(document.get("settings") or {}), _comparable(settings)
+    if (document.get("cell") or {}).get("device") == "cuda":  # host malloc: no GPU effect
+        measured.pop("probe_environment", None)
+        wanted.pop("probe_environment", None)
+    if measured != wanted:
         return None
     return document
 
@@ -819,6 +823,8 @@ def run_search(
     values = search_values(search, section)
     has_cuda = host_has_cuda() if has_cuda is None else has_cuda
     device = probe_device(settings, has_cuda)
+    if device != "cpu":  # the malloc threshold steadies CPU RSS; GPU probes keep warm starts
+        settings = {**settings, "probe_environment": {}}
     if device == "cpu" and settings.get("memory_budget_gib") is None:
         raise ValueError(
             "a frontier search on the CPU needs a memory budget (frontier.memory_budget_gib or "
