@@ -91,6 +91,50 @@ def run_fake_cell(tmp_path: Path, behaviour: str, timeout_s: float = 30.0, **kwa
     return result
 
 
+def kill_runner_of_hanging_worker(tmp_path: Path) -> int:
+    """Start a runner process whose fake worker hangs, SIGKILL the runner once the worker is
+    up (as a scheduler killing the job would), and return the worker's pid."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "cell.log"
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from pathlib import Path; from llmbench.grid import Cell; "
+            "from llmbench.runner import run_cell; "
+            f"run_cell(cell=Cell('m','none','sdpa','bfloat16',1,8), settings={{'fake': 'hang', "
+            "'measurement': {}, 'device': 'cpu', 'device_map': 'auto'}, model_entry={}, "
+            f"base_dir=None, prequantized_dir=None, out_path=Path({str(tmp_path / 'c.json')!r}), "
+            f"log_path=Path({str(log)!r}), timeout_s=600, worker_module='fake_worker')",
+        ]
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "pid=" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.2)
+    worker_pid = int(re.search(r"pid=(\d+)", log.read_text()).group(1))
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    return worker_pid
+
+
+def process_gone(pid: int, timeout_s: float = 10.0) -> bool:
+    """Whether process ``pid`` is gone (or a zombie) within ``timeout_s``."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    status = Path(f"/proc/{pid}/status")
+    while time.monotonic() < deadline:
+        if not status.exists() or "zombie" in status.read_text():
+            return True
+        time.sleep(0.1)
+    return False
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     """The repository root."""

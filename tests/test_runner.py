@@ -1,10 +1,9 @@
 """The parent process: a JSON for every cell, whatever the child does."""
 
 import time
-from pathlib import Path
 
 import pytest
-from conftest import run_fake_cell
+from conftest import kill_runner_of_hanging_worker, process_gone, run_fake_cell
 
 from llmbench.grid import Cell
 from llmbench.results import validate_cell_result
@@ -75,32 +74,4 @@ def test_effective_timeout_leaves_room_before_the_scheduler_kills(timeout, runti
 
 def test_worker_dies_when_its_parent_is_killed(tmp_path, fake_path):
     """A job killed from outside must not leave a worker behind on the GPU."""
-    import re
-    import signal
-    import subprocess
-    import sys
-
-    log = tmp_path / "cell.log"
-    parent = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from pathlib import Path; from llmbench.grid import Cell; "
-            "from llmbench.runner import run_cell; "
-            f"run_cell(cell=Cell('m','none','sdpa','bfloat16',1,8), settings={{'fake': 'hang', "
-            "'measurement': {}, 'device': 'cpu', 'device_map': 'auto'}, model_entry={}, "
-            f"base_dir=None, prequantized_dir=None, out_path=Path({str(tmp_path / 'c.json')!r}), "
-            f"log_path=Path({str(log)!r}), timeout_s=600, worker_module='fake_worker')",
-        ]
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and "pid=" not in (log.read_text() if log.exists() else ""):
-        time.sleep(0.2)
-    worker_pid = int(re.search(r"pid=(\d+)", log.read_text()).group(1))
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and Path(f"/proc/{worker_pid}").exists():
-        time.sleep(0.1)
-    status = Path(f"/proc/{worker_pid}/status")
-    assert not status.exists() or "zombie" in status.read_text()
+    assert process_gone(kill_runner_of_hanging_worker(tmp_path))

@@ -4,13 +4,11 @@ spawning whenever the server cannot serve them."""
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import FAKES, REPO, run_fake_cell
+from conftest import FAKES, REPO, kill_runner_of_hanging_worker, process_gone, run_fake_cell
 
 from llmbench import warmstart
 
@@ -100,24 +98,7 @@ def test_forked_child_killed_by_a_signal_is_crashed(tmp_path, use_server, behavi
 
 def test_forked_child_dies_when_its_runner_is_killed(tmp_path, use_server):
     """The server kills a child whose runner went away (the job was killed)."""
-    log = tmp_path / "cell.log"
-    runner = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from pathlib import Path; from llmbench.grid import Cell; "
-            "from llmbench.runner import run_cell; "
-            f"run_cell(cell=Cell('m','none','sdpa','bfloat16',1,8), settings={{'fake': 'hang', "
-            "'measurement': {}, 'device': 'cpu', 'device_map': 'auto'}, model_entry={}, "
-            f"base_dir=None, prequantized_dir=None, out_path=Path({str(tmp_path / 'c.json')!r}), "
-            f"log_path=Path({str(log)!r}), timeout_s=600, worker_module='fake_worker')",
-        ]
-    )
-    assert wait_for(lambda: "pid=" in (log.read_text() if log.exists() else ""))
-    worker_pid = int(re.search(r"pid=(\d+)", log.read_text()).group(1))
-    runner.send_signal(signal.SIGKILL)
-    runner.wait()
-    assert wait_for(lambda: not Path(f"/proc/{worker_pid}").exists(), 10)
+    assert process_gone(kill_runner_of_hanging_worker(tmp_path))
 
 
 def test_cells_spawn_when_the_server_is_not_there(tmp_path, fake_path, monkeypatch):

@@ -8,7 +8,6 @@ failure, a timeout (the whole process group is killed) or a child that died by a
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -119,23 +118,6 @@ def worker_environment() -> dict[str, str]:
     return env
 
 
-PR_SET_PDEATHSIG = 1
-"""prctl option: the signal a process gets when its parent dies (Linux)."""
-
-
-def _die_with_parent() -> None:
-    """Run in the child before exec: have the kernel SIGKILL it if this parent dies.
-
-    The worker runs in its own session (so a timeout can kill its whole group); without this,
-    a job killed from outside (Ctrl-C, a scheduler, ``timeout``) would leave a worker holding
-    the GPU and spoil the next cell's clean-GPU check.
-    """
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the except clause around wait() remains
-        pass
-
-
 def _start_worker(argv: list[str], log: Any, log_path: str | None) -> tuple[Any, str]:
     """Start ``python -m argv...``: forked by the warm-start server when one is running
     (torch and transformers already imported), else as a fresh interpreter. Returns the
@@ -158,7 +140,7 @@ def _start_worker(argv: list[str], log: Any, log_path: str | None) -> tuple[Any,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=warmstart.die_with_parent,
         env=env,
     )
     return process, fallback

@@ -75,9 +75,16 @@ def startup_differences(env: Mapping[str, str], server_env: Mapping[str, str]) -
 
 
 PR_SET_PDEATHSIG = 1
+"""prctl option: the signal a process gets when its parent dies (Linux)."""
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere a no-op).
+
+    Run in a child before exec (``preexec_fn``) or right after fork: cell processes run in
+    their own session, so without this a killed job (Ctrl-C, a scheduler, ``timeout``) would
+    leave a worker holding the GPU and spoil the next cell's clean-GPU check.
+    """
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
@@ -114,7 +121,7 @@ def _child(request: Mapping[str, Any], exec_afresh: bool) -> None:
     code = 1
     try:
         os.setsid()
-        _die_with_parent()
+        die_with_parent()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server's handlers are not ours
         signal.signal(signal.SIGINT, signal.default_int_handler)
         log_path = request.get("log_path")
@@ -348,7 +355,7 @@ def start_server(socket_path: str | Path, log_path: str | Path | None = None) ->
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         env=env,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     os.environ[SOCKET_VARIABLE] = str(socket_path)
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
