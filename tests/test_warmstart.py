@@ -26,7 +26,7 @@ def wait_for(predicate, timeout_s: float = 60.0) -> bool:
 def server(tmp_path_factory):
     """One real server (the real preload list) that can also import the fake workers."""
     socket_path = tmp_path_factory.mktemp("ws") / "warmstart.sock"
-    log = socket_path.with_name("server.log")
+    log = tmp_path_factory.mktemp("ws-log") / "server.log"
     saved = dict(os.environ)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(FAKES), str(REPO / "src"), saved.get("PYTHONPATH")) if p
@@ -38,9 +38,11 @@ def server(tmp_path_factory):
         os.environ.update(saved)
     assert wait_for(socket_path.exists, 120), log.read_text()
     yield socket_path
-    process.terminate()
-    process.wait(timeout=30)
-    assert not socket_path.exists()  # removed on a clean stop
+    os.environ[warmstart.SOCKET_VARIABLE] = str(socket_path)  # as start_server left it
+    warmstart.stop_server()
+    assert process.returncode == 0  # a clean stop on SIGTERM
+    assert not socket_path.parent.exists()  # socket and its folder removed
+    assert warmstart.SOCKET_VARIABLE not in os.environ
 
 
 @pytest.fixture

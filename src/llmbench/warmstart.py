@@ -336,9 +336,14 @@ class WarmChild:
         return self.returncode
 
 
+_SERVER: subprocess.Popen[bytes] | None = None
+"""The server this process started, if any (stopped by :func:`stop_server`)."""
+
+
 def start_server(socket_path: str | Path, log_path: str | Path | None = None) -> Any:
     """Start ``python -m llmbench.warmstart SOCKET`` in the background, dying with this
     process, and point this process's future cells at it (through the environment)."""
+    global _SERVER
     from llmbench.runner import worker_environment
 
     socket_path = Path(socket_path).resolve()
@@ -359,7 +364,29 @@ def start_server(socket_path: str | Path, log_path: str | Path | None = None) ->
     )
     os.environ[SOCKET_VARIABLE] = str(socket_path)
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    _SERVER = process
     return process
+
+
+def stop_server(timeout_s: float = 30.0) -> None:
+    """Stop the server :func:`start_server` started (if any) and remove its socket folder
+    when empty; cells started afterwards spawn."""
+    global _SERVER
+    socket_path = os.environ.pop(SOCKET_VARIABLE, None)
+    if _SERVER is not None:
+        _SERVER.terminate()
+        try:
+            _SERVER.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _SERVER.kill()
+            _SERVER.wait()
+        _SERVER = None
+    if socket_path:
+        Path(socket_path).unlink(missing_ok=True)
+        try:
+            Path(socket_path).parent.rmdir()
+        except OSError:  # not empty or already gone: leave it
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:

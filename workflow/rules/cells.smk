@@ -14,14 +14,27 @@ onstart:
     # One server per run imports torch and transformers once and forks each cell's process
     # (llmbench.warmstart); it dies with this process. Cells that find no server start a
     # fresh interpreter, so a run never depends on it. Cluster jobs run on other nodes.
+    # Only when cells or frontier probes are to run (not for figures from committed tables).
     if (
         config["warm_start"]
         and not workflow.executor_plugin.common_settings.non_local_exec
+        and any(
+            job.rule.name in ("measure_cell", "frontier_search")
+            for job in workflow.dag.needrun_jobs()
+        )
     ):
         warmstart.start_server(
             Path(tempfile.mkdtemp(prefix="llmbench-")) / "warmstart.sock",
             log_path=Path("logs/warmstart.log"),
         )
+
+
+onsuccess:
+    warmstart.stop_server()
+
+
+onerror:
+    warmstart.stop_server()
 
 
 rule measure_cell:
