@@ -1,6 +1,6 @@
 """Warm start: import torch and transformers once, then fork one fresh process per cell.
 
-On the H100 host a cell's child spent 10-16 s importing torch and transformers before doing
+On the H100 host a cell's child spent 10-22 s importing torch and transformers before doing
 anything (``benchmarks/startup_profile.py``). A warm-start server imports them once and forks
 a child per cell. Every cell still gets its own process, CUDA context and caching allocator:
 the server never initialises CUDA (``PYTORCH_NVML_BASED_CUDA_CHECK=1`` keeps
@@ -11,9 +11,11 @@ Protocol (one JSON line each way over a Unix socket): the runner sends the worke
 environment, working directory and log path; the server forks and answers ``{"pid": N}``,
 then ``{"returncode": R}`` once the child is gone (negative: killed by signal -R, as
 ``subprocess`` reports it). If the runner's connection drops (the job was killed), the server
-kills the child's process group. Variables that only take effect when a process starts
-(glibc's ``MALLOC_*``, the loader's ``LD_*``, OpenMP's) make the child ``exec`` a fresh
-interpreter instead, so they are never silently ignored.
+kills the child's process group. The server forks from its single Python thread; native
+helper threads its libraries started at import stay idle there (a child that hung on one
+would still end as a ``timeout`` cell, like any other). Variables that only take effect when
+a process starts (glibc's ``MALLOC_*``, the loader's ``LD_*``, OpenMP's) make the child
+``exec`` a fresh interpreter instead, so they are never silently ignored.
 """
 
 from __future__ import annotations
