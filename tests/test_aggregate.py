@@ -130,6 +130,8 @@ def test_cells_table_sums_devices_in_gib(tmp_path):
     assert row["prefill_peak_reserved_gib"] == pytest.approx(8.0)
     assert row["decode_peak_allocated_gib"] == pytest.approx(5.5)
     assert row["device_total_gib"] == pytest.approx(160.0)
+    assert row["load_reserved_gib"] == pytest.approx(6.0)  # both devices
+    assert row["load_reserved_cuda0_gib"] == pytest.approx(3.0)  # what the notebook read
     assert row["overhead_fraction"] == pytest.approx(0.2)
     assert row["start_method"] == "fork from warm-start server"
     assert row["gpu_clean"] == False  # noqa: E712 - cuda:1 had another process before the cell

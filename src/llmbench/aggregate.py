@@ -80,6 +80,9 @@ def _memory_columns(result: Mapping[str, Any]) -> dict[str, float | None]:
         devices = record.get("devices") or []
         for view, key in views:
             columns[f"{phase}_{view}_gib"] = _sum_devices(devices, key)
+        # What torch.cuda.memory_reserved() reads without a device argument, as the seed
+        # notebook did: the first device only, however many the model spans.
+        columns[f"{phase}_reserved_cuda0_gib"] = _sum_devices(devices[:1], "reserved_bytes")
         host = record.get("host") or {}
         columns[f"{phase}_host_rss_gib"] = _gib(host.get("rss_bytes"))
         columns[f"{phase}_host_peak_rss_gib"] = _gib(host.get("peak_rss_bytes"))

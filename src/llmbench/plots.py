@@ -101,16 +101,43 @@ def seed_comparison(cells: pd.DataFrame) -> plt.Figure:
         for index, (name, column) in enumerate(measures.items()):
             offsets = [i - 0.4 + width * (index + 0.5) for i in range(len(order))]
             axis.bar(offsets, rows[column].fillna(0), width, label=name, color=palette[index])
-        for column, marker, name in (
-            ("notebook_initial_reserved_gib", "o", "notebook: reserved after load (cuda:0)"),
-            ("notebook_inference_reserved_gib", "X", "notebook: reserved after forward (cuda:0)"),
-        ):
+        markers = [
+            (
+                "notebook_initial_reserved_gib",
+                "o",
+                "black",
+                "notebook: reserved after load (cuda:0)",
+            ),
+            (
+                "notebook_inference_reserved_gib",
+                "X",
+                "black",
+                "notebook: reserved after forward (cuda:0)",
+            ),
+        ]
+        if cuda and (cases.get("n_devices", pd.Series(dtype=float)) > 1).any():
+            # Spread over several GPUs: what the notebook's reading would show here.
+            markers += [
+                (
+                    "load_reserved_cuda0_gib",
+                    "o",
+                    "crimson",
+                    "here: reserved after load, cuda:0 only",
+                ),
+                (
+                    "prefill_reserved_cuda0_gib",
+                    "X",
+                    "crimson",
+                    "here: reserved after prefill, cuda:0 only",
+                ),
+            ]
+        for column, marker, color, name in markers:
             if column in rows and rows[column].notna().any():
                 axis.scatter(
                     range(len(order)),
                     rows[column],
                     marker=marker,
-                    color="black",
+                    color=color,
                     s=40,
                     zorder=5,
                     label=name,
