@@ -314,14 +314,18 @@ def predicted_vs_measured(cells: pd.DataFrame) -> plt.Figure:
     attention, marker = quantization.
     """
     columns = ("predicted_prefill_peak_allocated_gib", "prefill_peak_allocated_gib")
-    if any(column not in cells for column in columns):
+    ratio = "prefill_measured_over_predicted"
+    if any(column not in cells for column in (*columns, ratio)):
         return _empty("No prediction in this table (rebuild it with `llmbench tables`).")
-    data = cells[cells["status"].isin(MEASURED)].dropna(subset=list(columns)).copy()
+    # The ratio is left empty where the comparison does not hold: a phase that failed, or a
+    # model spread over several GPUs (the analytic model predicts one device).
+    data = cells[cells["status"].isin(MEASURED)].dropna(subset=[*columns, ratio]).copy()
     if data.empty:
-        return _empty("No measured CUDA cell with a prediction to compare.")
-    data["ratio"] = (
-        data["prefill_peak_allocated_gib"] / data["predicted_prefill_peak_allocated_gib"]
-    )
+        return _empty(
+            "No measured one-GPU CUDA cell with a prediction to compare\n"
+            "(the analytic model predicts one device)."
+        )
+    data["ratio"] = data[ratio]
     hue_order = [a for a in ATTN_COLORS if a in set(data["attn"])]
     quants = [
         q for q in ("none", "int8", "nf4", "nf4-dq", "nf4-not-passed") if q in set(data["quant"])

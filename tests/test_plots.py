@@ -1,0 +1,37 @@
+"""Figures from committed tables: what each one compares."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+from conftest import REPO  # noqa: E402
+
+from llmbench import plots  # noqa: E402
+
+REFERENCE = REPO / "results" / "reference" / "h100"
+
+
+def texts(figure):
+    return " ".join(t.get_text() for axis in figure.axes for t in axis.texts) + " ".join(
+        t.get_text() for t in figure.texts
+    )
+
+
+def test_predicted_vs_measured_compares_one_gpu_cells_only():
+    one_gpu = pd.read_csv(REFERENCE / "seed" / "tables" / "cells.csv")
+    figure = plots.predicted_vs_measured(one_gpu)
+    assert len(figure.axes) == 2
+    assert "8 cells" in figure.axes[1].get_title()  # 7 ok + the check_failed case 2
+    two_gpu = pd.read_csv(REFERENCE / "seed-2gpu" / "tables" / "cells.csv")
+    assert "one device" in texts(plots.predicted_vs_measured(two_gpu))
+
+
+def test_seed_comparison_marks_cuda0_only_where_a_model_spans_gpus():
+    def labels(run):
+        figure = plots.seed_comparison(pd.read_csv(REFERENCE / run / "tables" / "cells.csv"))
+        return {text.get_text() for legend in figure.legends for text in legend.get_texts()}
+
+    assert "here: reserved after load, cuda:0 only" in labels("seed-2gpu")
+    assert "here: reserved after load, cuda:0 only" not in labels("seed")
+    assert "notebook: reserved after load (cuda:0)" in labels("seed")
