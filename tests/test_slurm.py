@@ -45,9 +45,12 @@ CELL_SBATCH_OPTIONS = ("-t 40", "--mem 32000", "--cpus-per-task=8", "--gpus=1")
 CELL_RUNTIME_MIN = 40
 RETRIES = 2
 
-VOLATILE_COLUMNS = re.compile(r"(^|_)(ms|s)(_|$)|host_|overhead|_j_per_token|^(mfu|mbu)$")
+VOLATILE_COLUMNS = re.compile(
+    r"(^|_)(ms|s)(_|$)|host_|overhead|_j_per_token|^(mfu|mbu)$|^start_method$"
+)
 """Columns that differ between any two runs of the same cells: times (``*_s``, ``*_ms*``),
-rates derived from them (``*_per_s``, mfu, mbu), host memory, energy."""
+rates derived from them (``*_per_s``, mfu, mbu), host memory, energy, and how the cell's
+process started (forked from the warm-start server locally, a fresh interpreter under Slurm)."""
 
 
 def without_site_settings(env: dict[str, str]) -> dict[str, str]:
