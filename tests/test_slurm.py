@@ -207,6 +207,9 @@ def test_cells_know_their_job_runtime_time_left_and_attempts(slurm_run: SlurmRun
         )
         log = (slurm_run.workdir / "logs" / "cells" / path).with_suffix(".log").read_text()
         assert f"attempt 1 of {RETRIES + 1};" in log, path
+        # no warm-start server under a cluster executor: each cell is a fresh interpreter
+        assert limits["start_method"] == "spawn", path
+    assert not (slurm_run.workdir / "logs" / "warmstart.log").exists()
 
 
 @pytest.mark.slurm
