@@ -3,6 +3,10 @@
 - ``tables ROOT``: rebuild ``ROOT/tables`` from the cell JSONs under ``ROOT/cells``.
 - ``publish --to results/reference/<gpu>/<run>``: copy this run's cells and benchmarks into a
   reference folder and rebuild its tables there (figures then come from ``snakemake figures``).
+- ``resume --from results/reference/<gpu>/<run> --grid NAME [--frontier]``: copy a reference
+  run's finished cells (and frontier probes and searches) back into ``results/`` where missing,
+  dated now, so that Snakemake measures only what the reference lacks. Run it once the model
+  checkpoints exist: Snakemake remeasures cells older than their inputs.
 - ``predict [--grid NAME_OR_PATH] [--gpu-mem 80GiB] [--format table|csv] [--terms]``: the
   analytic memory model (predict.py) for every cell of a grid, instantly, without a GPU: predicted
   load/prefill/decode peak allocated (GiB), the dominant term, and whether the cell fits
@@ -12,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -47,22 +52,49 @@ def rebuild_tables(root: Path, grid: str | None) -> int:
     return len(cells)
 
 
-def publish(source: Path, target: Path, grid: str) -> int:
-    """Copy the grid's cell JSONs (and job benchmarks) from ``source`` to ``target``."""
+def _copy_cells(source: Path, target: Path, grid: str, *, resume: bool) -> int:
+    """Copy the grid's cell JSONs (and job benchmarks) from ``source`` to ``target``; with
+    ``resume``, only where ``target`` lacks them, dated now. Returns the cells copied."""
     from llmbench.grid import expand_grid, load_grid
 
     config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
     cells = expand_grid(load_grid(grid, REPO_ROOT / "config", config["models"]))
     copied = 0
     for cell in cells:
+        if resume and (target / "cells" / cell.relpath).exists():
+            continue  # this run's own cell (and its benchmark) stays
         for folder, suffix in (("cells", ".json"), ("benchmarks/cells", ".tsv")):
             origin = source / folder / cell.relpath.replace(".json", suffix)
             if origin.is_file():
-                destination = target / folder / cell.relpath.replace(".json", suffix)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(origin, destination)
+                _copy(origin, target / folder / cell.relpath.replace(".json", suffix), touch=resume)
                 copied += folder == "cells"
     return copied
+
+
+def _copy(origin: Path, destination: Path, *, touch: bool) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(origin, destination)
+    if touch:  # newer than the checkpoints: Snakemake keeps the cell
+        os.utime(destination)
+
+
+def publish(source: Path, target: Path, grid: str) -> int:
+    """Copy the grid's cell JSONs (and job benchmarks) from ``source`` to ``target``."""
+    return _copy_cells(source, target, grid, resume=False)
+
+
+def resume(reference: Path, target: Path, grid: str, frontier: bool = False) -> tuple[int, int]:
+    """Copy a reference run's cells of ``grid`` (and with ``frontier`` its frontier probes and
+    searches) into ``target`` where missing, dated now. Returns (cells, frontier files)."""
+    cells = _copy_cells(reference, target, grid, resume=True)
+    files = 0
+    if frontier:
+        for origin in sorted((reference / "frontier").rglob("*.json")):
+            destination = target / "frontier" / origin.relative_to(reference / "frontier")
+            if not destination.exists():
+                _copy(origin, destination, touch=True)
+                files += 1
+    return cells, files
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     publisher.add_argument("--from", dest="source", type=Path, default=Path("results"))
     publisher.add_argument("--to", dest="target", type=Path, required=True)
     publisher.add_argument("--grid", required=True, help="grid whose cells are copied")
+    resumer = commands.add_parser(
+        "resume", help="copy a reference run's cells into results/ to measure only the rest"
+    )
+    resumer.add_argument("--from", dest="source", type=Path, required=True)
+    resumer.add_argument("--to", dest="target", type=Path, default=Path("results"))
+    resumer.add_argument("--grid", required=True, help="grid whose cells are copied")
+    resumer.add_argument(
+        "--frontier", action="store_true", help="also copy frontier/ (probes and searches)"
+    )
     predictor = commands.add_parser("predict", help="predicted peak memory of a grid's cells")
     predictor.add_argument("--grid", help="grid name or path (default: the config's grid)")
     predictor.add_argument(
@@ -96,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(predict.format_csv(rows))
         else:
             print(predict.format_table(rows, terms=args.terms))
+    elif args.command == "resume":
+        cells, files = resume(args.source, args.target, args.grid, args.frontier)
+        print(f"copied {cells} cells and {files} frontier files to {args.target} (missing only)")
     elif args.command == "publish":
         copied = publish(args.source, args.target, args.grid)
         print(f"copied {copied} cells to {args.target}")
