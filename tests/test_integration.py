@@ -64,6 +64,8 @@ def test_cell_json_records_environment_and_timing(smoke_run):
     breakdown = result["timing_breakdown"]
     assert breakdown["wall_s"] >= breakdown["load_s"] + breakdown["measure_s"]
     assert result["latency"]["prefill"]["count"] == result["settings"]["measurement"]["repeats"]
+    chosen = result["checks"]["attention"]["sdpa_backend_chosen"]  # an sdpa cell
+    assert set(chosen) == {"prefill", "decode"} and "unknown" not in " ".join(chosen.values())
 
 
 def test_cells_are_forked_from_the_warm_start_server(smoke_run):

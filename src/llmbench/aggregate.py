@@ -153,6 +153,9 @@ def _model_columns(result: Mapping[str, Any]) -> dict[str, Any]:
         "attn_calls_per_forward": attn_check.get("calls_in_one_forward"),
         "attn_check_passed": attn_check.get("passed"),
         "flash_attn_version": (attn_check.get("flash_attn") or {}).get("version"),
+        # The SDPA backend PyTorch picked (sdpa cells; forced ones name it in `attn`).
+        "sdpa_backend_prefill": (attn_check.get("sdpa_backend_chosen") or {}).get("prefill"),
+        "sdpa_backend_decode": (attn_check.get("sdpa_backend_chosen") or {}).get("decode"),
         "gpu_clean": None if clean is None else clean.get("passed"),
     }
 

@@ -71,6 +71,72 @@ def count_attention_calls(model: Any, implementation: str) -> Iterator[dict[str,
             del mapping[implementation]
 
 
+SDPA_BACKEND_NAMES = {
+    -1: "error",
+    0: "math",
+    1: "flash",
+    2: "efficient",
+    3: "cudnn",
+    4: "overrideable",
+}
+"""``torch.nn.attention.SDPBackend`` values, named as the ``sdpa-<backend>`` attention axis."""
+
+
+@contextmanager
+def record_sdpa_choice(enabled: bool) -> Iterator[dict[str, str]]:
+    """Record the backend PyTorch's SDPA dispatcher picks for the calls made in the body.
+
+    The first call with a one-token query is recorded as ``decode``, the first longer one as
+    ``prefill``. The choice is asked of ``torch._fused_sdp_choice`` with the call's own
+    tensors and flags (it honours a forced backend and allocates nothing); where PyTorch lacks
+    it or the call cannot be read, the value says so instead of guessing.
+    """
+    record: dict[str, str] = {}
+    if not enabled:
+        yield record
+        return
+    import torch
+    import torch.nn.functional as functional
+
+    original = functional.scaled_dot_product_attention
+    choose = getattr(torch, "_fused_sdp_choice", None)
+
+    def recorded(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        phase = "decode" if query.shape[-2] == 1 else "prefill"
+        if phase not in record:
+            record[phase] = _sdpa_choice(choose, query, key, value, args, kwargs)
+        return original(query, key, value, *args, **kwargs)
+
+    functional.scaled_dot_product_attention = recorded
+    try:
+        yield record
+    finally:
+        functional.scaled_dot_product_attention = original
+
+
+def _sdpa_choice(
+    choose: Any, query: Any, key: Any, value: Any, args: tuple, kwargs: dict[str, Any]
+) -> str:
+    if choose is None:
+        return "unknown (torch has no _fused_sdp_choice)"
+    if args:
+        return "unknown (positional SDPA arguments)"
+    try:
+        index = choose(
+            query,
+            key,
+            value,
+            kwargs.get("attn_mask"),
+            kwargs.get("dropout_p", 0.0),
+            kwargs.get("is_causal", False),
+            scale=kwargs.get("scale"),
+            enable_gqa=kwargs.get("enable_gqa", False),
+        )
+    except Exception as exc:  # noqa: BLE001 - a record, never a reason to fail the cell
+        return f"unknown ({type(exc).__name__}: {exc})"[:200]
+    return SDPA_BACKEND_NAMES.get(int(index), f"unknown ({index})")
+
+
 def flash_attn_info() -> dict[str, Any] | None:
     """Version and location of the flash-attn package if importable, else None."""
     try:

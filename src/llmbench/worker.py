@@ -187,9 +187,11 @@ def measure(spec: dict[str, Any], result: dict[str, Any], save: Any) -> None:
     with torch.inference_mode(), attention.sdpa_context(cell.sdpa_backend):
         # ---- prefill: memory pass (the seed's forward), then timed passes ------------------
         result["phase"] = "prefill"
+        uses_sdpa = cell.attn_implementation == "sdpa"
         with (
             tracker.phase("prefill"),
             attention.count_attention_calls(model, cell.attn_implementation) as calls,
+            attention.record_sdpa_choice(uses_sdpa) as sdpa_chosen,
         ):
             outputs = model(input_ids=input_ids)
             logits_dtype = str(outputs.logits.dtype).removeprefix("torch.")
@@ -200,6 +202,8 @@ def measure(spec: dict[str, Any], result: dict[str, Any], save: Any) -> None:
             expected_calls=shape.num_layers,
             passed=result["checks"]["attention"]["passed"]
             and calls["calls"] in (-1, shape.num_layers),
+            # which SDPA backend PyTorch picked (prefill here, decode in the warmup below)
+            sdpa_backend_chosen=sdpa_chosen if uses_sdpa else None,
         )
         save()
 
@@ -227,7 +231,14 @@ def measure(spec: dict[str, Any], result: dict[str, Any], save: Any) -> None:
         if measurement["decode_warmup_tokens"]:
             warm = Generation(model, input_ids, keep_last)
             warm.prefill()
-            for _ in range(measurement["decode_warmup_tokens"]):
+            with attention.record_sdpa_choice(uses_sdpa) as sdpa_chosen:
+                warm.step()  # untimed: the decode choice is recorded here, not in timed steps
+            result["checks"]["attention"]["sdpa_backend_chosen"] = (
+                {**result["checks"]["attention"]["sdpa_backend_chosen"], **sdpa_chosen}
+                if uses_sdpa
+                else None
+            )
+            for _ in range(measurement["decode_warmup_tokens"] - 1):
                 warm.step()
             del warm
         generation = Generation(model, input_ids, keep_last)
