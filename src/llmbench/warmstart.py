@@ -183,7 +183,7 @@ def serve(socket_path: str | Path, modules: Sequence[str] = PRELOAD) -> int:
     os.replace(tmp, socket_path)  # appears atomically, ready
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, None)
-    children: dict[int, socket.socket] = {}  # pid -> the runner's connection
+    children: dict[int, socket.socket | None] = {}  # pid -> its runner's connection (None: gone)
     buffers: dict[socket.socket, bytes] = {}
     stopping = False
 
@@ -210,11 +210,12 @@ def serve(socket_path: str | Path, modules: Sequence[str] = PRELOAD) -> int:
                     buffers.pop(conn, None)
                     if pid is not None:
                         _kill_group(pid)
-                        children[pid] = None  # type: ignore[assignment] - reaped below
+                        children[pid] = None  # reaped below, nobody to tell
                     continue
                 buffers[conn] += data
                 if pid is None and b"\n" in buffers[conn]:
-                    request = json.loads(buffers[conn].split(b"\n", 1)[0])
+                    line, buffers[conn] = buffers[conn].split(b"\n", 1)  # one request each
+                    request = json.loads(line)
                     differences = startup_differences(request["env"], server_env)
                     child = os.fork()
                     if child == 0:
@@ -223,7 +224,7 @@ def serve(socket_path: str | Path, modules: Sequence[str] = PRELOAD) -> int:
                         _child(request, exec_afresh=bool(differences))
                     children[child] = conn
                     _send(conn, {"pid": child, "exec_for": differences})
-            _reap(children, selector)
+            _reap(children)
     finally:
         for pid in list(children):
             _kill_group(pid)
@@ -232,7 +233,7 @@ def serve(socket_path: str | Path, modules: Sequence[str] = PRELOAD) -> int:
     return 0
 
 
-def _reap(children: dict[int, Any], selector: selectors.BaseSelector) -> None:
+def _reap(children: dict[int, socket.socket | None]) -> None:
     """Collect finished children and tell their runners how they ended."""
     for pid in list(children):
         try:
@@ -353,19 +354,22 @@ def start_server(socket_path: str | Path, log_path: str | Path | None = None) ->
     socket_path.unlink(missing_ok=True)
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    env = worker_environment()
-    env.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llmbench.warmstart", str(socket_path)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        preexec_fn=die_with_parent,
-    )
-    os.environ[SOCKET_VARIABLE] = str(socket_path)
+    # The server and every cell (forked or spawned) check CUDA through NVML, never the driver.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llmbench.warmstart", str(socket_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=worker_environment(),
+            preexec_fn=die_with_parent,
+        )
+    finally:
+        if log is not subprocess.DEVNULL:
+            log.close()  # the server holds its own copy
+    os.environ[SOCKET_VARIABLE] = str(socket_path)
     _SERVER = process
     return process
 

@@ -231,13 +231,10 @@ def measure(spec: dict[str, Any], result: dict[str, Any], save: Any) -> None:
         if measurement["decode_warmup_tokens"]:
             warm = Generation(model, input_ids, keep_last)
             warm.prefill()
-            with attention.record_sdpa_choice(uses_sdpa) as sdpa_chosen:
+            with attention.record_sdpa_choice(uses_sdpa) as decode_chosen:
                 warm.step()  # untimed: the decode choice is recorded here, not in timed steps
-            result["checks"]["attention"]["sdpa_backend_chosen"] = (
-                {**result["checks"]["attention"]["sdpa_backend_chosen"], **sdpa_chosen}
-                if uses_sdpa
-                else None
-            )
+            if uses_sdpa:
+                result["checks"]["attention"]["sdpa_backend_chosen"].update(decode_chosen)
             for _ in range(measurement["decode_warmup_tokens"] - 1):
                 warm.step()
             del warm
