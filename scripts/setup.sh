@@ -9,6 +9,9 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "${LLMBENCH_TORCH:-torch}"
 .venv/bin/python -m pip install -q -r requirements/measure.txt
+# The llmbench package itself (python -m llmbench.cli, the llmbench command); the rules
+# import it from src/ either way.
+.venv/bin/python -m pip install -q --no-deps -e .
 if [[ -z "${LLMBENCH_SKIP_FLASH_ATTN:-}" ]] && command -v nvidia-smi >/dev/null 2>&1; then
   # Builds against the torch above; prebuilt wheels exist for common torch/CUDA pairs.
   .venv/bin/python -m pip install -q flash-attn==2.8.3 --no-build-isolation \
