@@ -35,3 +35,14 @@ def test_seed_comparison_marks_cuda0_only_where_a_model_spans_gpus():
     assert "here: reserved after load, cuda:0 only" in labels("seed-2gpu")
     assert "here: reserved after load, cuda:0 only" not in labels("seed")
     assert "notebook: reserved after load (cuda:0)" in labels("seed")
+
+
+def test_redrawing_a_figure_gives_the_same_bytes(tmp_path):
+    cells = pd.read_csv(REFERENCE / "seed" / "tables" / "cells.csv")
+    drawn = []
+    for attempt in ("first", "second"):
+        png, svg = tmp_path / f"{attempt}.png", tmp_path / f"{attempt}.svg"
+        plots._save(plots.seed_comparison(cells), str(png), str(svg))
+        drawn.append((png.read_bytes(), svg.read_bytes()))
+    assert drawn[0] == drawn[1]
+    assert b"<dc:date>" not in drawn[0][1]
