@@ -46,3 +46,24 @@ def test_redrawing_a_figure_gives_the_same_bytes(tmp_path):
         drawn.append((png.read_bytes(), svg.read_bytes()))
     assert drawn[0] == drawn[1]
     assert b"<dc:date>" not in drawn[0][1]
+
+
+def test_frontier_keeps_equal_frontiers_visible_and_labels_them_once():
+    searches = pd.read_csv(REFERENCE / "frontier" / "tables" / "frontier.csv")
+    figure = plots.frontier_figure(searches)
+    panel = figure.axes[0]  # quantization none: sdpa and FA2 both reach 32768 at b1, b2, b4
+    colours = {matplotlib.colors.to_hex(plots.ATTN_COLORS[a]): a for a in plots.ATTN_COLORS}
+    lines = {
+        colours[matplotlib.colors.to_hex(line.get_color())]: list(line.get_xdata())
+        for line in panel.get_lines()
+        if len(line.get_xdata())
+    }
+    assert set(lines) == {"eager", "sdpa", "flash_attention_2"}
+    assert all(
+        a != b for a, b in zip(lines["sdpa"], lines["flash_attention_2"], strict=True)
+    )  # side by side, not on top of each other
+    assert all(abs(x / b - 1) < 0.1 for x, b in zip(lines["sdpa"], [1, 2, 4], strict=True))
+    labels = [t.get_text() for t in panel.texts]
+    assert labels.count("32768") == 3  # once per batch, not once per attention
+    assert sorted(int(t) for t in labels if t != "32768") == [5632, 7936, 11520]
+    assert [int(t.get_text()) for t in panel.get_xticklabels()] == [1, 2, 4]

@@ -398,11 +398,29 @@ FRONTIER_MARKERS = {
 """Marker per search outcome in the frontier figure."""
 
 
+FRONTIER_DODGE_LOG2 = 0.06
+"""Horizontal offset between attentions in the frontier figure, in log2 units of batch."""
+SHARED_LABEL_COLOR = "0.3"
+"""Colour of a frontier label that several attentions share."""
+
+
+def _shared_frontiers(searches: pd.DataFrame) -> set[tuple[str, int, int]]:
+    """(search, batch, seq) points that more than one attention reached."""
+    keys = [
+        ("seq", int(row.batch), int(row.frontier))
+        if row.search == "seq"
+        else ("batch", int(row.frontier), int(row.seq))
+        for row in searches.itertuples()
+    ]
+    return {key for key in keys if keys.count(key) > 1}
+
+
 def frontier_figure(searches: pd.DataFrame) -> plt.Figure:
     """Largest sequence length that runs vs batch: one panel per quantization (rows: model and
     dtype when there are several), colour = attention. Batch searches (largest batch at a
     fixed length) are squares on the same axes: both trace the boundary between what runs and
-    what runs out of memory."""
+    what runs out of memory. Attentions are dodged sideways so that equal frontiers stay
+    visible; a value they share is labelled once, in grey."""
     if searches.empty:
         return _empty("No frontier search.")
     frame = searches.copy()
@@ -424,16 +442,21 @@ def frontier_figure(searches: pd.DataFrame) -> plt.Figure:
             axis = axes[row_index][column_index]
             panel = frame[(frame["configuration"] == configuration) & (frame["quant"] == quant)]
             notes = []
-            for attn in [a for a in ATTN_COLORS if a in set(panel["attn"])]:
+            attns = [a for a in ATTN_COLORS if a in set(panel["attn"])]
+            shared = _shared_frontiers(panel[panel["status"].isin(ran)])
+            labelled: set[tuple[str, int, int]] = set()
+            for attn_index, attn in enumerate(attns):
                 color = ATTN_COLORS[attn]
+                # Dodge: attentions with the same frontier would hide each other's lines.
+                dodge = 2 ** ((attn_index - (len(attns) - 1) / 2) * FRONTIER_DODGE_LOG2)
                 group = panel[panel["attn"] == attn]
                 seq = group[group["search"] == "seq"].sort_values("batch")
                 line = seq[seq["status"].isin(ran)]
-                axis.plot(line["batch"], line["frontier"], color=color, linewidth=1.5)
+                axis.plot(line["batch"] * dodge, line["frontier"], color=color, linewidth=1.5)
                 for status in ("found", "above_max"):
                     points = seq[seq["status"] == status]
                     axis.scatter(
-                        points["batch"],
+                        points["batch"] * dodge,
                         points["frontier"],
                         marker=FRONTIER_MARKERS[status][0],
                         color=color,
@@ -441,17 +464,21 @@ def frontier_figure(searches: pd.DataFrame) -> plt.Figure:
                         zorder=4,
                     )
                 for point in line.itertuples():
+                    key = ("seq", int(point.batch), int(point.frontier))
+                    if key in labelled:
+                        continue  # one label per value, in grey when attentions share it
+                    labelled.add(key)
                     axis.annotate(
                         f"{int(point.frontier)}",
-                        (point.batch, point.frontier),
+                        (point.batch * dodge, point.frontier),
                         textcoords="offset points",
                         xytext=(5, 4),
                         fontsize=7,
-                        color=color,
+                        color=SHARED_LABEL_COLOR if key in shared else color,
                     )
                 low = seq[seq["status"] == "below_min"]
                 axis.scatter(
-                    low["batch"],
+                    low["batch"] * dodge,
                     low["min"],
                     marker=FRONTIER_MARKERS["below_min"][0],
                     facecolors="none",
@@ -461,9 +488,11 @@ def frontier_figure(searches: pd.DataFrame) -> plt.Figure:
                 )
                 batch = group[(group["search"] == "batch") & group["status"].isin(ran)]
                 batch = batch.sort_values("seq")
-                axis.plot(batch["frontier"], batch["seq"], color=color, linestyle="--", lw=1)
+                axis.plot(
+                    batch["frontier"] * dodge, batch["seq"], color=color, linestyle="--", lw=1
+                )
                 axis.scatter(
-                    batch["frontier"],
+                    batch["frontier"] * dodge,
                     batch["seq"],
                     marker=FRONTIER_MARKERS["batch"][0],
                     color=color,
@@ -471,20 +500,25 @@ def frontier_figure(searches: pd.DataFrame) -> plt.Figure:
                     zorder=4,
                 )
                 for point in batch.itertuples():
+                    key = ("batch", int(point.frontier), int(point.seq))
+                    if key in labelled:
+                        continue
+                    labelled.add(key)
                     axis.annotate(
                         f"b{int(point.frontier)} @ s{int(point.seq)}",
-                        (point.frontier, point.seq),
+                        (point.frontier * dodge, point.seq),
                         textcoords="offset points",
                         xytext=(-5, -11),
                         ha="right",
                         fontsize=7,
-                        color=color,
+                        color=SHARED_LABEL_COLOR if key in shared else color,
                     )
                 stopped = group[group["status"].isin(stopped_statuses)]
                 for status, count in stopped["status"].value_counts().items():
                     notes.append(f"{attn}: {status} ({count} search{'es' * (count > 1)})")
             axis.set_xscale("log", base=2)
             axis.set_yscale("log", base=2)
+            axis.margins(x=0.1, y=0.1)
             axis.yaxis.set_major_formatter(
                 matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
             )
@@ -497,7 +531,7 @@ def frontier_figure(searches: pd.DataFrame) -> plt.Figure:
     batches = set(frame.loc[frame["search"] == "seq", "batch"].dropna().astype(int))
     found = frame.loc[(frame["search"] == "batch") & frame["status"].isin(ran), "frontier"]
     largest = max([*batches, *found.dropna().astype(int)], default=1)
-    ticks = sorted(batches | {2**k for k in range(int(largest).bit_length() + 1)})
+    ticks = sorted(batches | {2**k for k in range(int(largest).bit_length())})
     for axis in axes.flat:
         axis.set_xticks(ticks)
         axis.set_xticklabels([str(b) for b in ticks])
