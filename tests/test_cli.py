@@ -35,7 +35,7 @@ def test_resume_brings_frontier_probes_and_searches(tmp_path):
     _, files = cli.resume(FRONTIER, tmp_path, "seed", frontier=True)
     probes = list((tmp_path / "frontier" / "probes").rglob("*.json"))
     searches = list((tmp_path / "frontier" / "searches").rglob("*.json"))
-    assert files == len(probes) + len(searches) == 30 + 18
+    assert files == len(probes) + len(searches) == 48 + 24
 
 
 def test_publish_overwrites(tmp_path):

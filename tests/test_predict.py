@@ -367,6 +367,38 @@ def test_fit_rule_classifies_the_reference():
             assert prediction.reserved_need >= reserved, path
 
 
+def test_frontier_probes_predicted_and_classified():
+    """The H100 frontier's probes reach sizes the grids do not (32768 tokens, batch 8,
+    65 GiB of allocations): the prediction holds there too, and every yes/no verdict is
+    what happened."""
+    probes = sorted(
+        (REPO / "results" / "reference" / "h100" / "frontier" / "frontier" / "probes").rglob(
+            "*.json"
+        )
+    )
+    assert len(probes) == 48
+    statuses = []
+    for path in probes:
+        result, c = load_reference(path)
+        settings = result["settings"]
+        prediction = predict.predict(
+            MISTRAL,
+            c,
+            bnb_4bit_compute_dtype=settings["bnb_4bit_compute_dtype"],
+            decode_tokens=settings["measurement"]["decode_tokens"],
+        )
+        verdict = prediction.fit_verdict(result["environment"]["gpus"][0]["total_memory_bytes"])
+        assert verdict == "maybe" or (verdict == "yes") == (result["status"] != "oom"), path
+        statuses.append(result["status"])
+        if result["status"] == "ok":
+            measured = device0(result, "prefill", "peak_allocated_bytes")
+            assert measured / prediction.prefill.peak_allocated == pytest.approx(1, abs=0.002)
+            measured = device0(result, "decode", "peak_allocated_bytes")
+            assert measured / prediction.decode.peak_allocated == pytest.approx(1, abs=0.002)
+            assert prediction.reserved_need >= device0(result, "prefill", "peak_reserved_bytes")
+    assert sorted(set(statuses)) == ["ok", "oom"]
+
+
 # ---- glue: registry, CLI, tables ------------------------------------------------------------
 
 
