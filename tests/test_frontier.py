@@ -312,7 +312,8 @@ def test_plan_covers_both_axes(repo):
     assert len(searches) == per_config * len(TINY_SECTION["quant"]) * len(TINY_SECTION["attn"])
     assert {s.axis for s in searches} == {"seq", "batch"}
     h100 = frontier.plan(config["frontier"], config["models"])
-    assert len(h100) == 2 * 3 * 3  # quant {none, nf4} x attn x batch {1, 2, 4}
+    # quant {none, nf4} x attn x (batch {1, 2, 4} + seq {32768})
+    assert len(h100) == 2 * 3 * (3 + 1)
     with pytest.raises(ValueError, match="not defined"):
         frontier.plan({**TINY_SECTION, "models": ["nope"]}, config["models"])
 

@@ -275,9 +275,10 @@ def test_quantization_orders_the_weights():
 # ---- the committed H100 reference ----------------------------------------------------------
 
 
-def reference_rows():
+def reference_rows(paths=REFERENCE):
+    """(path, cell JSON, cell, prediction under the cell's own settings) per committed cell."""
     rows = []
-    for path in REFERENCE:
+    for path in paths:
         result, c = load_reference(path)
         settings = result["settings"]
         prediction = predict.predict(
@@ -378,15 +379,7 @@ def test_frontier_probes_predicted_and_classified():
     )
     assert len(probes) == 48
     statuses = []
-    for path in probes:
-        result, c = load_reference(path)
-        settings = result["settings"]
-        prediction = predict.predict(
-            MISTRAL,
-            c,
-            bnb_4bit_compute_dtype=settings["bnb_4bit_compute_dtype"],
-            decode_tokens=settings["measurement"]["decode_tokens"],
-        )
+    for path, result, _, prediction in reference_rows(probes):
         verdict = prediction.fit_verdict(result["environment"]["gpus"][0]["total_memory_bytes"])
         assert verdict == "maybe" or (verdict == "yes") == (result["status"] != "oom"), path
         statuses.append(result["status"])
