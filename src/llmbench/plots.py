@@ -404,15 +404,17 @@ SHARED_LABEL_COLOR = "0.3"
 """Colour of a frontier label that several attentions share."""
 
 
+def _frontier_point(row: Any) -> tuple[str, int, int]:
+    """(search axis, batch, seq) of a search row that ran: where its frontier lies."""
+    if row.search == "seq":
+        return ("seq", int(row.batch), int(row.frontier))
+    return ("batch", int(row.frontier), int(row.seq))
+
+
 def _shared_frontiers(searches: pd.DataFrame) -> set[tuple[str, int, int]]:
-    """(search, batch, seq) points that more than one attention reached."""
-    keys = [
-        ("seq", int(row.batch), int(row.frontier))
-        if row.search == "seq"
-        else ("batch", int(row.frontier), int(row.seq))
-        for row in searches.itertuples()
-    ]
-    return {key for key in keys if keys.count(key) > 1}
+    """Frontier points that more than one attention reached."""
+    points = [_frontier_point(row) for row in searches.itertuples()]
+    return {point for point in points if points.count(point) > 1}
 
 
 def frontier_figure(searches: pd.DataFrame) -> plt.Figure:
@@ -464,7 +466,7 @@ def frontier_figure(searches: pd.DataFrame) -> plt.Figure:
                         zorder=4,
                     )
                 for point in line.itertuples():
-                    key = ("seq", int(point.batch), int(point.frontier))
+                    key = _frontier_point(point)
                     if key in labelled:
                         continue  # one label per value, in grey when attentions share it
                     labelled.add(key)
@@ -500,7 +502,7 @@ def frontier_figure(searches: pd.DataFrame) -> plt.Figure:
                     zorder=4,
                 )
                 for point in batch.itertuples():
-                    key = ("batch", int(point.frontier), int(point.seq))
+                    key = _frontier_point(point)
                     if key in labelled:
                         continue
                     labelled.add(key)
