@@ -25,9 +25,10 @@ import time, json, sys
 t = [("start", time.perf_counter())]
 def mark(name):
     t.append((name, time.perf_counter()))
-import llmbench.worker, llmbench.results, llmbench.environment
+import llmbench.measure.worker, llmbench.record.cell, llmbench.host.environment
 mark("llmbench_modules")
-from llmbench import nvml, results
+from llmbench.host import nvml
+from llmbench.record import cell as results
 results.new_result({"model": "m", "quant": "none", "attn": "sdpa", "dtype": "bfloat16",
                     "batch": 1, "seq": 1}, {})
 mark("new_result_environment_capture")

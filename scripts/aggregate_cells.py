@@ -4,7 +4,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "a")  # noqa: F821 - injected by Snakemake
 
-from llmbench import aggregate  # noqa: E402
+from llmbench.report import aggregate  # noqa: E402
 
 cells, devices = aggregate.build_tables(snakemake.input.cells, snakemake.params.seed_cases)  # noqa: F821
 aggregate.write_tables(

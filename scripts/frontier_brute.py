@@ -19,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from llmbench import REPO_ROOT, frontier, pipeline
+from llmbench import REPO_ROOT, frontier
+from llmbench.grid import plan as pipeline
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "a")  # noqa: F821 - injected b
 
 from pathlib import Path  # noqa: E402
 
-from llmbench import models  # noqa: E402
+from llmbench.measure import models  # noqa: E402
 
 manifest = models.materialize(
     snakemake.input.architecture,  # noqa: F821

@@ -4,8 +4,8 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "a")  # noqa: F821 - injected by Snakemake
 
-from llmbench.grid import Cell  # noqa: E402
-from llmbench.runner import (  # noqa: E402
+from llmbench.grid.spec import Cell  # noqa: E402
+from llmbench.run.runner import (  # noqa: E402
     cell_attempts,
     effective_timeout,
     fail_for_retry,

@@ -69,9 +69,9 @@ def fake_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def run_fake_cell(tmp_path: Path, behaviour: str, timeout_s: float = 30.0, **kwargs) -> dict:
     """Run a cell whose worker misbehaves as ``behaviour``; the JSON must exist and be valid."""
-    from llmbench.grid import Cell
-    from llmbench.results import validate_cell_result
-    from llmbench.runner import run_cell
+    from llmbench.grid.spec import Cell
+    from llmbench.record.cell import validate_cell_result
+    from llmbench.run.runner import run_cell
 
     out = tmp_path / "cell.json"
     result = run_cell(
@@ -105,8 +105,8 @@ def kill_runner_of_hanging_worker(tmp_path: Path) -> int:
         [
             sys.executable,
             "-c",
-            "from pathlib import Path; from llmbench.grid import Cell; "
-            "from llmbench.runner import run_cell; "
+            "from pathlib import Path; from llmbench.grid.spec import Cell; "
+            "from llmbench.run.runner import run_cell; "
             f"run_cell(cell=Cell('m','none','sdpa','bfloat16',1,8), settings={{'fake': 'hang', "
             "'measurement': {}, 'device': 'cpu', 'device_map': 'auto'}, model_entry={}, "
             f"base_dir=None, prequantized_dir=None, out_path=Path({str(tmp_path / 'c.json')!r}), "

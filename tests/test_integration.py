@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from conftest import HEAD, snakemake
 
-from llmbench.results import read_cell_result
+from llmbench.record.cell import read_cell_result
 
 pytestmark = pytest.mark.integration
 

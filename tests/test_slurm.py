@@ -27,7 +27,7 @@ import pytest
 from conftest import HEAD, copy_repo, run_fake_cell
 from slurm_cluster import SlurmCluster, ensure_installed
 
-from llmbench.runner import (
+from llmbench.run.runner import (
     CELL_ATTEMPTS_VARIABLE,
     cell_attempts,
     effective_timeout,

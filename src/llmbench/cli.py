@@ -30,7 +30,7 @@ from llmbench import REPO_ROOT
 def _seed_cases(grid: str | None) -> list[dict]:
     if grid is None:
         return []
-    from llmbench.grid import load_grid
+    from llmbench.grid.spec import load_grid
 
     config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
     return load_grid(grid, REPO_ROOT / "config", config["models"]).get("seed_cases", [])
@@ -38,7 +38,7 @@ def _seed_cases(grid: str | None) -> list[dict]:
 
 def rebuild_tables(root: Path, grid: str | None) -> int:
     """Tables of every cell JSON under ``root/cells``; returns the number of cells."""
-    from llmbench import aggregate
+    from llmbench.report import aggregate
 
     paths = sorted(str(p) for p in (root / "cells").rglob("*.json"))
     cells, devices = aggregate.build_tables(paths, _seed_cases(grid))
@@ -55,7 +55,7 @@ def rebuild_tables(root: Path, grid: str | None) -> int:
 def _copy_cells(source: Path, target: Path, grid: str, *, resume: bool) -> int:
     """Copy the grid's cell JSONs (and job benchmarks) from ``source`` to ``target``; with
     ``resume``, only where ``target`` lacks them, dated now. Returns the cells copied."""
-    from llmbench.grid import expand_grid, load_grid
+    from llmbench.grid.spec import expand_grid, load_grid
 
     config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
     cells = expand_grid(load_grid(grid, REPO_ROOT / "config", config["models"]))

@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 
-from llmbench.results import new_result, read_json, write_json_atomic
+from llmbench.record.cell import new_result, read_json, write_json_atomic
 
 
 def main() -> None:

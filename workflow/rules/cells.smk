@@ -1,7 +1,7 @@
 import tempfile
 
-from llmbench import runner as cell_runner
-from llmbench import warmstart
+from llmbench.run import runner as cell_runner
+from llmbench.run import warmstart
 
 
 onstart:
@@ -12,7 +12,7 @@ onstart:
     # inherit (sbatch --export=ALL). Without it a crashed cell is kept at once.
     cell_runner.export_cell_attempts(workflow.execution_settings.retries)
     # One server per run imports torch and transformers once and forks each cell's process
-    # (llmbench.warmstart); it dies with this process. Cells that find no server start a
+    # (llmbench.run.warmstart); it dies with this process. Cells that find no server start a
     # fresh interpreter, so a run never depends on it. Cluster jobs run on other nodes.
     # Only when cells or frontier probes are to run (not for figures from committed tables).
     if (

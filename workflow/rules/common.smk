@@ -8,8 +8,8 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from llmbench import frontier as llm_frontier
-from llmbench import grid as llm_grid
-from llmbench import pipeline
+from llmbench.grid import spec as llm_grid
+from llmbench.grid import plan as pipeline
 
 validate(config, schema="../schemas/config.schema.yaml")
 

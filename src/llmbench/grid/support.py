@@ -1,0 +1,16 @@
+"""Combinations known not to run, decided before any model is loaded.
+
+Everything else is attempted and, if the libraries refuse, classified from the real exception
+(see failures.py): the pipeline never guesses that something fails when it could try it.
+"""
+
+from __future__ import annotations
+
+from llmbench.grid.spec import Cell
+
+
+def static_unsupported(cell: Cell, device: str) -> str | None:
+    """Reason a cell cannot run on ``device`` ("cuda" or "cpu"), or None to attempt it."""
+    if cell.attn == "flash_attention_2" and device != "cuda":
+        return "flash-attn kernels run only on NVIDIA CUDA GPUs; this cell runs on the CPU"
+    return None

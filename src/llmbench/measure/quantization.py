@@ -1,0 +1,175 @@
+"""bitsandbytes quantization: the config each cell asks for, and proof that it was applied.
+
+The seed notebook built a BitsAndBytesConfig and never passed it, so its "quantized" case was
+the bf16 model again. Every cell here counts the bitsandbytes layers and the weight bytes by
+dtype after loading; a requested quantization that is not there fails the cell's check.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from typing import Any
+
+from llmbench.grid.spec import BNB_QUANTS
+
+INTENDED_QUANT = {"nf4-not-passed": "nf4"}
+"""What a quant label is meant to measure, where that differs from what is passed."""
+
+
+def passes_config(quant: str) -> bool:
+    """Whether from_pretrained receives a quantization_config for this quant label."""
+    return quant in BNB_QUANTS
+
+
+def bnb_config_kwargs(quant: str, compute_dtype: str) -> dict[str, Any] | None:
+    """BitsAndBytesConfig arguments for a quant label (None for ``none``).
+
+    ``nf4-not-passed`` gets the seed's nf4 arguments: the config is built all the same.
+    """
+    quant = INTENDED_QUANT.get(quant, quant)
+    if quant == "none":
+        return None
+    if quant == "int8":
+        return {"load_in_8bit": True}
+    return {
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_compute_dtype": compute_dtype,
+        "bnb_4bit_use_double_quant": quant == "nf4-dq",
+    }
+
+
+def build_bnb_config(quant: str, compute_dtype: str) -> Any:
+    """A transformers BitsAndBytesConfig for the label, or None."""
+    kwargs = bnb_config_kwargs(quant, compute_dtype)
+    if kwargs is None:
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if "bnb_4bit_compute_dtype" in kwargs:
+        kwargs = {
+            **kwargs,
+            "bnb_4bit_compute_dtype": getattr(torch, kwargs["bnb_4bit_compute_dtype"]),
+        }
+    return BitsAndBytesConfig(**kwargs)
+
+
+def _tensor_bytes(tensor: Any) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def _quant_state_tensors(weight: Any) -> list[Any]:
+    """Tensors a bitsandbytes weight keeps beside itself: 4-bit absmax (and nested state),
+    int8 row scales."""
+    tensors = []
+    state = getattr(weight, "quant_state", None)
+    if state is not None:
+        tensors += [
+            t
+            for t in (getattr(state, "absmax", None), getattr(state, "code", None))
+            if t is not None
+        ]
+        nested = getattr(state, "state2", None)
+        if nested is not None:
+            tensors += [
+                t
+                for t in (getattr(nested, "absmax", None), getattr(nested, "code", None))
+                if t is not None
+            ]
+    scale = getattr(weight, "SCB", None)
+    if scale is not None and hasattr(scale, "numel"):
+        tensors.append(scale)
+    return tensors
+
+
+def inspect_model(model: Any) -> dict[str, Any]:
+    """What the loaded model really holds: bitsandbytes layers and weight bytes by dtype."""
+    import torch
+
+    # A model can hold bitsandbytes layers only if bitsandbytes was imported to build them;
+    # not importing it otherwise keeps its start-up cost out of unquantized cells.
+    bnb = sys.modules.get("bitsandbytes")
+    linear4 = bnb.nn.Linear4bit if bnb is not None else ()
+    linear8 = bnb.nn.Linear8bitLt if bnb is not None else ()
+
+    counts = {"linear_4bit": 0, "linear_8bit": 0, "linear_unquantized": 0}
+    quant_types: set[str] = set()
+    double_quant: set[bool] = set()
+    compute_dtypes: set[str] = set()
+    for module in model.modules():
+        if linear4 and isinstance(module, linear4):
+            counts["linear_4bit"] += 1
+            state = getattr(module.weight, "quant_state", None)
+            if state is not None:
+                quant_types.add(str(state.quant_type))
+                double_quant.add(bool(getattr(state, "nested", False)))
+            if getattr(module, "compute_dtype", None) is not None:
+                compute_dtypes.add(str(module.compute_dtype).removeprefix("torch."))
+        elif linear8 and isinstance(module, linear8):
+            counts["linear_8bit"] += 1
+        elif isinstance(module, torch.nn.Linear):
+            counts["linear_unquantized"] += 1
+
+    bytes_by_dtype: dict[str, int] = defaultdict(int)
+    seen: set[tuple[int, int]] = set()
+    tensors = list(model.parameters()) + list(model.buffers())
+    for parameter in list(model.parameters()):
+        tensors += _quant_state_tensors(parameter)
+    for tensor in tensors:
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key in seen:  # tied weights (e.g. embeddings and lm_head) count once
+            continue
+        seen.add(key)
+        bytes_by_dtype[str(tensor.dtype).removeprefix("torch.")] += _tensor_bytes(tensor)
+
+    embedding = model.get_input_embeddings()
+    return {
+        "modules": counts,
+        "bnb_4bit_quant_types": sorted(quant_types),
+        "bnb_4bit_double_quant": sorted(double_quant),
+        "bnb_4bit_compute_dtypes": sorted(compute_dtypes),
+        "weight_bytes_by_dtype": dict(sorted(bytes_by_dtype.items())),
+        "weight_bytes_total": sum(bytes_by_dtype.values()),
+        "embedding_bytes": _tensor_bytes(embedding.weight) if embedding is not None else 0,
+        "has_hf_quantizer": getattr(model, "hf_quantizer", None) is not None,
+    }
+
+
+def check_quantization(quant: str, inspection: dict[str, Any]) -> dict[str, Any]:
+    """Compare the requested quantization with what the model holds.
+
+    Returns ``{"requested", "config_passed", "applied", "passed", "reason"}``; ``applied`` names
+    what was found (none, int8, nf4, nf4-dq, or another 4-bit type).
+    """
+    modules = inspection["modules"]
+    if modules["linear_8bit"]:
+        applied = "int8"
+    elif modules["linear_4bit"]:
+        types = inspection["bnb_4bit_quant_types"]
+        applied = types[0] if len(types) == 1 else "mixed-4bit"
+        if applied == "nf4" and inspection["bnb_4bit_double_quant"] == [True]:
+            applied = "nf4-dq"
+    else:
+        applied = "none"
+    intended = INTENDED_QUANT.get(quant, quant)
+    passed = applied == intended
+    if passed:
+        reason = f"{applied}: {modules['linear_4bit'] + modules['linear_8bit']} bitsandbytes layers"
+    elif quant in INTENDED_QUANT and not passes_config(quant):
+        reason = (
+            f"requested {intended} but the model holds {applied} weights "
+            f"({modules['linear_unquantized']} plain Linear layers, no bitsandbytes layer): the "
+            "BitsAndBytesConfig was built but never passed to from_pretrained, as in the seed's "
+            "case 2"
+        )
+    else:
+        reason = f"requested {intended} but the model holds {applied} weights"
+    return {
+        "requested": intended,
+        "config_passed": passes_config(quant),
+        "applied": applied,
+        "passed": passed,
+        "reason": reason,
+    }

@@ -1,0 +1,105 @@
+"""Cell result files: atomic writes, reads, and validation against the cell schema."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from llmbench.grid.schemas import SchemaError, validate_document
+from llmbench.grid.spec import Cell
+from llmbench.host import environment
+
+CELL_SCHEMA = "cell.schema.json"
+SCHEMA_VERSION = 1
+
+
+def new_result(cell: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The skeleton of a cell result: status ``running`` in phase ``setup`` until the worker
+    (or, for a worker that never reported, the parent) decides otherwise."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "cell": {**Cell.from_mapping(cell).to_dict(), "device": None},
+        "settings": dict(settings),
+        "status": "running",
+        "phase": "setup",
+        "reason": None,
+        "error": None,
+        "environment": environment.capture_host(),
+        "gpu_before": None,
+        "model": None,
+        "checks": {},
+        "memory": None,
+        "latency": None,
+        "energy": None,
+        "efficiency": None,
+        "timing_breakdown": {},
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN/inf (invalid JSON) by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path | str, document: Any) -> None:
+    """Write JSON so that readers see either the old file or the complete new one.
+
+    The temp file lives in the target directory (same filesystem), is fsynced, then renamed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(_json_safe(document), handle, indent=2, sort_keys=False, allow_nan=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path | str) -> Any:
+    """Read a JSON file, raising ValueError that names the file when it is not valid JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def validate_cell_result(document: Any, *, where: str) -> None:
+    """Raise SchemaError naming ``where`` when a cell result violates the cell schema."""
+    validate_document(document, CELL_SCHEMA, where=where)
+
+
+def read_cell_result(path: Path | str) -> dict[str, Any]:
+    """Read and validate one cell JSON; corrupt or schema-violating files raise, naming the file."""
+    document = read_json(path)
+    validate_cell_result(document, where=str(path))
+    return document
+
+
+__all__ = [
+    "CELL_SCHEMA",
+    "SCHEMA_VERSION",
+    "SchemaError",
+    "new_result",
+    "read_cell_result",
+    "read_json",
+    "validate_cell_result",
+    "write_json_atomic",
+]

@@ -1,0 +1,326 @@
+"""Tidy tables from cell JSONs: one row per cell (cells.csv/.parquet), one per device and
+phase (devices.csv).
+
+Memory columns are GiB (2^30 bytes). In cells.csv they are summed over the CUDA devices a cell
+used (peaks of different devices need not coincide, so a summed peak is an upper bound of the
+simultaneous total); devices.csv keeps the per-device numbers. CPU cells have no CUDA memory
+columns (empty) and report host RSS instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from llmbench import GIB
+from llmbench.measure.checks import gpu_clean_check
+from llmbench.predict import table_columns as predicted_columns
+from llmbench.record.cell import read_cell_result
+
+CELL_KEYS = ("model", "quant", "attn", "dtype", "batch", "seq")
+
+REQUIRED_COLUMNS = (
+    "model",
+    "quant",
+    "attn",
+    "sdpa_backend",
+    "dtype",
+    "batch",
+    "seq",
+    "status",
+    "phase",
+    "error",
+    "device_name",
+    "n_devices",
+    "load_allocated_gib",
+    "prefill_peak_allocated_gib",
+    "prefill_peak_reserved_gib",
+    "decode_peak_allocated_gib",
+    "prefill_ms_p50",
+    "prefill_ms_p90",
+    "decode_ms_per_token_p50",
+    "ttft_ms",
+    "tokens_per_s",
+)
+"""Columns every cells table has, whatever else is added."""
+
+
+def _gib(value: int | float | None) -> float | None:
+    return None if value is None else value / GIB
+
+
+def _sum_devices(devices: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    values = [d.get(key) for d in devices]
+    if not values or any(v is None for v in values):
+        return None
+    return _gib(sum(values))
+
+
+def _phase(result: Mapping[str, Any], phase: str) -> Mapping[str, Any] | None:
+    memory = result.get("memory") or {}
+    return (memory.get("phases") or {}).get(phase)
+
+
+def _memory_columns(result: Mapping[str, Any]) -> dict[str, float | None]:
+    """``{phase}_{view}_gib`` for load, prefill and decode: state at the end of the phase
+    (allocated, reserved, NVML), peaks within it, and host RSS."""
+    columns: dict[str, float | None] = {}
+    views = (
+        ("allocated", "allocated_bytes"),
+        ("reserved", "reserved_bytes"),
+        ("peak_allocated", "peak_allocated_bytes"),
+        ("peak_reserved", "peak_reserved_bytes"),
+        ("nvml_device_used", "nvml_device_used_bytes"),
+        ("nvml_process_used", "nvml_process_used_bytes"),
+    )
+    for phase in ("load", "prefill", "decode"):
+        record = _phase(result, phase) or {}
+        devices = record.get("devices") or []
+        for view, key in views:
+            columns[f"{phase}_{view}_gib"] = _sum_devices(devices, key)
+        # What torch.cuda.memory_reserved() reads without a device argument, as the seed
+        # notebook did: the first device only, however many the model spans.
+        columns[f"{phase}_reserved_cuda0_gib"] = _sum_devices(devices[:1], "reserved_bytes")
+        host = record.get("host") or {}
+        columns[f"{phase}_host_rss_gib"] = _gib(host.get("rss_bytes"))
+        columns[f"{phase}_host_peak_rss_gib"] = _gib(host.get("peak_rss_bytes"))
+    return columns
+
+
+def _latency_columns(result: Mapping[str, Any]) -> dict[str, float | None]:
+    latency = result.get("latency") or {}
+    prefill = latency.get("prefill") or {}
+    decode = latency.get("decode_per_token") or {}
+    return {
+        "prefill_ms_p50": prefill.get("p50"),
+        "prefill_ms_p90": prefill.get("p90"),
+        "prefill_ms_min": prefill.get("min"),
+        "prefill_ms_std": prefill.get("std"),
+        "prefill_repeats": prefill.get("count"),
+        "decode_ms_per_token_p50": decode.get("p50"),
+        "decode_ms_per_token_p90": decode.get("p90"),
+        "decode_ms_per_token_min": decode.get("min"),
+        "decode_ms_per_token_std": decode.get("std"),
+        "ttft_ms": latency.get("ttft_ms"),
+        "tokens_per_s": latency.get("decode_tokens_per_s"),
+        "prefill_tokens_per_s": latency.get("prefill_tokens_per_s"),
+        "timer": latency.get("timer"),
+    }
+
+
+def _efficiency_columns(result: Mapping[str, Any]) -> dict[str, Any]:
+    efficiency = result.get("efficiency") or {}
+    energy = result.get("energy") or {}
+    return {
+        "prefill_tflops_per_s": efficiency.get("prefill_tflops_per_s"),
+        "mfu": efficiency.get("mfu"),
+        "decode_gb_per_s": efficiency.get("decode_gb_per_s"),
+        "mbu": efficiency.get("mbu"),
+        "peak_source": efficiency.get("peak_source"),
+        "prefill_j_per_token": energy.get("prefill_j_per_token"),
+        "decode_j_per_token": energy.get("decode_j_per_token"),
+    }
+
+
+def _model_columns(result: Mapping[str, Any]) -> dict[str, Any]:
+    model = result.get("model") or {}
+    weights = model.get("weights") or {}
+    checks = result.get("checks") or {}
+    quant_check = checks.get("quantization") or {}
+    attn_check = checks.get("attention") or {}
+    # Recomputed from the raw NVML snapshot, so every table applies the current definition.
+    clean = (
+        gpu_clean_check(result.get("gpu_before"), (result.get("environment") or {})["gpus"])
+        if "gpu_clean" in checks
+        else None
+    )
+    modules = weights.get("modules") or {}
+    return {
+        "checkpoint_kind": model.get("checkpoint_kind"),
+        "n_parameters": model.get("n_parameters"),
+        "weight_gib": _gib(weights.get("weight_bytes_total")),
+        "weight_bytes_by_dtype": json.dumps(weights.get("weight_bytes_by_dtype"))
+        if weights
+        else None,
+        "bnb_linear_layers": (modules.get("linear_4bit", 0) + modules.get("linear_8bit", 0))
+        if modules
+        else None,
+        "quant_applied": quant_check.get("applied"),
+        "quant_check_passed": quant_check.get("passed"),
+        "attn_in_config": attn_check.get("config_attn_implementation"),
+        "attn_calls_per_forward": attn_check.get("calls_in_one_forward"),
+        "attn_check_passed": attn_check.get("passed"),
+        "flash_attn_version": (attn_check.get("flash_attn") or {}).get("version"),
+        # The SDPA backend PyTorch picked (sdpa cells; forced ones name it in `attn`).
+        "sdpa_backend_prefill": (attn_check.get("sdpa_backend_chosen") or {}).get("prefill"),
+        "sdpa_backend_decode": (attn_check.get("sdpa_backend_chosen") or {}).get("decode"),
+        "gpu_clean": None if clean is None else clean.get("passed"),
+    }
+
+
+def _timing_columns(result: Mapping[str, Any]) -> dict[str, Any]:
+    breakdown = result.get("timing_breakdown") or {}
+    wall = breakdown.get("wall_s")
+    load = breakdown.get("load_s")
+    measure = breakdown.get("measure_s")
+    overhead = None
+    if wall and load is not None and measure is not None:
+        overhead = max(0.0, wall - load - measure) / wall
+    return {
+        "cell_wall_s": wall,
+        "start_and_imports_s": breakdown.get("start_and_imports_s"),
+        "load_s": load,
+        "measure_s": measure,
+        "overhead_fraction": overhead,
+        # How the cell's process started: spawned, or forked from the warm-start server.
+        "start_method": breakdown.get("start_method"),
+    }
+
+
+def cell_row(result: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """One row of cells.csv from one cell result."""
+    cell = result["cell"]
+    environment = result.get("environment") or {}
+    gpus = environment.get("gpus") or []
+    error = result.get("error") or {}
+    used_devices = (_phase(result, "load") or {}).get("devices") or []
+    used_names = {d["device"] for d in used_devices}
+    row: dict[str, Any] = {key: cell[key] for key in CELL_KEYS}
+    row.update(
+        sdpa_backend=cell.get("sdpa_backend"),
+        attn_implementation=cell.get("attn_implementation"),
+        device=cell.get("device"),
+        status=result["status"],
+        phase=result.get("phase"),
+        error=result.get("reason"),
+        error_type=error.get("type"),
+        error_category=error.get("category"),
+        oom_requested_gib=_gib(error.get("requested_bytes")),
+        device_name=gpus[0]["name"]
+        if gpus and cell.get("device") == "cuda"
+        else environment.get("cpu"),
+        n_devices=len(used_devices) if cell.get("device") == "cuda" else 0,
+        device_total_gib=_gib(
+            sum(g["total_memory_bytes"] for g in gpus if g["device"] in used_names)
+        )
+        if used_names
+        else None,
+        nvidia_driver=environment.get("nvidia_driver"),
+        torch=(environment.get("packages") or {}).get("torch"),
+        transformers=(environment.get("packages") or {}).get("transformers"),
+        bitsandbytes=(environment.get("packages") or {}).get("bitsandbytes"),
+        git_commit=(environment.get("git") or {}).get("commit"),
+        path=path,
+    )
+    row.update(_memory_columns(result))
+    row.update(_latency_columns(result))
+    row.update(_efficiency_columns(result))
+    row.update(_model_columns(result))
+    row.update(_timing_columns(result))
+    row.update(predicted_columns(result))  # analytic model (predict.py) and measured/predicted
+    return row
+
+
+def device_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Rows of devices.csv: one per CUDA device and phase."""
+    cell = result["cell"]
+    placement = ((result.get("model") or {}).get("placement")) or {}
+    parameter_bytes = placement.get("parameter_bytes_per_device") or {}
+    modules = placement.get("hf_device_map_modules") or {}
+    rows = []
+    for phase in ("load", "prefill", "decode"):
+        record = _phase(result, phase)
+        for device in (record or {}).get("devices", []):
+            name = device["device"]
+            rows.append(
+                {
+                    **{key: cell[key] for key in CELL_KEYS},
+                    "status": result["status"],
+                    "device": name,
+                    "phase": phase,
+                    "allocated_gib": _gib(device["allocated_bytes"]),
+                    "reserved_gib": _gib(device["reserved_bytes"]),
+                    "peak_allocated_gib": _gib(device["peak_allocated_bytes"]),
+                    "peak_reserved_gib": _gib(device["peak_reserved_bytes"]),
+                    "nvml_device_used_gib": _gib(device["nvml_device_used_bytes"]),
+                    "nvml_process_used_gib": _gib(device["nvml_process_used_bytes"]),
+                    "parameter_gib": _gib(parameter_bytes.get(name)),
+                    "modules": ",".join(modules.get(name, [])) or None,
+                }
+            )
+    return rows
+
+
+def seed_case_columns(seed_cases: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """Map a cell's key to its seed-case columns: label, variant, the notebook's own readings."""
+    index = {}
+    for case in seed_cases:
+        printed = case.get("notebook_reserved_gib") or {}
+        index[tuple(case[k] for k in CELL_KEYS)] = {
+            "seed_case": case["case"],
+            "seed_variant": case["variant"],
+            "notebook_initial_reserved_gib": printed.get("initial"),
+            "notebook_inference_reserved_gib": printed.get("inference"),
+        }
+    return index
+
+
+SEED_COLUMNS = (
+    "seed_case",
+    "seed_variant",
+    "notebook_initial_reserved_gib",
+    "notebook_inference_reserved_gib",
+)
+
+
+def build_tables(
+    paths: Iterable[str | Path], seed_cases: Iterable[Mapping[str, Any]] = ()
+) -> tuple[Any, Any]:
+    """Read and validate every cell JSON; return (cells, devices) DataFrames.
+
+    A corrupt or schema-violating file raises, naming the file.
+    """
+    import pandas as pd
+
+    labels = seed_case_columns(seed_cases)
+    rows, devices = [], []
+    for path in paths:
+        result = read_cell_result(path)
+        row = cell_row(result, str(path))
+        row.update(labels.get(tuple(row[k] for k in CELL_KEYS), dict.fromkeys(SEED_COLUMNS)))
+        rows.append(row)
+        devices.extend(device_rows(result))
+    cells = pd.DataFrame(rows)
+    for column in REQUIRED_COLUMNS:
+        if column not in cells:
+            cells[column] = None
+    if not cells.empty:
+        cells = cells.sort_values(list(CELL_KEYS), kind="stable").reset_index(drop=True)
+    device_columns = [
+        *CELL_KEYS,
+        "status",
+        "device",
+        "phase",
+        "allocated_gib",
+        "reserved_gib",
+        "peak_allocated_gib",
+        "peak_reserved_gib",
+        "nvml_device_used_gib",
+        "nvml_process_used_gib",
+        "parameter_gib",
+        "modules",
+    ]
+    return cells, pd.DataFrame(devices, columns=device_columns)
+
+
+def write_tables(
+    cells: Any, devices: Any, *, cells_csv: str, cells_parquet: str, devices_csv: str
+) -> None:
+    """Write the tables (parent folders created)."""
+    for path in (cells_csv, cells_parquet, devices_csv):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    cells.to_csv(cells_csv, index=False)
+    cells.to_parquet(cells_parquet, index=False)
+    devices.to_csv(devices_csv, index=False)

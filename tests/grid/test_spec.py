@@ -1,0 +1,132 @@
+"""Grid: validation of names and axes, expansion into cells, wildcard constraints."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmbench.grid.schemas import SchemaError
+from llmbench.grid.spec import Cell, expand_blocks, expand_grid, load_grid, wildcard_constraints
+
+MODELS = {"tiny-mistral": {"architecture": "x.json"}, "m2": {"architecture": "y.json"}}
+
+
+def block(**overrides):
+    base = {
+        "models": ["tiny-mistral"],
+        "quant": ["none"],
+        "attn": ["sdpa"],
+        "dtype": ["bfloat16"],
+        "batch": [1],
+        "seq": [8],
+    }
+    return {**base, **overrides}
+
+
+def write_grid(tmp_path: Path, document) -> Path:
+    (tmp_path / "grids").mkdir(exist_ok=True)
+    path = tmp_path / "grids" / "g.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_cell_paths_have_one_level_per_axis():
+    cell = Cell("mistral-7b-v0.3", "nf4", "sdpa-math", "bfloat16", 2, 3072)
+    assert cell.relpath == "mistral-7b-v0.3/nf4/sdpa-math/bfloat16/b2_s3072.json"
+    assert cell.attn_implementation == "sdpa"
+    assert cell.sdpa_backend == "math"
+    assert Cell.from_mapping({**cell.to_dict(), "batch": "2", "seq": "3072"}) == cell
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("model", "../etc", "model name"),
+        ("model", "a/b", "model name"),
+        ("quant", "int4", "quant 'int4' is not one of"),
+        ("attn", "flash", "attn 'flash' is not one of"),
+        ("dtype", "fp8", "dtype 'fp8' is not one of"),
+        ("batch", 0, "batch must be a positive integer"),
+        ("seq", -1, "seq must be a positive integer"),
+    ],
+)
+def test_cell_rejects_bad_values_naming_the_axis(field, value, message):
+    values = {
+        "model": "m",
+        "quant": "none",
+        "attn": "sdpa",
+        "dtype": "bfloat16",
+        "batch": 1,
+        "seq": 1,
+    }
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Cell(**{**values, field: value})
+
+
+def test_blocks_expand_to_the_union_of_their_products():
+    cells = expand_blocks(
+        [
+            block(quant=["none", "nf4"], attn=["eager", "sdpa"], batch=[1, 2]),
+            block(quant=["none"], attn=["sdpa"], batch=[1]),  # already in the first block
+            block(models=["m2"], seq=[8, 16]),
+        ]
+    )
+    assert len(cells) == 2 * 2 * 2 + 2
+    assert len(set(cells)) == len(cells)
+    assert cells == sorted(cells)
+
+
+def test_unsupported_combinations_are_kept_as_cells():
+    cells = expand_blocks([block(attn=["flash_attention_2"], dtype=["float32"])])
+    assert [c.attn for c in cells] == ["flash_attention_2"]
+
+
+@pytest.mark.parametrize(
+    "bad_block, key",
+    [
+        (block(batch=[0]), "blocks.0.batch.0"),
+        (block(seq=[-5]), "blocks.0.seq.0"),
+        (block(quant=["int3"]), "blocks.0.quant.0"),
+        (block(attn=["flash"]), "blocks.0.attn.0"),
+        (block(models=["../../etc"]), "blocks.0.models.0"),
+    ],
+)
+def test_grid_file_errors_name_the_key(tmp_path, bad_block, key):
+    write_grid(tmp_path, {"blocks": [bad_block]})
+    with pytest.raises(SchemaError, match=re.escape(key)):
+        load_grid("g", tmp_path, MODELS)
+
+
+def test_grid_naming_an_undefined_model_fails(tmp_path):
+    write_grid(tmp_path, {"blocks": [block(models=["nope"])]})
+    with pytest.raises(ValueError, match=r"blocks\[0\]\.models: model 'nope' is not defined"):
+        load_grid("g", tmp_path, MODELS)
+
+
+def test_missing_grid_lists_the_named_grids(tmp_path):
+    write_grid(tmp_path, {"blocks": [block()]})
+    with pytest.raises(ValueError, match="named grids: g"):
+        load_grid("absent", tmp_path, MODELS)
+
+
+def test_shipped_grids_have_the_documented_sizes(repo):
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    sizes = {
+        g: len(expand_grid(load_grid(g, repo / "config", config["models"])))
+        for g in ("seed", "extended", "smoke")
+    }
+    assert sizes["seed"] == 9
+    assert sizes["extended"] == 3 * 3 * 3 * 3
+    assert sizes["smoke"] >= 20
+
+
+def test_wildcard_constraints_match_every_cell_path_and_nothing_else():
+    constraints = wildcard_constraints()
+    pattern = re.compile(
+        "({model})/({quant})/({attn})/({dtype})/b({batch})_s({seq})\\.json".format(**constraints)
+    )
+    cell = Cell("qwen2.5-7b", "nf4-dq", "flash_attention_2", "float16", 4, 8192)
+    assert pattern.fullmatch(cell.relpath)
+    assert not pattern.fullmatch("m/int4/sdpa/bfloat16/b1_s1.json")
+    assert not pattern.fullmatch("m/none/sdpa/bfloat16/b0_s1.json")

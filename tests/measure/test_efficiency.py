@@ -1,0 +1,77 @@
+"""Work counted from the model config, checked against known figures of Mistral-7B-v0.3."""
+
+import json
+
+import pytest
+
+from llmbench.measure.efficiency import (
+    Shape,
+    decode_step_bytes,
+    device_peak,
+    efficiency,
+    prefill_flops,
+)
+
+
+@pytest.fixture
+def mistral(repo):
+    return Shape.from_config(json.loads((repo / "config/models/mistral-7b-v0.3.json").read_text()))
+
+
+def test_mistral_parameter_count(mistral):
+    embedding = mistral.vocab_size * mistral.hidden_size
+    norms = (2 * mistral.num_layers + 1) * mistral.hidden_size
+    total = mistral.linear_params + embedding + norms
+    assert total == 7_248_023_552  # Mistral-7B-v0.3's published parameter count
+
+
+def test_prefill_flops_is_linear_plus_causal_attention(mistral):
+    batch, seq = 2, 3072
+    linear = 2 * batch * seq * mistral.linear_params
+    attention = 2 * batch * 32 * 128 * seq * seq * 32
+    assert prefill_flops(mistral, batch, seq) == pytest.approx(linear + attention)
+
+
+def test_decode_bytes_are_weights_plus_kv(mistral):
+    kv_per_token = 2 * 32 * 8 * 128 * 2
+    assert mistral.kv_bytes_per_token(2) == kv_per_token == 131072
+    assert decode_step_bytes(mistral, 2, 99, 10**9, 2) == 10**9 + 2 * 100 * kv_per_token
+
+
+def test_peaks_are_matched_by_device_name():
+    assert device_peak("NVIDIA H100 80GB HBM3").memory_bandwidth_bytes_s == 3.35e12
+    assert device_peak("NVIDIA H100 PCIe").bf16_flops == 756e12
+    assert device_peak("Quadro K600") is None
+
+
+def test_mfu_and_mbu_from_timings(mistral):
+    result = efficiency(
+        mistral,
+        batch=2,
+        seq=3072,
+        compute_dtype="bfloat16",
+        kv_dtype="bfloat16",
+        weight_bytes_read_per_step=14_227_000_000,
+        prefill_ms=183.6,
+        decode_ms_per_step=59.5,
+        decode_tokens=32,
+        device_name="NVIDIA H100 80GB HBM3",
+        n_devices=1,
+    )
+    assert result.mfu == pytest.approx(result.prefill_tflops_per_s * 1e12 / 989.4e12)
+    assert 0.4 < result.mfu < 0.6
+    assert result.mbu == pytest.approx(result.decode_gb_per_s * 1e9 / 3.35e12)
+    unknown = efficiency(
+        mistral,
+        batch=1,
+        seq=8,
+        compute_dtype="float32",
+        kv_dtype="float32",
+        weight_bytes_read_per_step=1,
+        prefill_ms=1.0,
+        decode_ms_per_step=1.0,
+        decode_tokens=2,
+        device_name=None,
+        n_devices=0,
+    )
+    assert unknown.mfu is None and unknown.mbu is None and unknown.prefill_tflops_per_s > 0

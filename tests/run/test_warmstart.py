@@ -1,0 +1,124 @@
+"""The warm-start server: cells forked from it behave like spawned cells, and fall back to
+spawning whenever the server cannot serve them."""
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from conftest import FAKES, REPO, kill_runner_of_hanging_worker, process_gone, run_fake_cell
+
+from llmbench.run import warmstart
+
+
+def wait_for(predicate, timeout_s: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One real server (the real preload list) that can also import the fake workers."""
+    socket_path = tmp_path_factory.mktemp("ws") / "warmstart.sock"
+    log = tmp_path_factory.mktemp("ws-log") / "server.log"
+    saved = dict(os.environ)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(FAKES), str(REPO / "src"), saved.get("PYTHONPATH")) if p
+    )
+    try:
+        process = warmstart.start_server(socket_path, log_path=log)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert wait_for(socket_path.exists, 120), log.read_text()
+    yield socket_path
+    os.environ[warmstart.SOCKET_VARIABLE] = str(socket_path)  # as start_server left it
+    warmstart.stop_server()
+    assert process.returncode == 0  # a clean stop on SIGTERM
+    assert not socket_path.parent.exists()  # socket and its folder removed
+    assert warmstart.SOCKET_VARIABLE not in os.environ
+
+
+@pytest.fixture
+def use_server(server, fake_path, monkeypatch):
+    monkeypatch.setenv(warmstart.SOCKET_VARIABLE, str(server))
+    return server
+
+
+def test_startup_only_variables_are_told_apart():
+    server_env = {"PATH": "/bin", "OMP_NUM_THREADS": "16", "MALLOC_ARENA_MAX": "2"}
+    cell_env = {"PATH": "/usr/bin", "OMP_NUM_THREADS": "4", "LD_PRELOAD": "x.so"}
+    # PATH is read later, thread counts are re-applied in the child; the rest needs exec
+    assert warmstart.startup_differences(cell_env, server_env) == ["LD_PRELOAD", "MALLOC_ARENA_MAX"]
+    assert warmstart.startup_differences(server_env, server_env) == []
+
+
+def test_forked_cell_finishes_with_the_runners_environment(tmp_path, use_server, monkeypatch):
+    monkeypatch.setenv("FAKE_ECHO", "set by the runner after the server started")
+    result = run_fake_cell(tmp_path, "finish")
+    assert result["status"] == "unsupported"
+    assert result["timing_breakdown"]["start_method"] == "fork from warm-start server"
+    assert result["reason"] == "set by the runner after the server started"
+
+
+def test_startup_variable_makes_the_child_exec_a_fresh_interpreter(
+    tmp_path, use_server, monkeypatch
+):
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    result = run_fake_cell(tmp_path, "finish")
+    assert result["status"] == "unsupported"
+    assert result["settings"]["malloc_mmap_threshold"] == "131072"
+    assert result["timing_breakdown"]["start_method"] == (
+        "fork+exec from warm-start server (start-up variables differ: MALLOC_MMAP_THRESHOLD_)"
+    )
+
+
+def test_forked_child_that_hangs_times_out_and_its_group_is_killed(tmp_path, use_server):
+    started = time.monotonic()
+    result = run_fake_cell(tmp_path, "hang", timeout_s=2)
+    assert result["status"] == "timeout" and result["phase"] == "prefill"
+    assert time.monotonic() - started < 10  # SIGTERM works: the server's handlers are reset
+    pid = int(re.search(r"pid=(\d+)", (tmp_path / "cell.log").read_text()).group(1))
+    assert wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10)
+
+
+@pytest.mark.parametrize(
+    "behaviour, signal_name", [("sigkill", "SIGKILL"), ("segfault", "SIGSEGV")]
+)
+def test_forked_child_killed_by_a_signal_is_crashed(tmp_path, use_server, behaviour, signal_name):
+    result = run_fake_cell(tmp_path, behaviour)
+    assert result["status"] == "crashed"
+    assert signal_name in result["reason"]
+    assert result["timing_breakdown"]["worker_returncode"] == -getattr(signal, signal_name)
+
+
+def test_forked_child_dies_when_its_runner_is_killed(tmp_path, use_server):
+    """The server kills a child whose runner went away (the job was killed)."""
+    assert process_gone(kill_runner_of_hanging_worker(tmp_path))
+
+
+def test_cells_spawn_when_the_server_is_not_there(tmp_path, fake_path, monkeypatch):
+    monkeypatch.setenv(warmstart.SOCKET_VARIABLE, str(tmp_path / "absent.sock"))
+    result = run_fake_cell(tmp_path, "finish")
+    assert result["status"] == "unsupported"
+    assert result["timing_breakdown"]["start_method"] == "spawn (warm-start server not ready)"
+
+
+def test_cells_spawn_when_the_socket_is_dead(tmp_path, fake_path, monkeypatch):
+    stale = tmp_path / "stale.sock"
+    stale.write_text("")  # a leftover path that accepts no connection
+    monkeypatch.setenv(warmstart.SOCKET_VARIABLE, str(stale))
+    result = run_fake_cell(tmp_path, "finish")
+    assert result["status"] == "unsupported"
+    assert result["timing_breakdown"]["start_method"].startswith("spawn (warm-start server at")
+
+
+def test_server_without_torch_refuses_to_serve(tmp_path):
+    assert warmstart.serve(tmp_path / "s.sock", modules=["json"]) == 1
+    assert not (tmp_path / "s.sock").exists()
