@@ -5,13 +5,13 @@ import sys
 sys.stderr = sys.stdout = open(snakemake.log[0], "a")  # noqa: F821 - injected by Snakemake
 
 from llmbench.grid.spec import Cell  # noqa: E402
-from llmbench.run.runner import (  # noqa: E402
+from llmbench.run.limits import (  # noqa: E402
     cell_attempts,
     effective_timeout,
     fail_for_retry,
-    run_cell,
     slurm_job_time_left,
 )
+from llmbench.run.runner import run_cell  # noqa: E402
 
 settings = dict(snakemake.params.settings)  # noqa: F821
 settings["threads"] = snakemake.threads  # noqa: F821

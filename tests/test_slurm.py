@@ -5,8 +5,8 @@ run the smoke grid through snakemake-executor-plugin-slurm with only the partiti
 the test, and compare cells and tables with the local smoke run. Where Slurm cannot be
 installed they skip, saying why; with LLMBENCH_REQUIRE_SLURM=1 (CI) they fail instead.
 
-The other tests need no cluster: how the profile's settings reach the jobs, and the cell-side
-pieces (time left in the job, retrying crashed cells).
+The other tests need no cluster: how the profile's settings reach the jobs, and a cell whose
+job is about to end (the time-limit and retry functions themselves: tests/run/test_limits.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -27,15 +26,7 @@ import pytest
 from conftest import HEAD, copy_repo, run_fake_cell
 from slurm_cluster import SlurmCluster, ensure_installed
 
-from llmbench.run.runner import (
-    CELL_ATTEMPTS_VARIABLE,
-    cell_attempts,
-    effective_timeout,
-    export_cell_attempts,
-    fail_for_retry,
-    parse_slurm_time,
-    slurm_job_time_left,
-)
+from llmbench.run.limits import effective_timeout, parse_slurm_time
 
 PROFILE = "profiles/slurm"
 REQUIRE_SLURM = os.environ.get("LLMBENCH_REQUIRE_SLURM") == "1"
@@ -324,67 +315,6 @@ def test_site_settings_come_from_the_environment(profile_copy: Path):
     assert re.search(r"\bgres=gpu:a100:1\b", cell_resources) and re.search(
         r"\bgpu=0\b", cell_resources
     )
-
-
-# --- The cell side: time left in the job, retrying crashed cells. ---
-
-
-@pytest.mark.parametrize(
-    "status, attempt, attempts, retry",
-    [
-        ("crashed", 1, 3, True),
-        ("crashed", 2, 3, True),
-        ("crashed", 3, 3, False),  # the last attempt keeps the crashed cell
-        ("crashed", 1, 1, False),  # no retries configured (a local run)
-        ("timeout", 1, 3, False),  # a verdict: retrying would time out again
-        ("oom", 1, 3, False),
-        ("ok", 1, 3, False),
-    ],
-)
-def test_only_a_crashed_cell_with_attempts_left_fails_its_job(status, attempt, attempts, retry):
-    assert fail_for_retry(status, attempt, attempts) is retry
-
-
-def test_cells_learn_the_attempts_through_the_environment(monkeypatch):
-    monkeypatch.delenv(CELL_ATTEMPTS_VARIABLE, raising=False)
-    assert cell_attempts() == 1  # nobody said: a crashed cell is kept at once
-    export_cell_attempts(retries=RETRIES)
-    assert cell_attempts() == RETRIES + 1
-
-
-@pytest.mark.parametrize(
-    "cell_timeout_s, runtime_min, time_left_s, expected",
-    [
-        (1800, 40, 2390, 1800),  # the profile's runtime leaves the configured limit alone
-        (1800, 40, 100, 40),  # late in the job: what is left, less the margin
-        (1800, None, 30, 27),  # time left without a runtime: 10 % margin
-        (1800, 1, None, 54),  # runtime only, as before
-        (1800, 1, 2, 1),  # never below one second
-    ],
-)
-def test_time_limit_counts_the_time_left_in_the_job(
-    cell_timeout_s, runtime_min, time_left_s, expected
-):
-    assert effective_timeout(cell_timeout_s, runtime_min, time_left_s) == pytest.approx(expected)
-
-
-def test_slurm_times_parse_in_local_time():
-    assert (
-        parse_slurm_time("2026-11-25T19:42:09\n") == datetime(2026, 11, 25, 19, 42, 9).timestamp()
-    )
-    assert parse_slurm_time("N/A") is None and parse_slurm_time("Unknown") is None
-    assert parse_slurm_time("") is None
-
-
-def test_time_left_comes_from_squeue_inside_a_slurm_job(tmp_path, monkeypatch):
-    assert slurm_job_time_left({}) is None  # not a Slurm job
-    end = datetime.fromtimestamp(time.time() + 600).strftime("%Y-%m-%dT%H:%M:%S")
-    squeue = tmp_path / "squeue"
-    squeue.write_text(f'#!/bin/sh\n[ "$3" = 4242 ] && echo {end}\n')
-    squeue.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    assert slurm_job_time_left({"SLURM_JOB_ID": "4242"}) == pytest.approx(600, abs=5)
-    assert slurm_job_time_left({"SLURM_JOB_ID": "7"}) is None  # squeue does not know it
 
 
 def test_cell_whose_job_is_about_to_end_writes_a_timeout_cell(tmp_path, fake_path):

@@ -7,7 +7,7 @@ from conftest import kill_runner_of_hanging_worker, process_gone, run_fake_cell
 
 from llmbench.grid.spec import Cell
 from llmbench.record.cell import validate_cell_result
-from llmbench.run.runner import effective_timeout, finalize, run_cell
+from llmbench.run.runner import finalize, run_cell
 
 CELL = Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 8)
 
@@ -62,14 +62,6 @@ def test_finished_partial_is_kept_as_is():
     spec = {"cell": {}, "settings": {}}
     kept = finalize(partial, spec=spec, returncode=0, timed_out=False, timeout_s=1, log_tail="")
     assert kept["status"] == "oom"
-
-
-@pytest.mark.parametrize(
-    "timeout, runtime_min, expected",
-    [(1800, None, 1800), (1800, 10, 540), (60, 10, 60), (1800, 1, 54)],
-)
-def test_effective_timeout_leaves_room_before_the_scheduler_kills(timeout, runtime_min, expected):
-    assert effective_timeout(timeout, runtime_min) == pytest.approx(expected)
 
 
 def test_worker_dies_when_its_parent_is_killed(tmp_path, fake_path):

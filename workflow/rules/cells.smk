@@ -1,6 +1,6 @@
 import tempfile
 
-from llmbench.run import runner as cell_runner
+from llmbench.run import limits as cell_limits
 from llmbench.run import warmstart
 
 
@@ -10,7 +10,7 @@ onstart:
     # get --retries 0. Cells need it to decide whether a crashed cell is retried
     # (scripts/run_cell.py), so it reaches them through the environment, which Slurm jobs
     # inherit (sbatch --export=ALL). Without it a crashed cell is kept at once.
-    cell_runner.export_cell_attempts(workflow.execution_settings.retries)
+    cell_limits.export_cell_attempts(workflow.execution_settings.retries)
     # One server per run imports torch and transformers once and forks each cell's process
     # (llmbench.run.warmstart); it dies with this process. Cells that find no server start a
     # fresh interpreter, so a run never depends on it. Cluster jobs run on other nodes.

@@ -1,8 +1,9 @@
 """Stage 2, the parent side of a cell: start its process, enforce the time limit, write its JSON.
 
-Owns: ``runner`` (one isolated process per cell, always a JSON at the end), ``slurm``
-(a cell's time limit under a Slurm job), ``child`` (the child's environment) and
-``warmstart`` (a fork server that imports torch once per run). Never imports torch.
-May import: ``llmbench.grid``, ``llmbench.host``, ``llmbench.record``; it starts
-``llmbench.measure.worker`` by name, never imports it.
+Owns: ``runner`` (one isolated process per cell; a JSON at the end whatever happens),
+``limits`` (a cell's time limit under a scheduler's runtime; retrying crashed cells),
+``child`` (the environment a worker starts with), ``warmstart`` (a fork server that imports
+torch once per run) and ``warmchild`` (the runner's client of that server). Never imports
+torch. May import: ``llmbench.grid``, ``llmbench.host``, ``llmbench.record``; it starts
+``llmbench.measure.worker`` by name and never imports it.
 """

@@ -16,107 +16,19 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from llmbench import REPO_ROOT
 from llmbench.grid.spec import Cell
 from llmbench.record.cell import new_result, read_json, write_json_atomic
 from llmbench.run import warmstart
+from llmbench.run.child import worker_environment
+from llmbench.run.warmchild import WarmChild
 
 KILL_GRACE_S = 10.0
 """Seconds between SIGTERM and SIGKILL when a cell times out."""
 
-RUNTIME_MARGIN_S = 60.0
-"""Seconds kept free before a scheduler's runtime limit, to write the timeout JSON."""
-
 LOG_TAIL_CHARS = 3000
-
-CELL_ATTEMPTS_VARIABLE = "LLMBENCH_CELL_ATTEMPTS"
-"""Environment variable through which cells learn how many attempts Snakemake makes."""
-
-SQUEUE_TIMEOUT_S = 20.0
-"""Seconds to wait for squeue when asking for the job's end time."""
-
-
-def effective_timeout(
-    cell_timeout_s: float, runtime_min: float | None, job_time_left_s: float | None = None
-) -> float:
-    """The cell's time limit: the configured one, or less when the job ends sooner.
-
-    A scheduler kills the whole job at its runtime; stopping the child a margin earlier
-    leaves time to write a ``timeout`` cell instead of leaving no file. ``job_time_left_s``
-    (see :func:`slurm_job_time_left`) counts what Snakemake's start-up inside the job used.
-    """
-    runtime_s = float(runtime_min) * 60.0 if runtime_min is not None and runtime_min > 0 else None
-    known = [left for left in (job_time_left_s, runtime_s) if left is not None]
-    if not known:
-        return float(cell_timeout_s)
-    margin = min(RUNTIME_MARGIN_S, (runtime_s or known[0]) * 0.1)
-    return max(1.0, min(float(cell_timeout_s), min(known) - margin))
-
-
-def parse_slurm_time(text: str) -> float | None:
-    """Epoch seconds of a Slurm timestamp such as ``2026-11-25T19:42:09`` (the cluster's
-    local time, as squeue prints it), or None for ``N/A``, ``Unknown`` and the like."""
-    try:
-        return datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:
-        return None
-
-
-def slurm_job_time_left(environ: Mapping[str, str] | None = None) -> float | None:
-    """Seconds until Slurm ends the job this process runs in, or None outside Slurm or when
-    squeue cannot tell.
-
-    Slurm (22.05) exports no end time to the job, so squeue is asked once per cell.
-    """
-    job_id = (os.environ if environ is None else environ).get("SLURM_JOB_ID")
-    if not job_id:
-        return None
-    try:
-        listing = subprocess.run(
-            ["squeue", "--noheader", "--jobs", job_id, "--format", "%e"],
-            capture_output=True,
-            text=True,
-            timeout=SQUEUE_TIMEOUT_S,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    end = parse_slurm_time(listing.stdout) if listing.returncode == 0 else None
-    return None if end is None else end - time.time()
-
-
-def export_cell_attempts(retries: int) -> None:
-    """Tell the cells this process starts, Slurm jobs included (they inherit the environment),
-    how many attempts Snakemake makes at a failed job."""
-    os.environ[CELL_ATTEMPTS_VARIABLE] = str(retries + 1)
-
-
-def cell_attempts() -> int:
-    """How many attempts Snakemake makes at this cell's job (1 when nobody said)."""
-    return int(os.environ.get(CELL_ATTEMPTS_VARIABLE, "1"))
-
-
-def fail_for_retry(status: str, attempt: int, attempts: int) -> bool:
-    """Whether a finished cell should fail its job so that Snakemake runs it again.
-
-    Only a ``crashed`` cell (the worker died without a verdict: a lost node, a killed
-    process) is worth another try, and only while attempts are left: the last attempt keeps
-    the crashed cell, so the grid still gets its JSON.
-    """
-    return status == "crashed" and attempt < attempts
-
-
-def worker_environment() -> dict[str, str]:
-    """Environment of the child: the package importable, CUDA devices in PCI order."""
-    env = dict(os.environ)
-    src = str(REPO_ROOT / "src")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
 
 
 def _start_worker(argv: list[str], log: Any, log_path: str | None) -> tuple[Any, str]:
@@ -129,7 +41,7 @@ def _start_worker(argv: list[str], log: Any, log_path: str | None) -> tuple[Any,
     if socket_path:
         if Path(socket_path).exists():
             try:
-                child = warmstart.WarmChild.start(socket_path, argv, env, log_path)
+                child = WarmChild.start(socket_path, argv, env, log_path)
                 return child, child.start_method
             except OSError as exc:
                 fallback = f"spawn ({exc})"
