@@ -4,6 +4,6 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "a")  # noqa: F821 - injected by Snakemake
 
-from llmbench.report import plots  # noqa: E402
+from llmbench.report import figures  # noqa: E402
 
-plots.draw_all(snakemake.input.cells, snakemake.output)  # noqa: F821
+figures.draw_all(snakemake.input.cells, snakemake.output)  # noqa: F821

@@ -1,7 +1,7 @@
 # Out-of-memory frontier (issue 6): per model x quant x attn x dtype, the largest sequence length
 # that runs at each batch (and the largest batch at each sequence length), by a bisection from
 # the predicted frontier. One job per search; each probe is an ordinary cell JSON measured in
-# its own process (results/frontier/probes/), reused by later runs. See src/llmbench/frontier.py.
+# its own process (results/frontier/probes/), reused by later runs. See src/llmbench/frontier/.
 #
 #   snakemake frontier                                          # the configured (H100) frontier
 #   snakemake frontier --configfile config/frontier-tiny.yaml   # tiny models on the CPU

@@ -1,0 +1,196 @@
+"""Prediction: the frontier a search starts from, and its corrections from measured probes.
+
+Owns the predictor glue: the memory model (:func:`default_predictor`, from
+``llmbench.predict``; any callable in tests), the capacity a probe's peak must stay under
+(:func:`capacity_bytes`, :func:`visible_device_totals`, :func:`cuda_context_bytes`), a model's
+architecture config.json (:func:`model_config`) and :class:`Prediction` (the predicted
+frontier, recalibrated after each probe). May import: :mod:`.search`, :mod:`.planning`,
+``llmbench.host`` (NVML), ``llmbench.predict`` (only through ``from llmbench import predict`` /
+``from llmbench.predict import ...``, lazily: a missing module means plain bisection).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmbench import GIB
+from llmbench.frontier.planning import Search
+from llmbench.frontier.search import ProbeRecord, predicted_index
+
+Predictor = Callable[..., int]
+"""``predicted_peak_bytes(model_config, cell, *, bnb_4bit_compute_dtype) -> int``."""
+
+
+DEFAULT_CUDA_CONTEXT_BYTES = 512 * 2**20
+"""CUDA context of a probe process, outside PyTorch's allocator, when llmbench.predict does not
+say (it measured 518 MiB on the H100)."""
+
+
+def default_predictor(device: str = "cpu", decode_tokens: int | None = None) -> Predictor | None:
+    """The prediction of what the budget is checked against, from llmbench.predict (None where
+    that module is missing).
+
+    CPU: ``predicted_peak_bytes`` (peak allocated; compared with the RSS-growth budget). CUDA:
+    the predicted peak *reserved* bytes (allocated + allocator slack), which is what
+    ``set_per_process_memory_fraction`` and the device's capacity limit, when the module
+    offers it (``predict(...).reserved_need``); else peak allocated.
+    """
+    try:
+        from llmbench import predict as model
+    except ImportError:
+        return None
+    if device != "cuda" or not hasattr(model, "predict"):
+        return model.predicted_peak_bytes
+    import inspect
+
+    extra = {}
+    if decode_tokens is not None and "decode_tokens" in inspect.signature(model.predict).parameters:
+        extra["decode_tokens"] = decode_tokens
+
+    def reserved_need(model_config, cell, *, bnb_4bit_compute_dtype="bfloat16"):
+        prediction = model.predict(
+            model_config, cell, bnb_4bit_compute_dtype=bnb_4bit_compute_dtype, **extra
+        )
+        return int(getattr(prediction, "reserved_need", prediction.peak_allocated))
+
+    return reserved_need
+
+
+def cuda_context_bytes() -> int:
+    """Device memory a process holds outside PyTorch's allocator (CUDA context, kernels)."""
+    try:
+        from llmbench.predict import CUDA_CONTEXT_BYTES
+    except ImportError:
+        return DEFAULT_CUDA_CONTEXT_BYTES
+    return int(CUDA_CONTEXT_BYTES)
+
+
+def model_config(model_entry: Mapping[str, Any], base: Path | None = None) -> dict | None:
+    """The architecture config.json of a model entry (random-weight or local pretrained)."""
+    import json
+
+    from llmbench import REPO_ROOT
+
+    if "architecture" in model_entry:
+        candidates = [Path(model_entry["architecture"])]
+    else:
+        candidates = [Path(model_entry.get("pretrained", "")) / "config.json"]
+    for candidate in list(candidates):
+        if not candidate.is_absolute():
+            candidates.append((base or REPO_ROOT) / candidate)
+    for candidate in candidates:
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
+    return None
+
+
+def visible_device_totals() -> list[int]:
+    """Total memory (bytes) of each CUDA device this process may use, read through NVML
+    (the parent never initialises CUDA); empty where NVML sees none."""
+    from llmbench.host import nvml
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        handles = [nvml._call("nvmlDeviceGetHandleByIndex", i) for i in range(nvml.device_count())]
+    else:
+        handles = []
+        for token in (t.strip() for t in visible.split(",") if t.strip()):
+            if token.isdigit():
+                handles.append(nvml._call("nvmlDeviceGetHandleByIndex", int(token)))
+            else:
+                handles.append(nvml.handle_for_uuid(token))
+    totals = [nvml.device_total_bytes(h) for h in handles if h is not None]
+    return [t for t in totals if t]
+
+
+def capacity_bytes(settings: Mapping[str, Any], device: str) -> float | None:
+    """What a probe's peak must stay under: the memory budget (per device, times the devices
+    the model is spread over; on CUDA it caps the allocator's reserved bytes) or, on CUDA
+    without one, the devices' total memory less a CUDA context each."""
+    budget = settings.get("memory_budget_gib")
+    if device == "cpu":
+        return None if budget is None else budget * GIB
+    totals = visible_device_totals()
+    if settings.get("device_map") == "single":
+        totals = totals[:1]
+    if budget is not None:
+        return budget * GIB * max(len(totals), 1)
+    return float(sum(totals) - len(totals) * cuda_context_bytes()) if totals else None
+
+
+@dataclass
+class Prediction:
+    """The predicted frontier of one search, and the pieces to correct it after each probe."""
+
+    values: list[int]
+    predict_bytes: Callable[[int], float]
+    capacity_bytes: float
+    frontier: int | None = None
+    calibrations: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def make(
+        cls,
+        search: Search,
+        values: list[int],
+        *,
+        predictor: Predictor,
+        config: Mapping[str, Any],
+        capacity: float,
+        compute_dtype: str,
+    ) -> Prediction:
+        """Predict the frontier: the largest grid value whose predicted peak fits."""
+
+        def predict_bytes(value: int) -> float:
+            return float(
+                predictor(config, search.cell(value), bnb_4bit_compute_dtype=compute_dtype)
+            )
+
+        prediction = cls(values, predict_bytes, capacity)
+        index = predicted_index(values, predict_bytes, capacity)
+        prediction.frontier = values[index] if index >= 0 else values[0] - 1
+        return prediction
+
+    def recalibrate(self, record: ProbeRecord, exact: bool = True) -> float | None:
+        """Correct the prediction with a measured probe and predict the frontier again.
+
+        The measured peak is the quantity the budget is checked against, so allocator slack
+        and host overheads are folded in. With one measurement the prediction is scaled by
+        measured / predicted; with two or more, measured = a + b * predicted is fitted through
+        the two measurements nearest the capacity (this also absorbs a constant offset, such
+        as a CPU process's start-up growth). Only complete measurements are used (not the
+        reading of a CUDA out-of-memory, which stops at the failed allocation).
+        """
+        if record.peak_bytes is None or not exact or record.status not in ("ok", "oom"):
+            return None
+        predicted = self.predict_bytes(record.value)
+        record.predicted_bytes = predicted
+        if predicted <= 0 or record.peak_bytes <= 0:
+            return None
+        points = {c["value"]: c for c in self.calibrations}
+        points[record.value] = {
+            "value": record.value,
+            "predicted_bytes": predicted,
+            "measured_bytes": float(record.peak_bytes),
+        }
+        nearest = sorted(
+            points.values(), key=lambda c: abs(c["measured_bytes"] - self.capacity_bytes)
+        )[:2]
+        fit = "ratio"
+        scale, offset = record.peak_bytes / predicted, 0.0
+        if len(nearest) == 2 and nearest[0]["predicted_bytes"] != nearest[1]["predicted_bytes"]:
+            (x0, y0), (x1, y1) = ((c["predicted_bytes"], c["measured_bytes"]) for c in nearest)
+            slope = (y1 - y0) / (x1 - x0)
+            if slope > 0:
+                fit, scale, offset = "affine", slope, y0 - slope * x0
+        index = predicted_index(
+            self.values, self.predict_bytes, (self.capacity_bytes - offset) / scale
+        )
+        frontier = self.values[index] if index >= 0 else self.values[0] - 1
+        points[record.value].update(fit=fit, scale=scale, offset_bytes=offset, frontier=frontier)
+        self.calibrations = sorted(points.values(), key=lambda c: c["value"])
+        return frontier

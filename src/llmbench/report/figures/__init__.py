@@ -1,0 +1,21 @@
+"""Seaborn figures drawn from the tables alone (no cell JSON, no GPU needed).
+
+Owns every figure of the report, one module per figure family: ``style`` (colours, markers,
+saving), ``seed`` (seed notebook comparison), ``scaling`` (memory and latency vs sequence
+length), ``status`` (status of every cell), ``predicted`` (analytic model vs measurement),
+``frontier`` (out-of-memory frontier) and ``draw`` (the registry and the entry points that read
+a table and write PNG + SVG). May import ``llmbench.grid`` (``ATTNS``) and the rest of the stack
+below ``report``, plus pandas, seaborn and matplotlib; nothing here imports ``aggregate``.
+
+GPU runs plot the CUDA allocator's numbers; CPU runs (which have none) plot host RSS, and the
+axis label says so.
+"""
+
+import matplotlib
+
+# Before any module of the package imports pyplot: figures are written to files, never shown.
+matplotlib.use("Agg")
+
+from llmbench.report.figures.draw import FIGURES, draw_all, draw_frontier  # noqa: E402
+
+__all__ = ["FIGURES", "draw_all", "draw_frontier"]

@@ -1,0 +1,66 @@
+"""Planning (llmbench.frontier.planning): search names, paths and cells, the plan of a
+section, the configs, and the CPU fallback to the tiny frontier."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from frontier_fakes import TINY_SECTION
+
+from llmbench import frontier
+from llmbench.frontier import (
+    Search,
+)
+
+
+def test_search_names_paths_and_cells():
+    search = Search("tiny-mistral", "nf4", "sdpa", "bfloat16", "seq", 4)
+    assert search.name == "seq_b4"
+    assert search.relpath == "tiny-mistral/nf4/sdpa/bfloat16/seq_b4.json"
+    assert search.cell(1024).relpath == "tiny-mistral/nf4/sdpa/bfloat16/b4_s1024.json"
+    other = Search("tiny-mistral", "none", "eager", "bfloat16", "batch", 1024)
+    assert other.name == "batch_s1024"
+    assert other.cell(8).relpath == "tiny-mistral/none/eager/bfloat16/b8_s1024.json"
+    wildcards = {"model": "tiny-mistral", "quant": "nf4", "attn": "sdpa", "dtype": "bfloat16"}
+    assert Search.from_wildcards({**wildcards, "search": "seq_b4"}) == search
+    with pytest.raises(ValueError):
+        Search.from_wildcards({**wildcards, "search": "seq_s4"})
+    with pytest.raises(ValueError):
+        Search("tiny-mistral", "nf5", "sdpa", "bfloat16", "seq", 4)
+
+
+def test_plan_covers_both_axes(repo):
+    config = yaml.safe_load((repo / "config/config.yaml").read_text())
+    searches = frontier.plan(TINY_SECTION, config["models"])
+    per_config = len(TINY_SECTION["batch"]) + len(TINY_SECTION["seq"])
+    assert len(searches) == per_config * len(TINY_SECTION["quant"]) * len(TINY_SECTION["attn"])
+    assert {s.axis for s in searches} == {"seq", "batch"}
+    h100 = frontier.plan(config["frontier"], config["models"])
+    # quant {none, nf4} x attn x (batch {1, 2, 4} + seq {32768})
+    assert len(h100) == 2 * 3 * (3 + 1)
+    with pytest.raises(ValueError, match="not defined"):
+        frontier.plan({**TINY_SECTION, "models": ["nope"]}, config["models"])
+
+
+def test_configs_validate(repo):
+    from llmbench.grid.schemas import validate_document
+
+    config = yaml.safe_load((repo / "config/config.yaml").read_text())
+    validate_document(config, "config.schema.yaml", where="config.yaml")
+    validate_document({**config, "frontier": TINY_SECTION}, "config.schema.yaml", where="tiny")
+    broken = {**config, "frontier": {**TINY_SECTION, "stepp": 3}}
+    with pytest.raises(ValueError, match="stepp"):
+        validate_document(broken, "config.schema.yaml", where="broken")
+
+
+def test_cpu_host_falls_back_to_the_tiny_frontier(repo):
+    config = yaml.safe_load((repo / "config/config.yaml").read_text())
+    config_dir = repo / "config"
+    choice = frontier.choose_section(config, False, config_dir)
+    assert choice.section == TINY_SECTION and "frontier-tiny.yaml" in choice.message
+    assert frontier.choose_section(config, True, config_dir).section == config["frontier"]
+    explicit = {**config, "frontier": TINY_SECTION}  # --configfile config/frontier-tiny.yaml
+    assert frontier.choose_section(explicit, False, config_dir).message is None
+    assert frontier.choose_section({**config, "on_missing_gpu": "ignore"}, False, config_dir)
+    with pytest.raises(RuntimeError, match="frontier"):
+        frontier.choose_section({**config, "on_missing_gpu": "fail"}, False, config_dir)

@@ -1,0 +1,67 @@
+"""The prediction a search starts from (llmbench.frontier.prediction): recalibration from
+measured peaks, the default predictor and the capacity."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from frontier_fakes import truth
+
+from llmbench import GIB, frontier
+from llmbench.frontier import (
+    Prediction,
+    ProbeRecord,
+    Search,
+    bisect_frontier,
+    grid_values,
+)
+
+# ---- recalibration from measured peaks --------------------------------------------------------
+
+
+def _memory_oracle(measured):
+    def probe(value):
+        peak = measured(value)
+        return ProbeRecord(value, "ok" if peak <= 128 else "oom", peak_bytes=peak)
+
+    return probe
+
+
+@pytest.mark.parametrize(
+    ("measured", "predicted"),
+    [
+        (lambda v: 30 + 4.9e-5 * v * v, lambda v: 1.5 + 3e-5 * v * v),  # eager, 40% low
+        (lambda v: 30 + 0.0188 * v, lambda v: 1.5 + 0.016 * v),  # sdpa, offset + 15% low
+        (lambda v: 16 + 1.6e-4 * v * v, lambda v: 20 + 2.4e-4 * v * v),  # eager, 50% high
+    ],
+)
+def test_recalibration_finds_the_frontier_in_few_probes(measured, predicted):
+    values = grid_values(128, 8192, 128)
+    expected = truth(values, max(v for v in values if measured(v) <= 128))
+    plain = bisect_frontier(values, _memory_oracle(measured), predicted=None)
+    prediction = Prediction(values, predicted, 128.0)
+    index = frontier.predicted_index(values, predicted, 128.0)
+    prediction.frontier = values[index]
+    calibrated = bisect_frontier(
+        values,
+        _memory_oracle(measured),
+        predicted=prediction.frontier,
+        recalibrate=prediction.recalibrate,
+    )
+    assert plain.frontier == calibrated.frontier == expected
+    assert calibrated.n_probes <= 4 < plain.n_probes
+    assert prediction.calibrations and prediction.calibrations[-1]["fit"] in ("ratio", "affine")
+
+
+def test_default_predictor_predicts_what_the_budget_limits(repo):
+    predict = pytest.importorskip("llmbench.predict")
+    config = json.loads((repo / "config/models/tiny-mistral.json").read_text())
+    cell = Search("tiny-mistral", "none", "eager", "bfloat16", "seq", 2).cell(1024)
+    cpu = frontier.default_predictor("cpu")
+    assert cpu is predict.predicted_peak_bytes  # CPU budget: RSS growth ~ peak allocated
+    cuda = frontier.default_predictor("cuda", decode_tokens=2)
+    reserved = cuda(config, cell, bnb_4bit_compute_dtype="bfloat16")
+    assert reserved > cpu(config, cell, bnb_4bit_compute_dtype="bfloat16")  # + allocator slack
+    assert frontier.capacity_bytes({"memory_budget_gib": 0.5}, "cpu") == 0.5 * GIB
+    assert frontier.capacity_bytes({"memory_budget_gib": None}, "cpu") is None

@@ -1,0 +1,27 @@
+"""The predicted-vs-measured figure from committed tables: which cells it compares."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+from conftest import REPO  # noqa: E402
+
+from llmbench.report.figures import predicted  # noqa: E402
+
+REFERENCE = REPO / "results" / "reference" / "h100"
+
+
+def texts(figure):
+    return " ".join(t.get_text() for axis in figure.axes for t in axis.texts) + " ".join(
+        t.get_text() for t in figure.texts
+    )
+
+
+def test_predicted_vs_measured_compares_one_gpu_cells_only():
+    one_gpu = pd.read_csv(REFERENCE / "seed" / "tables" / "cells.csv")
+    figure = predicted.predicted_vs_measured(one_gpu)
+    assert len(figure.axes) == 2
+    assert "8 cells" in figure.axes[1].get_title()  # 7 ok + the check_failed case 2
+    two_gpu = pd.read_csv(REFERENCE / "seed-2gpu" / "tables" / "cells.csv")
+    assert "one device" in texts(predicted.predicted_vs_measured(two_gpu))
