@@ -7,6 +7,7 @@ import ast
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,8 @@ def modules() -> list[Path]:
 
 def test_imports_point_down_the_stack_and_never_in_a_circle():
     """pyproject.toml's import-linter contracts: the layers and acyclic sibling modules."""
-    lint_imports = shutil.which("lint-imports")
+    beside_python = Path(sys.executable).with_name("lint-imports")
+    lint_imports = str(beside_python) if beside_python.exists() else shutil.which("lint-imports")
     if lint_imports is None:
         pytest.fail("lint-imports not installed (requirements/test.txt has import-linter)")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}

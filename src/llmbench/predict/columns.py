@@ -1,0 +1,92 @@
+"""Measured vs predicted columns of a cells table (``llmbench.report.aggregate``): the
+predicted peaks (GiB = 2^30 bytes) of a measured cell and the measured / predicted ratios.
+
+Imports ``llmbench`` (REPO_ROOT, lazily), ``llmbench.grid.spec.Cell`` and ``llmbench.predict``'s
+architecture, prediction and constants modules; yaml, lazily.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from llmbench.grid.spec import Cell
+from llmbench.predict.architecture import model_config_for
+from llmbench.predict.constants import gib
+from llmbench.predict.prediction import predict
+
+PREDICTED_COLUMNS = (
+    "predicted_load_allocated_gib",
+    "predicted_prefill_peak_allocated_gib",
+    "predicted_decode_peak_allocated_gib",
+    "prefill_measured_over_predicted",
+    "decode_measured_over_predicted",
+)
+"""Columns ``table_columns`` adds to a cells table row."""
+
+
+@functools.lru_cache(maxsize=4)
+def _registry(repo_root: str) -> dict[str, Any]:
+    import yaml
+
+    path = Path(repo_root) / "config" / "config.yaml"
+    if not path.is_file():
+        return {}
+    return (yaml.safe_load(path.read_text()) or {}).get("models") or {}
+
+
+def _measured_peak(result: Mapping[str, Any], phase: str) -> int | None:
+    """Peak allocated bytes of a phase, summed over CUDA devices (as in cells.csv)."""
+    record = ((result.get("memory") or {}).get("phases") or {}).get(phase) or {}
+    values = [d.get("peak_allocated_bytes") for d in record.get("devices") or []]
+    if not values or any(v is None for v in values):
+        return None
+    return int(sum(values))
+
+
+def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> dict[str, Any]:
+    """Predicted peaks (GiB) and measured / predicted ratios for one cell result.
+
+    The architecture comes from the model registry in ``config/config.yaml`` by the cell's
+    model name; the compute dtype and decode length from the settings the cell recorded.
+    Unknown models, pretrained ones without a local config.json, and phases that were not
+    measured (CPU cells, failures) give None. The model predicts one device: a cell spread
+    over several GPUs keeps the one-GPU prediction ("would it fit on one?") but gets no ratio,
+    since per-device peaks reached at different moments do not add up to a one-device peak.
+    """
+    from llmbench import REPO_ROOT
+
+    columns: dict[str, Any] = dict.fromkeys(PREDICTED_COLUMNS)
+    root = REPO_ROOT if repo_root is None else repo_root
+    try:
+        cell = Cell.from_mapping(result["cell"])
+    except (KeyError, TypeError, ValueError):
+        return columns
+    config = model_config_for(cell.model, _registry(str(root)), root)
+    if config is None:
+        return columns
+    settings = result.get("settings") or {}
+    measurement = settings.get("measurement") or {}
+    prediction = predict(
+        config,
+        cell,
+        bnb_4bit_compute_dtype=settings.get("bnb_4bit_compute_dtype") or "bfloat16",
+        decode_tokens=int(measurement.get("decode_tokens") or 32),
+    )
+    columns.update(
+        predicted_load_allocated_gib=gib(prediction.load.peak_allocated),
+        predicted_prefill_peak_allocated_gib=gib(prediction.prefill.peak_allocated),
+        predicted_decode_peak_allocated_gib=gib(prediction.decode.peak_allocated),
+    )
+    # A phase that failed (OOM, error) recorded the peak reached before failing: no ratio.
+    failed = result.get("phase") if result.get("status") not in ("ok", "check_failed") else None
+    load = ((result.get("memory") or {}).get("phases") or {}).get("load") or {}
+    if len(load.get("devices") or []) > 1:
+        return columns
+    for phase, predicted in (("prefill", prediction.prefill), ("decode", prediction.decode)):
+        measured = _measured_peak(result, phase)
+        if measured is not None and phase != failed:
+            columns[f"{phase}_measured_over_predicted"] = measured / predicted.peak_allocated
+    return columns

@@ -1,0 +1,67 @@
+"""Constants of the memory model, each measured once or read from library code (the source is
+in each docstring), and the caching allocator's rounding of one tensor.
+
+The allocator slack (``ALLOCATOR_SLACK_*``) belongs to the fit rule and lives in
+``llmbench.predict.fit``. Imports nothing from llmbench.
+"""
+
+from __future__ import annotations
+
+import math
+
+GIB = 2**30
+MIB = 2**20
+
+ALLOCATOR_GRANULE = 512
+"""PyTorch's CUDA caching allocator rounds every request up to 512 bytes (kMinBlockSize); its
+``allocated_bytes`` statistic counts the rounded size."""
+
+CUBLAS_WORKSPACE_BYTES = 32 * MIB
+"""cuBLAS workspace PyTorch allocates through the caching allocator at the first matmul on a
+stream; the default ``CUBLAS_WORKSPACE_CONFIG`` on Hopper is ``:4096:8`` = 32 MiB. Measured:
+in every H100 reference cell, allocated after prefill - allocated after load - prompt ids
+(``b*s*8``) = 33,554,432 bytes (bf16/fp32, none/nf4; int8 adds its outlier state)."""
+
+CUDA_CONTEXT_BYTES = 543_162_368
+"""CUDA context + kernel images of one process, outside PyTorch's allocator: NVML's
+per-process used bytes - torch reserved bytes after load, identical (518 MiB) in all 46 H100
+reference cells (torch 2.11, driver 580, transformers 5.17, bitsandbytes 0.50.2)."""
+
+NF4_LOAD_RESIDUAL_BYTES = 4 * MIB
+"""Allocated after loading a pre-quantized 4-bit checkpoint beyond the sum of its tensors
+(4,194,304 bytes in both H100 4-bit reference loads, bf16 and fp32; int8 and unquantized
+loads have none). A load-time buffer whose origin was not traced; kept as a constant."""
+
+INT8_THRESHOLD = 6.0
+"""``BitsAndBytesConfig.llm_int8_threshold`` default: activations with ``|x| >= 6`` make
+their column an outlier column, computed in 16-bit."""
+
+DEFAULT_INITIALIZER_RANGE = 0.02
+"""Std of the random-weight checkpoints' linear layers when a config does not say."""
+
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+
+QUANTIZED_PROJECTIONS = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+)
+"""Linear layers bitsandbytes replaces in a decoder layer. Left in the model dtype:
+``embed_tokens`` (not a Linear), ``lm_head`` (transformers' ``get_keys_to_not_convert`` keeps
+the output embedding), the RMSNorm weights, biases (bitsandbytes keeps them in 16/32-bit)."""
+
+
+def granule(nbytes: int | float) -> int:
+    """Bytes the caching allocator counts for one tensor of ``nbytes`` (rounded up to
+    ``ALLOCATOR_GRANULE``; 0 for an empty tensor)."""
+    nbytes = int(math.ceil(nbytes))
+    return 0 if nbytes <= 0 else -(-nbytes // ALLOCATOR_GRANULE) * ALLOCATOR_GRANULE
+
+
+def gib(nbytes: int) -> float:
+    """Bytes -> GiB (2^30 bytes)."""
+    return nbytes / GIB

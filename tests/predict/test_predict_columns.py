@@ -1,0 +1,62 @@
+"""llmbench.predict.columns: the predicted and measured / predicted columns of a cells table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from predict_fixtures import (
+    REFERENCE,
+    REPO,
+    device0,
+)
+
+from llmbench import GIB, predict
+
+
+def test_table_columns_for_a_reference_cell_and_unknown_model():
+    path = REFERENCE[0]
+    result = json.loads(path.read_text())
+    columns = predict.table_columns(result)
+    assert set(columns) == set(predict.PREDICTED_COLUMNS)
+    measured = device0(result, "prefill", "peak_allocated_bytes") / GIB
+    ratio = measured / columns["predicted_prefill_peak_allocated_gib"]
+    assert columns["prefill_measured_over_predicted"] == pytest.approx(ratio)
+    unknown = {**result, "cell": {**result["cell"], "model": "not-in-registry"}}
+    assert all(v is None for v in predict.table_columns(unknown).values())
+
+
+def test_failed_phase_gets_no_ratio():
+    for path in REFERENCE:
+        result = json.loads(path.read_text())
+        if result["status"] == "oom":
+            columns = predict.table_columns(result)
+            assert columns["predicted_prefill_peak_allocated_gib"] > 0
+            assert columns["prefill_measured_over_predicted"] is None
+            return
+    pytest.fail("no oom reference cell")
+
+
+def test_cell_spread_over_two_gpus_gets_a_prediction_but_no_ratio():
+    two_gpu = REPO / "results" / "reference" / "h100" / "seed-2gpu" / "cells"
+    path = two_gpu / "mistral-7b-v0.3" / "none" / "sdpa" / "bfloat16" / "b2_s3072.json"
+    result = json.loads(path.read_text())
+    assert len(result["memory"]["phases"]["load"]["devices"]) == 2
+    columns = predict.table_columns(result)
+    assert columns["predicted_prefill_peak_allocated_gib"] > 0
+    assert columns["prefill_measured_over_predicted"] is None
+    assert columns["decode_measured_over_predicted"] is None
+
+
+def test_reference_tables_carry_the_predicted_columns():
+    import pandas as pd
+
+    for run in ("seed", "extended", "seed-2gpu"):
+        cells = pd.read_csv(REPO / "results" / "reference" / "h100" / run / "tables" / "cells.csv")
+        assert set(predict.PREDICTED_COLUMNS) <= set(cells.columns)
+        ok = cells[cells["status"] == "ok"]
+        if run == "seed-2gpu":  # spread over two GPUs: predicted, but no one-device ratio
+            assert ok["predicted_prefill_peak_allocated_gib"].notna().all()
+            assert ok["prefill_measured_over_predicted"].isna().all()
+        else:
+            assert ok["prefill_measured_over_predicted"].sub(1).abs().max() < 0.01

@@ -1,0 +1,23 @@
+"""llmbench.predict.constants: the measured constants hold in every committed H100 reference
+cell."""
+
+from __future__ import annotations
+
+from predict_fixtures import REFERENCE, granule, load_reference
+
+from llmbench.predict import (
+    CUBLAS_WORKSPACE_BYTES,
+    CUDA_CONTEXT_BYTES,
+)
+
+
+def test_measured_constants():
+    for path in REFERENCE:
+        result, c = load_reference(path)
+        load = result["memory"]["phases"]["load"]["devices"][0]
+        # CUDA context: NVML per-process used - torch reserved.
+        assert load["nvml_process_used_bytes"] - load["reserved_bytes"] == CUDA_CONTEXT_BYTES
+        if result["status"] == "ok" and c.quant != "int8":
+            prefill = result["memory"]["phases"]["prefill"]["devices"][0]
+            leftover = prefill["allocated_bytes"] - load["allocated_bytes"]
+            assert leftover - granule(c.batch * c.seq * 8) == CUBLAS_WORKSPACE_BYTES, path
