@@ -1,10 +1,16 @@
-"""The measurement worker, end to end on a tiny CPU model loaded as a user's own weights."""
+"""The measurement worker: end to end on a tiny CPU model loaded as a user's own weights, and
+the record a cell ends with when set-up or load fails."""
+
+import subprocess
+import sys
+from dataclasses import asdict
 
 import pytest
+from conftest import REPO
 
 from llmbench.grid.spec import Cell
-from llmbench.measure import models
-from llmbench.record.cell import validate_cell_result
+from llmbench.measure import models, worker
+from llmbench.record.cell import read_json, validate_cell_result
 from llmbench.run.runner import run_cell
 
 SETTINGS = {
@@ -53,3 +59,53 @@ def test_cell_from_pretrained_weights_measures_every_phase(tmp_path, pretrained,
     assert set(result["memory"]["phases"]) == {"load", "prefill", "decode"}
     assert result["cell"]["sdpa_backend"] == (attn.split("-")[1] if "-" in attn else None)
     assert result["efficiency"]["prefill_flops"] > 0 and result["efficiency"]["mfu"] is None
+
+
+def worker_spec(tmp_path, cell, settings=SETTINGS, **changes):
+    spec = {
+        "cell": asdict(cell),
+        "settings": settings,
+        "model_entry": {"pretrained": str(tmp_path / "never-loaded")},
+        "base_dir": None,
+        "prequantized_dir": None,
+        "partial_path": str(tmp_path / "partial.json"),
+    }
+    spec.update(changes)
+    return {k: v for k, v in spec.items() if v is not ...}
+
+
+def test_importing_the_worker_imports_no_torch():
+    """The warm-start server imports the worker before forking; torch must stay out of it."""
+    code = "import sys, llmbench.measure.worker; print('torch' in sys.modules)"
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.strip() == "False"
+
+
+def test_a_statically_unsupported_cell_ends_in_setup_with_the_device_recorded(tmp_path):
+    cell = Cell("tiny-llama", "none", "flash_attention_2", "bfloat16", 1, 8)
+    result = worker.run(worker_spec(tmp_path, cell))
+    assert (result["status"], result["phase"]) == ("unsupported", "setup")
+    assert result["reason"].startswith("flash-attn kernels run only on NVIDIA CUDA GPUs")
+    assert result["cell"]["device"] == "cpu" and "cuda_available" in result["environment"]
+    assert result["memory"] is None and result["model"] is None
+    assert read_json(tmp_path / "partial.json") == result
+
+
+def test_a_spec_without_measurement_settings_fails_in_setup(tmp_path):
+    settings = {k: v for k, v in SETTINGS.items() if k != "measurement"}
+    result = worker.run(
+        worker_spec(tmp_path, Cell("m", "none", "eager", "float32", 1, 8), settings)
+    )
+    assert (result["status"], result["phase"]) == ("error", "setup")
+    assert result["reason"] == "other_error in setup: 'measurement'"
+
+
+def test_a_spec_without_a_model_entry_fails_in_load(tmp_path):
+    cell = Cell("m", "none", "eager", "float32", 1, 8)
+    result = worker.run(worker_spec(tmp_path, cell, model_entry=...))
+    assert (result["status"], result["phase"]) == ("error", "load")
+    assert result["reason"] == "other_error in load: 'model_entry'"
+    assert result["memory"]["phases"] == {} and "start_and_imports_s" in result["timing_breakdown"]

@@ -1,10 +1,14 @@
-"""The child process of one cell: load the model, measure each phase, record everything.
+"""The child process of one cell: run its phases in order and record what each measured.
 
-Run as ``python -m llmbench.measure.worker SPEC_JSON``. After every phase the result so far is
-written atomically to the spec's ``partial_path``, so that if this process is killed, times
-out or crashes, the parent still knows the last phase reached and what was measured before it.
-Exceptions are classified (failures.py) and end the cell; the process exits 0 whenever it
-managed to write its result.
+Run as ``python -m llmbench.measure.worker SPEC_JSON``. The phases (``llmbench.measure.phases``)
+measure and return typed results; this module alone writes them into the cell record. After
+every phase the result so far is written atomically to the spec's ``partial_path``, so that if
+this process is killed, times out or crashes, the parent still knows the last phase reached and
+what was measured before it. Each step's result is recorded before the next step can fail, so
+a failed cell keeps everything measured up to the failure. Exceptions are classified
+(failures.py) and end the cell; the process exits 0 whenever it managed to write its result.
+Importing this module imports no torch (the warm-start server preloads it before forking).
+May import: ``llmbench.grid``, ``llmbench.host``, ``llmbench.record``, ``llmbench.measure``.
 """
 
 from __future__ import annotations
@@ -12,311 +16,145 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from llmbench.grid.spec import Cell
-from llmbench.host import environment, nvml
+from llmbench.host import nvml
+from llmbench.measure import attention, quantization
 from llmbench.measure.checks import gpu_clean_check
 from llmbench.measure.failures import classify
+from llmbench.measure.phases import decode, load, prefill, setup, summary
+from llmbench.measure.phases.decode import DecodeResult
+from llmbench.measure.phases.generation import Generation, prefill_kwargs
+from llmbench.measure.phases.load import Loaded, make_inputs
+from llmbench.measure.phases.prefill import PrefillResult
+from llmbench.measure.phases.setup import Cancelled, Session, resolve_device
+from llmbench.measure.phases.spec import CellSpec
+from llmbench.measure.timing import LatencyStats
 from llmbench.record.cell import new_result, read_json, write_json_atomic
 
+__all__ = ["Cancelled", "Generation", "main", "make_inputs", "measure", "resolve_device", "run"]
 
-def resolve_device(requested: str, torch: Any) -> str:
-    """The device a cell runs on: cuda, cpu, or for ``auto`` cuda when one is visible."""
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested, but this node has no usable CUDA GPU")
-    return requested
+Record = dict[str, Any]
+Save = Callable[[], None]
 
 
-def make_inputs(kind: str, batch: int, seq: int, vocab_size: int, seed: int, torch: Any) -> Any:
-    """Prompt token ids of shape (batch, seq): random (default) or zeros (the seed's input)."""
-    if kind == "zeros":
-        return torch.zeros(batch, seq, dtype=torch.long)
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab_size, (batch, seq), generator=generator, dtype=torch.long)
+def measure(spec: CellSpec, result: Record, save: Save) -> None:
+    """Fill ``result`` phase by phase; raises on the first failure (the caller classifies).
 
-
-class Cancelled(Exception):
-    """Raised to end a cell early with a chosen status (used for pre-flight decisions)."""
-
-    def __init__(self, status: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-class Generation:
-    """Greedy generation through the KV cache, one token per step, as ``generate`` does it.
-
-    The prefill keeps only the last position's logits when the model allows it
-    (``logits_to_keep=1``, as ``generate`` does), so time to first token is not inflated by
-    full-sequence logits.
+    ``result["phase"]`` names the phase running, so a failure (or a killed worker's last
+    partial JSON) tells which phase it ended in; each phase saves the partial JSON when done.
     """
-
-    def __init__(self, model: Any, input_ids: Any, prefill_kwargs: dict[str, Any]) -> None:
-        self.model = model
-        self.input_ids = input_ids
-        self.prefill_kwargs = prefill_kwargs
-        self.cache: Any = None
-        self.token: Any = None
-
-    def _advance(self, outputs: Any) -> None:
-        self.cache = outputs.past_key_values
-        self.token = outputs.logits[:, -1, :].argmax(dim=-1, keepdim=True)
-
-    def prefill(self) -> None:
-        """Run the prompt, fill the cache, pick the first new token."""
-        self._advance(self.model(input_ids=self.input_ids, use_cache=True, **self.prefill_kwargs))
-
-    def step(self) -> None:
-        """Decode one token per sequence from the cache."""
-        self._advance(self.model(input_ids=self.token, past_key_values=self.cache, use_cache=True))
-
-    def kv_dtype(self) -> str | None:
-        """dtype of the cached keys, when the cache exposes its layers."""
-        layers = getattr(self.cache, "layers", None)
-        keys = getattr(layers[0], "keys", None) if layers else None
-        return None if keys is None else str(keys.dtype).removeprefix("torch.")
-
-
-def measure(spec: dict[str, Any], result: dict[str, Any], save: Any) -> None:
-    """Fill ``result`` phase by phase; raises on the first failure (the caller classifies)."""
-    spawned_at = float(spec.get("spawned_at") or time.time())
-    settings = spec["settings"]
-    measurement = settings["measurement"]
-    cell = Cell.from_mapping(spec["cell"])
-
-    # Before CUDA is initialised: what other processes hold on every GPU of the host.
-    result["gpu_before"] = nvml.host_snapshot()
-    import torch
-    from transformers import AutoModelForCausalLM  # noqa: F401 - its import counts as start-up
-
-    if cell.quant in ("int8", "nf4", "nf4-dq"):
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            pass  # classified when from_pretrained asks for it
-
-    from llmbench.grid.support import static_unsupported
-    from llmbench.measure import attention, efficiency, models, quantization
-    from llmbench.measure.energy import EnergyMeter
-    from llmbench.measure.memory import MemoryTracker
-    from llmbench.measure.timing import LatencyStats, Stopwatch
-
-    result["timing_breakdown"]["start_and_imports_s"] = time.time() - spawned_at
-    device = resolve_device(settings["device"], torch)
-    result["cell"]["device"] = device
-    if device == "cpu" and settings.get("threads"):
-        torch.set_num_threads(int(settings["threads"]))
-    result["environment"].update(environment.capture_torch())
-    reason = static_unsupported(cell, device)
-    if reason:
-        raise Cancelled("unsupported", reason)
-    gpus = result["environment"]["gpus"]
-    if device == "cuda":
-        result["checks"]["gpu_clean"] = gpu_clean_check(result["gpu_before"], gpus)
-    n_devices = len(gpus) if device == "cuda" else 0
-    tracker = MemoryTracker(device, settings.get("memory_budget_gib"))
-    stopwatch = Stopwatch(device, max(n_devices, 1))
-    energy = EnergyMeter.for_cuda_devices(n_devices)
-    result["memory"] = tracker.to_dict()
-    save()
-
-    # ---- load -------------------------------------------------------------------------
+    session = _set_up(spec, result, save)
     result["phase"] = "load"
-    compute_dtype = settings["bnb_4bit_compute_dtype"]
-    checkpoint, kind = models.choose_checkpoint(
-        spec["model_entry"],
-        None if spec.get("base_dir") is None else Path(spec["base_dir"]),
-        None if spec.get("prequantized_dir") is None else Path(spec["prequantized_dir"]),
-        quant=cell.quant,
-        compute_dtype=compute_dtype,
-    )
-    kwargs = models.load_kwargs(
-        quant=cell.quant,
-        attn_implementation=cell.attn_implementation,
-        dtype=cell.dtype,
-        device_map=models.resolve_device_map(settings["device_map"], device),
-        compute_dtype=compute_dtype,
-    )
-    result["model"] = {
-        "checkpoint": checkpoint,
-        "checkpoint_kind": kind,
-        "from_pretrained_kwargs": models.describe_kwargs(kwargs),
-    }
-    tracker.mark_before_load()
-    with tracker.phase("load"):
-        model, load_seconds = models.load(checkpoint, kwargs)
-    result["memory"] = tracker.to_dict()
-    result["timing_breakdown"]["load_s"] = load_seconds
-    measure_started = time.perf_counter()
-    config = model.config.to_dict()
-    shape = efficiency.Shape.from_config(config)
-    inspection = quantization.inspect_model(model)
-    result["model"].update(
-        model_type=config.get("model_type"),
-        n_parameters=sum(p.numel() for p in model.parameters()),
-        dtype_loaded=str(model.dtype).removeprefix("torch."),
-        placement=models.placement(model),
-        weights=inspection,
-    )
-    result["checks"]["quantization"] = quantization.check_quantization(cell.quant, inspection)
-    attn_in_config = getattr(model.config, "_attn_implementation", None)
-    result["checks"]["attention"] = {
-        "requested": cell.attn_implementation,
-        "config_attn_implementation": attn_in_config,
-        "sdpa_backend_forced": cell.sdpa_backend,
-        "flash_attn": attention.flash_attn_info(),
-        "passed": attn_in_config == cell.attn_implementation,
-    }
-    save()
-
-    input_device = model.get_input_embeddings().weight.device
-    input_ids = make_inputs(
-        measurement["input_tokens"],
-        cell.batch,
-        cell.seq,
-        shape.vocab_size,
-        measurement["seed"],
-        torch,
-    ).to(input_device)
-
-    with torch.inference_mode(), attention.sdpa_context(cell.sdpa_backend):
-        # ---- prefill: memory pass (the seed's forward), then timed passes ------------------
+    loaded = _load(spec, session, result, save)
+    with session.torch.inference_mode(), attention.sdpa_context(spec.cell.sdpa_backend):
         result["phase"] = "prefill"
-        uses_sdpa = cell.attn_implementation == "sdpa"
-        with (
-            tracker.phase("prefill"),
-            attention.count_attention_calls(model, cell.attn_implementation) as calls,
-            attention.record_sdpa_choice(uses_sdpa) as sdpa_chosen,
-        ):
-            outputs = model(input_ids=input_ids)
-            logits_dtype = str(outputs.logits.dtype).removeprefix("torch.")
-            del outputs
-        result["memory"] = tracker.to_dict()
-        result["checks"]["attention"].update(
-            calls_in_one_forward=calls["calls"],
-            expected_calls=shape.num_layers,
-            passed=result["checks"]["attention"]["passed"]
-            and calls["calls"] in (-1, shape.num_layers),
-            # which SDPA backend PyTorch picked (prefill here, decode in the warmup below)
-            sdpa_backend_chosen=sdpa_chosen if uses_sdpa else None,
-        )
-        save()
-
-        def forward() -> None:
-            model(input_ids=input_ids)  # outputs dropped at once: no two passes alive together
-
-        for _ in range(measurement["warmup"]):
-            forward()
-        prefill_ms = []
-        with energy.measure("prefill", stopwatch.synchronize):
-            for _ in range(measurement["repeats"]):
-                prefill_ms.append(stopwatch.time(forward)[1])
-        prefill = LatencyStats.from_samples(prefill_ms)
-        result["latency"] = {
-            "timer": stopwatch.method,
-            "prefill": prefill.to_dict(),
-            "prefill_tokens_per_s": cell.batch * cell.seq / (prefill.p50 / 1000.0),
-            "logits_dtype": logits_dtype,
-        }
-        save()
-
-        # ---- decode through the KV cache ----------------------------------------------------
+        prefilled = _prefill(spec, session, loaded, result, save)
         result["phase"] = "decode"
-        keep_last = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-        if measurement["decode_warmup_tokens"]:
-            warm = Generation(model, input_ids, keep_last)
-            warm.prefill()
-            with attention.record_sdpa_choice(uses_sdpa) as decode_chosen:
-                warm.step()  # untimed: the decode choice is recorded here, not in timed steps
-            if uses_sdpa:
-                result["checks"]["attention"]["sdpa_backend_chosen"].update(decode_chosen)
-            for _ in range(measurement["decode_warmup_tokens"] - 1):
-                warm.step()
-            del warm
-        generation = Generation(model, input_ids, keep_last)
-        ttft_ms = stopwatch.time(generation.prefill)[1]
-        step_ms = []
-        with tracker.phase("decode"), energy.measure("decode", stopwatch.synchronize):
-            for _ in range(measurement["decode_tokens"] - 1):
-                step_ms.append(stopwatch.time(generation.step)[1])
-        kv_dtype = generation.kv_dtype() or cell.dtype
-        del generation
-    result["memory"] = tracker.to_dict()
-    decode = LatencyStats.from_samples(step_ms)
-    steps = len(step_ms)
-    result["latency"].update(
-        ttft_ms=ttft_ms,
-        decode_per_token=decode.to_dict(),
-        decode_tokens=measurement["decode_tokens"],
-        decode_tokens_per_s=cell.batch * steps / (sum(step_ms) / 1000.0),
-        kv_cache_dtype=kv_dtype,
-    )
-    result["energy"] = _energy_summary(energy.to_dict(), cell, measurement, steps)
-    weight_bytes = inspection["weight_bytes_total"]
-    if not shape.tie_word_embeddings:
-        weight_bytes -= inspection["embedding_bytes"]
-    result["efficiency"] = efficiency.efficiency(
-        shape,
-        batch=cell.batch,
-        seq=cell.seq,
-        compute_dtype=_compute_dtype(cell, compute_dtype),
-        kv_dtype=kv_dtype if kv_dtype in efficiency.DTYPE_BYTES else cell.dtype,
-        weight_bytes_read_per_step=weight_bytes,
-        prefill_ms=prefill.p50,
-        decode_ms_per_step=decode.p50,
-        decode_tokens=measurement["decode_tokens"],
-        device_name=gpus[0]["name"] if gpus else None,
-        n_devices=n_devices,
-    ).to_dict()
-    result["timing_breakdown"]["measure_s"] = time.perf_counter() - measure_started
-    failed = [
-        name
-        for name, check in result["checks"].items()
-        if name != "gpu_clean" and not check["passed"]
-    ]
-    if failed:
-        result["status"] = "check_failed"
-        result["reason"] = "; ".join(
-            f"{name}: {result['checks'][name].get('reason', 'failed')}" for name in failed
-        )
-    else:
-        result["status"] = "ok"
+        decoded = _decode(spec, session, loaded, result)
+    result["memory"] = session.tracker.to_dict()  # with decode's phase, the generation gone
+    _summarise(spec, session, loaded, prefilled, decoded, result)
     result["phase"] = None
 
 
-def _accepts(model: Any, argument: str) -> bool:
-    import inspect
+def _set_up(spec: CellSpec, result: Record, save: Save) -> Session:
+    """Imports, device, pre-flight checks and trackers; Cancelled for a cell known not to run."""
+    # Before CUDA is initialised: what other processes hold on every GPU of the host.
+    result["gpu_before"] = nvml.host_snapshot()
+    torch = setup.import_libraries(spec.cell.quant)
+    result["timing_breakdown"]["start_and_imports_s"] = time.time() - spec.spawned_at
+    device = setup.resolve_device(spec.settings["device"], torch)
+    result["cell"]["device"] = device
+    result["environment"].update(setup.prepare_torch(torch, device, spec.settings))
+    setup.check_supported(spec.cell, device)
+    gpus = result["environment"]["gpus"]
+    if device == "cuda":
+        result["checks"]["gpu_clean"] = gpu_clean_check(result["gpu_before"], gpus)
+    session = setup.open_session(torch, device, gpus, spec.settings.get("memory_budget_gib"))
+    result["memory"] = session.tracker.to_dict()
+    save()
+    return session
 
-    return argument in inspect.signature(model.forward).parameters
+
+def _load(spec: CellSpec, session: Session, result: Record, save: Save) -> Loaded:
+    """The plan, the tracked load, then what the model holds and the prompt it will get."""
+    plan = load.plan_load(spec, session.device)
+    result["model"] = plan.describe()
+    model, load_seconds = load.load_model(plan, session.tracker)
+    result["memory"] = session.tracker.to_dict()
+    result["timing_breakdown"]["load_s"] = load_seconds
+    measure_started = time.perf_counter()
+    facts = load.inspect_model(model)
+    result["model"].update(facts.describe())
+    checks = result["checks"]
+    checks["quantization"] = quantization.check_quantization(spec.cell.quant, facts.inspection)
+    checks["attention"] = load.attention_check(spec.cell, facts.attn_in_config)
+    save()
+    input_ids = load.make_prompt(model, spec, facts.shape.vocab_size, session.torch)
+    return Loaded(model, input_ids, facts, measure_started)
 
 
-def _compute_dtype(cell: Cell, bnb_compute_dtype: str) -> str:
-    """The dtype the matrix products run in (4-bit layers compute in their compute dtype)."""
-    return bnb_compute_dtype if cell.quant in {"nf4", "nf4-dq"} else cell.dtype
+def _prefill(
+    spec: CellSpec, session: Session, loaded: Loaded, result: Record, save: Save
+) -> PrefillResult:
+    """Memory pass, then timed passes; each recorded and saved as soon as it is done."""
+    first = prefill.memory_pass(loaded, spec.cell, session.tracker)
+    result["memory"] = session.tracker.to_dict()
+    attention_check = result["checks"]["attention"]
+    expected_calls = loaded.facts.shape.num_layers
+    attention_check.update(first.evidence(expected_calls, attention_check["passed"]))
+    save()
+    stats = prefill.time_prefill(loaded, spec.measurement, session)
+    result["latency"] = prefill.latency_record(
+        stats, first.logits_dtype, spec.cell, session.stopwatch
+    )
+    save()
+    return PrefillResult(first, stats)
 
 
-def _energy_summary(
-    raw: dict[str, Any], cell: Cell, measurement: dict[str, Any], decode_steps: int
-) -> dict[str, Any] | None:
-    regions = raw["regions"]
-    if not regions or raw["source"] is None:
-        return None
-    prefill = regions["prefill"]["joules"]
-    decode = regions["decode"]["joules"]
-    repeats = measurement["repeats"]
-    return {
-        **raw,
-        "prefill_j_per_pass": None if prefill is None else prefill / repeats,
-        "prefill_j_per_token": None
-        if prefill is None
-        else prefill / repeats / (cell.batch * cell.seq),
-        "decode_j_per_token": None if decode is None else decode / (cell.batch * decode_steps),
-    }
+def _decode(spec: CellSpec, session: Session, loaded: Loaded, result: Record) -> DecodeResult:
+    """Warm-up (recording the decode SDPA choice the moment it is known), then timed steps."""
+    keep_last = prefill_kwargs(loaded.model)
+
+    def record_decode_choice(chosen: dict[str, str]) -> None:
+        result["checks"]["attention"]["sdpa_backend_chosen"].update(chosen)
+
+    uses_sdpa = spec.cell.attn_implementation == "sdpa"
+    warmup_tokens = spec.measurement["decode_warmup_tokens"]
+    decode.warm_up(loaded, keep_last, warmup_tokens, uses_sdpa, record_decode_choice)
+    return decode.time_decode(loaded, keep_last, spec.measurement, spec.cell, session)
+
+
+def _summarise(
+    spec: CellSpec,
+    session: Session,
+    loaded: Loaded,
+    prefilled: PrefillResult,
+    decoded: DecodeResult,
+    result: Record,
+) -> None:
+    """Decode latency, energy, efficiency and the verdict, in that order."""
+    stats = LatencyStats.from_samples(decoded.step_ms)
+    result["latency"].update(decode.latency_record(decoded, stats, spec.cell, spec.measurement))
+    result["energy"] = summary.energy_summary(
+        session.energy.to_dict(), spec.cell, spec.measurement, decoded.steps
+    )
+    result["efficiency"] = summary.efficiency_record(
+        loaded.facts,
+        spec.cell,
+        spec.settings,
+        spec.measurement,
+        prefilled.latency,
+        stats,
+        decoded.kv_dtype,
+        session,
+    )
+    result["timing_breakdown"]["measure_s"] = time.perf_counter() - loaded.measure_started
+    status, reason = summary.verdict(result["checks"])
+    result["status"] = status
+    if reason is not None:
+        result["reason"] = reason
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -329,7 +167,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     save()
     try:
-        measure(spec, result, save)
+        measure(CellSpec.from_json(spec), result, save)
     except Cancelled as cancelled:
         result["status"] = cancelled.status
         result["reason"] = cancelled.reason

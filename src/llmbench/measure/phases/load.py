@@ -1,0 +1,164 @@
+"""The load phase: which checkpoint, loaded how, and what the loaded model really holds.
+
+Owns: ``LoadPlan``/``plan_load`` (checkpoint and from_pretrained arguments), ``load_model``
+(the tracked load), ``ModelFacts``/``inspect_model`` (shape, weights, placement),
+``attention_check``, ``make_inputs``/``make_prompt`` (the prompt token ids) and ``Loaded``
+(what the later phases use).
+May import: ``llmbench.grid``, ``llmbench.measure`` (models, quantization, attention,
+efficiency, memory) and ``llmbench.measure.phases.spec``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from llmbench.grid.spec import Cell
+from llmbench.measure import attention, models, quantization
+from llmbench.measure.efficiency import Shape
+from llmbench.measure.memory import MemoryTracker
+from llmbench.measure.phases.spec import CellSpec
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What to load and how: a checkpoint (path or hub id), its kind, from_pretrained kwargs."""
+
+    checkpoint: str
+    kind: str
+    """``base``, ``prequantized`` or ``pretrained``."""
+    kwargs: dict[str, Any]
+
+    def describe(self) -> dict[str, Any]:
+        """JSON form, recorded under ``model`` before the load starts."""
+        return {
+            "checkpoint": self.checkpoint,
+            "checkpoint_kind": self.kind,
+            "from_pretrained_kwargs": models.describe_kwargs(self.kwargs),
+        }
+
+
+def plan_load(spec: CellSpec, device: str) -> LoadPlan:
+    """Choose the checkpoint and build the from_pretrained arguments for ``device``.
+
+    Raises KeyError when the spec has no ``model_entry`` (as reading it did before).
+    """
+    if spec.model_entry is None:
+        raise KeyError("model_entry")
+    compute_dtype = spec.settings["bnb_4bit_compute_dtype"]
+    cell = spec.cell
+    checkpoint, kind = models.choose_checkpoint(
+        spec.model_entry,
+        spec.base_dir,
+        spec.prequantized_dir,
+        quant=cell.quant,
+        compute_dtype=compute_dtype,
+    )
+    kwargs = models.load_kwargs(
+        quant=cell.quant,
+        attn_implementation=cell.attn_implementation,
+        dtype=cell.dtype,
+        device_map=models.resolve_device_map(spec.settings["device_map"], device),
+        compute_dtype=compute_dtype,
+    )
+    return LoadPlan(checkpoint, kind, kwargs)
+
+
+def load_model(plan: LoadPlan, tracker: MemoryTracker) -> tuple[Any, float]:
+    """Load through from_pretrained inside the tracker's ``load`` phase; (model, seconds).
+
+    Raises what from_pretrained raises, and MemoryBudgetExceeded when the load outgrew a CPU
+    budget (the tracker keeps the phase's memory record either way).
+    """
+    tracker.mark_before_load()
+    with tracker.phase("load"):
+        model, seconds = models.load(plan.checkpoint, plan.kwargs)
+    return model, seconds
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the loaded model holds, read from the model itself (not from what was asked)."""
+
+    shape: Shape
+    model_type: str | None
+    n_parameters: int
+    dtype_loaded: str
+    placement: dict[str, Any]
+    """Parameter bytes per device and device_map module ranges (``models.placement``)."""
+    inspection: dict[str, Any]
+    """bitsandbytes layers and weight bytes by dtype (``quantization.inspect_model``)."""
+    attn_in_config: str | None
+    """The attention implementation the model's config says it uses."""
+
+    def describe(self) -> dict[str, Any]:
+        """JSON form, added to ``model`` after the load."""
+        return {
+            "model_type": self.model_type,
+            "n_parameters": self.n_parameters,
+            "dtype_loaded": self.dtype_loaded,
+            "placement": self.placement,
+            "weights": self.inspection,
+        }
+
+
+def inspect_model(model: Any) -> ModelFacts:
+    """Shape, parameter count, loaded dtype, placement and weights of a loaded model."""
+    config = model.config.to_dict()
+    shape = Shape.from_config(config)
+    inspection = quantization.inspect_model(model)
+    return ModelFacts(
+        shape=shape,
+        model_type=config.get("model_type"),
+        n_parameters=sum(p.numel() for p in model.parameters()),
+        dtype_loaded=str(model.dtype).removeprefix("torch."),
+        placement=models.placement(model),
+        inspection=inspection,
+        attn_in_config=getattr(model.config, "_attn_implementation", None),
+    )
+
+
+def attention_check(cell: Cell, attn_in_config: str | None) -> dict[str, Any]:
+    """The attention check as far as the config tells; prefill adds the counted calls."""
+    return {
+        "requested": cell.attn_implementation,
+        "config_attn_implementation": attn_in_config,
+        "sdpa_backend_forced": cell.sdpa_backend,
+        "flash_attn": attention.flash_attn_info(),
+        "passed": attn_in_config == cell.attn_implementation,
+    }
+
+
+def make_inputs(kind: str, batch: int, seq: int, vocab_size: int, seed: int, torch: Any) -> Any:
+    """Prompt token ids of shape (batch, seq): random (default) or zeros (the seed's input)."""
+    if kind == "zeros":
+        return torch.zeros(batch, seq, dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, (batch, seq), generator=generator, dtype=torch.long)
+
+
+def make_prompt(model: Any, spec: CellSpec, vocab_size: int, torch: Any) -> Any:
+    """The cell's prompt token ids, on the device of the model's input embeddings."""
+    input_device = model.get_input_embeddings().weight.device
+    return make_inputs(
+        spec.measurement["input_tokens"],
+        spec.cell.batch,
+        spec.cell.seq,
+        vocab_size,
+        spec.measurement["seed"],
+        torch,
+    ).to(input_device)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The load phase's result: the model, its prompt and facts, for prefill and decode.
+
+    Holds the model and the prompt for the rest of the cell, as the worker always did.
+    """
+
+    model: Any
+    input_ids: Any
+    facts: ModelFacts
+    measure_started: float
+    """time.perf_counter() right after the load: ``timing_breakdown.measure_s`` starts here."""

@@ -1,0 +1,88 @@
+"""After decode: energy per pass and per token, efficiency (MFU/MBU), and the check verdict.
+
+Owns: ``energy_summary``, ``compute_dtype``, ``efficiency_record`` and ``verdict``; all pure
+functions of what the phases measured.
+May import: ``llmbench.grid``, ``llmbench.measure.efficiency`` and
+``llmbench.measure.phases`` (decode, load, setup).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from llmbench.grid.spec import Cell
+from llmbench.measure import efficiency
+from llmbench.measure.phases.load import ModelFacts
+from llmbench.measure.phases.setup import Session
+from llmbench.measure.timing import LatencyStats
+
+
+def energy_summary(
+    raw: dict[str, Any], cell: Cell, measurement: Mapping[str, Any], decode_steps: int
+) -> dict[str, Any] | None:
+    """The energy meter's record (J) plus J per prefill pass and per token; None without a
+    counter (on the CPU) or without measured regions."""
+    regions = raw["regions"]
+    if not regions or raw["source"] is None:
+        return None
+    prefill = regions["prefill"]["joules"]
+    decode = regions["decode"]["joules"]
+    repeats = measurement["repeats"]
+    return {
+        **raw,
+        "prefill_j_per_pass": None if prefill is None else prefill / repeats,
+        "prefill_j_per_token": None
+        if prefill is None
+        else prefill / repeats / (cell.batch * cell.seq),
+        "decode_j_per_token": None if decode is None else decode / (cell.batch * decode_steps),
+    }
+
+
+def compute_dtype(cell: Cell, bnb_compute_dtype: str) -> str:
+    """The dtype the matrix products run in (4-bit layers compute in their compute dtype)."""
+    return bnb_compute_dtype if cell.quant in {"nf4", "nf4-dq"} else cell.dtype
+
+
+def efficiency_record(
+    facts: ModelFacts,
+    cell: Cell,
+    settings: Mapping[str, Any],
+    measurement: Mapping[str, Any],
+    prefill: LatencyStats,
+    decode: LatencyStats,
+    kv_dtype: str,
+    session: Session,
+) -> dict[str, Any]:
+    """MFU of the median prefill and MBU of the median decode step (``efficiency``'s record).
+
+    Decode reads every weight byte once per step; the input embedding table is not read
+    unless it is tied to lm_head.
+    """
+    weight_bytes = facts.inspection["weight_bytes_total"]
+    if not facts.shape.tie_word_embeddings:
+        weight_bytes -= facts.inspection["embedding_bytes"]
+    gpus = session.gpus
+    return efficiency.efficiency(
+        facts.shape,
+        batch=cell.batch,
+        seq=cell.seq,
+        compute_dtype=compute_dtype(cell, settings["bnb_4bit_compute_dtype"]),
+        kv_dtype=kv_dtype if kv_dtype in efficiency.DTYPE_BYTES else cell.dtype,
+        weight_bytes_read_per_step=weight_bytes,
+        prefill_ms=prefill.p50,
+        decode_ms_per_step=decode.p50,
+        decode_tokens=measurement["decode_tokens"],
+        device_name=gpus[0]["name"] if gpus else None,
+        n_devices=session.n_devices,
+    ).to_dict()
+
+
+def verdict(checks: Mapping[str, Mapping[str, Any]]) -> tuple[str, str | None]:
+    """(status, reason) of a measured cell: ``ok``, or ``check_failed`` naming every failed
+    check with its reason. A GPU that was not clean is recorded, never failed."""
+    failed = [name for name, check in checks.items() if name != "gpu_clean" and not check["passed"]]
+    if not failed:
+        return "ok", None
+    reason = "; ".join(f"{name}: {checks[name].get('reason', 'failed')}" for name in failed)
+    return "check_failed", reason
