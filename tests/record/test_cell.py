@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 
 import pytest
 
@@ -82,3 +83,14 @@ def test_oom_cell_needs_its_error():
         "requested_bytes": 1024,
     }
     validate_cell_result(document, where="x")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_cell_files_get_the_mode_the_umask_gives(tmp_path, umask, mode):
+    """On a cluster's shared filesystem others must read the cells: mkstemp's 0600 is not kept."""
+    previous = os.umask(umask)
+    try:
+        write_json_atomic(tmp_path / "cell.json", {"status": "ok"})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "cell.json").stat().st_mode) == mode

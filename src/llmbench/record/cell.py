@@ -52,15 +52,36 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def creation_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less this process's umask.
+
+    ``tempfile.mkstemp`` creates its file 0o600 whatever the umask; a result renamed from it
+    would be unreadable to anyone else on a cluster's shared filesystem. Read from
+    /proc/self/status where Linux offers it (no race with other threads), else by setting and
+    restoring the umask.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_json_atomic(path: Path | str, document: Any) -> None:
     """Write JSON so that readers see either the old file or the complete new one.
 
-    The temp file lives in the target directory (same filesystem), is fsynced, then renamed.
+    The temp file lives in the target directory (same filesystem), is fsynced, then renamed;
+    the file gets the mode the umask gives new files (:func:`creation_mode`), 0o644 by default.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, creation_mode())
         with os.fdopen(fd, "w") as handle:
             json.dump(_json_safe(document), handle, indent=2, sort_keys=False, allow_nan=False)
             handle.write("\n")
