@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 from conftest import REPO  # noqa: E402
 
-from llmbench.report.figures import predicted  # noqa: E402
+from llmbench.report.figures import draw, predicted  # noqa: E402
 
 REFERENCE = REPO / "results" / "reference" / "h100"
 
@@ -24,4 +24,15 @@ def test_predicted_vs_measured_compares_one_gpu_cells_only():
     assert len(figure.axes) == 2
     assert "8 cells" in figure.axes[1].get_title()  # 7 ok + the check_failed case 2
     two_gpu = pd.read_csv(REFERENCE / "seed-2gpu" / "tables" / "cells.csv")
-    assert "one device" in texts(predicted.predicted_vs_measured(two_gpu))
+    # No cell to compare: the figure refuses and draw.figure draws the reason in its place.
+    assert "one device" in texts(draw.figure("predicted", two_gpu))
+
+
+def test_cells_that_share_a_marker_are_counted():
+    """Cases 1 and 2 as written (float32, sdpa, no quantization applied) allocate the same:
+    one marker size per attention, so the second would hide the first without the count."""
+    figure = predicted.predicted_vs_measured(
+        pd.read_csv(REFERENCE / "seed" / "tables" / "cells.csv")
+    )
+    counts = [t.get_text() for axis in figure.axes for t in axis.texts if t.get_gid() == "count"]
+    assert counts == ["×2: nf4-not-passed, none"] * 2

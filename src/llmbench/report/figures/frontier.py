@@ -1,7 +1,11 @@
 """The out-of-memory frontier figure (results/tables/frontier.csv): the largest sequence length
 that runs vs batch, and the largest batch at a fixed length, per attention.
 
-May import ``llmbench.report.figures.style``, pandas and matplotlib.
+Every marker is one search (``marks.SEARCH_IDENTITY``); a table that would put two searches on
+one marker is refused. Labels quoting a frontier carry ``style.VALUE``.
+
+May import ``llmbench.report.figures.style``, ``llmbench.report.figures.marks``, pandas and
+matplotlib.
 """
 
 from __future__ import annotations
@@ -12,13 +16,21 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from llmbench.report.figures.style import ATTN_COLORS, empty
+from llmbench.report.figures.marks import (
+    SEARCH_IDENTITY,
+    NotDrawn,
+    check_one_cell_per_mark,
+    describe,
+    varying,
+)
+from llmbench.report.figures.style import ATTN_COLORS, VALUE
 
 FRONTIER_MARKERS = {
     "found": ("o", "largest sequence length that runs"),
     "above_max": ("^", "runs up to the largest length searched (lower bound)"),
     "below_min": ("v", "fails already at the smallest length searched"),
     "batch": ("s", "largest batch at a fixed length (batch search)"),
+    "batch_below_min": ("s", "batch search fails already at the smallest batch"),
     "stopped": ("X", "search stopped: unsupported/unavailable/error/... (panel note)"),
 }
 """Marker per search outcome in the frontier figure."""
@@ -68,16 +80,17 @@ class _Labels:
             **place,
             fontsize=7,
             color=SHARED_LABEL_COLOR if key in self.shared else color,
+            gid=VALUE,
         )
 
 
 def _draw_length_searches(
-    axis: plt.Axes, seq: pd.DataFrame, color: Any, dodge: float, labels: _Labels
+    axis: plt.Axes, seq: pd.DataFrame, color: Any, dodge: float, labels: _Labels, width: float
 ) -> None:
     """One attention's length searches: the frontier per batch, labelled, and the batches that
     fail already at the smallest length (hollow, at that length)."""
     line = seq[seq["status"].isin(RAN)]
-    axis.plot(line["batch"] * dodge, line["frontier"], color=color, linewidth=1.5)
+    axis.plot(line["batch"] * dodge, line["frontier"], color=color, linewidth=width)
     for status in RAN:
         points = seq[seq["status"] == status]
         axis.scatter(
@@ -104,12 +117,13 @@ def _draw_length_searches(
 
 
 def _draw_batch_searches(
-    axis: plt.Axes, group: pd.DataFrame, color: Any, dodge: float, labels: _Labels
+    axis: plt.Axes, group: pd.DataFrame, color: Any, dodge: float, labels: _Labels, width: float
 ) -> None:
-    """One attention's batch searches: the largest batch per length, dashed, labelled."""
+    """One attention's batch searches: the largest batch per length, dashed, labelled; a hollow
+    square where the smallest batch already fails."""
     batch = group[(group["search"] == "batch") & group["status"].isin(RAN)]
     batch = batch.sort_values("seq")
-    axis.plot(batch["frontier"] * dodge, batch["seq"], color=color, linestyle="--", lw=1)
+    axis.plot(batch["frontier"] * dodge, batch["seq"], color=color, linestyle="--", lw=width)
     axis.scatter(
         batch["frontier"] * dodge,
         batch["seq"],
@@ -122,6 +136,16 @@ def _draw_batch_searches(
         text = f"b{int(point.frontier)} @ s{int(point.seq)}"
         xy = (point.frontier * dodge, point.seq)
         labels.add(point, text, xy, color, xytext=(-5, -11), ha="right")
+    low = group[(group["search"] == "batch") & (group["status"] == "below_min")]
+    axis.scatter(
+        low["min"] * dodge,
+        low["seq"],
+        marker=FRONTIER_MARKERS["batch_below_min"][0],
+        facecolors="none",
+        edgecolors=color,
+        s=40,
+        zorder=4,
+    )
 
 
 def _draw_panel(axis: plt.Axes, panel: pd.DataFrame, stopped_statuses: set[str]) -> list[str]:
@@ -133,10 +157,13 @@ def _draw_panel(axis: plt.Axes, panel: pd.DataFrame, stopped_statuses: set[str])
         color = ATTN_COLORS[attn]
         # Dodge: attentions with the same frontier would hide each other's lines.
         dodge = 2 ** ((attn_index - (len(attns) - 1) / 2) * FRONTIER_DODGE_LOG2)
+        # Equal flat frontiers dodge sideways only at their markers: earlier attentions draw
+        # wider lines, later ones narrower on top, so both show.
+        width = 1.0 + 0.8 * (len(attns) - 1 - attn_index)
         group = panel[panel["attn"] == attn]
         seq = group[group["search"] == "seq"].sort_values("batch")
-        _draw_length_searches(axis, seq, color, dodge, labels)
-        _draw_batch_searches(axis, group, color, dodge, labels)
+        _draw_length_searches(axis, seq, color, dodge, labels, width)
+        _draw_batch_searches(axis, group, color, dodge, labels, width)
         stopped = group[group["status"].isin(stopped_statuses)]
         for status, count in stopped["status"].value_counts().items():
             notes.append(f"{attn}: {status} ({count} search{'es' * (count > 1)})")
@@ -178,7 +205,7 @@ def _legend(figure: plt.Figure, frame: pd.DataFrame) -> None:
             marker=marker,
             linestyle="none",
             label=label,
-            markerfacecolor="none" if key == "below_min" else "grey",
+            markerfacecolor="none" if key.endswith("below_min") else "grey",
         )
         for key, (marker, label) in FRONTIER_MARKERS.items()
         if key != "stopped"
@@ -190,10 +217,14 @@ def _suptitle(figure: plt.Figure, frame: pd.DataFrame) -> None:
     """Device and memory budget, and how many probes the searches took vs brute force."""
     budget = frame["memory_budget_gib"].dropna().unique()
     devices = ", ".join(sorted(frame["device"].dropna().astype(str).unique()))
+    if frame["memory_budget_gib"].nunique(dropna=False) > 1:
+        where = ", budget per panel)"
+    else:
+        where = f", budget {budget[0]:g} GiB)" if len(budget) == 1 else ", whole device)"
     figure.suptitle(
         "Out-of-memory frontier"
         + (f" ({devices}" if devices else " (")
-        + (f", budget {budget[0]:g} GiB)" if len(budget) == 1 else ", whole device)")
+        + where
         + f": {int(frame['probes'].sum())} probes for {len(frame)} searches, "
         f"brute force at the same step {int(frame['brute_force'].sum())}",
         y=1.02,
@@ -202,14 +233,18 @@ def _suptitle(figure: plt.Figure, frame: pd.DataFrame) -> None:
 
 def frontier_figure(searches: pd.DataFrame) -> plt.Figure:
     """Largest sequence length that runs vs batch: one panel per quantization (rows: model and
-    dtype when there are several), colour = attention. Batch searches (largest batch at a
-    fixed length) are squares on the same axes: both trace the boundary between what runs and
-    what runs out of memory. Attentions are dodged sideways so that equal frontiers stay
-    visible; a value they share is labelled once, in grey."""
+    dtype, and device and memory budget where they vary), colour = attention. Batch searches
+    (largest batch at a fixed length) are squares on the same axes: both trace the boundary
+    between what runs and what runs out of memory. Attentions are dodged sideways so that
+    equal frontiers stay visible; a value they share is labelled once, in grey."""
     if searches.empty:
-        return empty("No frontier search.")
+        raise NotDrawn("not drawn: no frontier search")
     frame = searches.copy()
-    frame["configuration"] = frame["model"] + " · " + frame["dtype"]
+    columns = ["model", "dtype", *varying(frame, ("device", "memory_budget_gib"))]
+    check_one_cell_per_mark(
+        frame, [*columns, "quant", "attn", "search", "batch", "seq"], identity=SEARCH_IDENTITY
+    )
+    frame["configuration"] = [describe(row, columns) for _, row in frame.iterrows()]
     rows = sorted(frame["configuration"].unique())
     quants = sorted(frame["quant"].unique(), key=lambda q: (q != "none", q))
     figure, axes = plt.subplots(

@@ -1,16 +1,116 @@
 """Analytic memory model vs measurement: predicted against measured prefill peak allocated.
 
-May import ``llmbench.report.figures.style``, pandas, seaborn and matplotlib; it reads the
-predicted columns that ``aggregate`` wrote, it does not import ``llmbench.predict``.
+Every marker is one cell (no estimator); the cells left out (did not run, several GPUs, CPU,
+no prediction) are counted under the figure. Lines and bands carry ``style.REFERENCE``.
+
+May import ``llmbench.report.figures.style``, ``llmbench.report.figures.marks``, pandas,
+seaborn and matplotlib; it reads the predicted columns that ``aggregate`` wrote, it does not
+import ``llmbench.predict``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from llmbench.report.figures.style import ATTN_COLORS, MEASURED, empty
+from llmbench.grid.spec import QUANTS
+from llmbench.report.figures.marks import NotDrawn
+from llmbench.report.figures.style import ATTN_COLORS, MEASURED, REFERENCE
+
+COLUMNS = ("predicted_prefill_peak_allocated_gib", "prefill_peak_allocated_gib")
+RATIO = "prefill_measured_over_predicted"
+
+
+def _left_out(cells: pd.DataFrame, drawn: pd.DataFrame) -> str:
+    """The explicit filter, in words: which cells are not drawn, and why."""
+    rest = cells.drop(index=drawn.index)
+    unrun = ~rest["status"].isin(MEASURED)
+    several = ~unrun & (rest["n_devices"].fillna(0) > 1)
+    cpu = ~unrun & ~several & (rest.get("device", pd.Series(index=rest.index)) == "cpu")
+    other = len(rest) - int(unrun.sum() + several.sum() + cpu.sum())
+    parts = [
+        f"{int(count)} {what}"
+        for count, what in (
+            (unrun.sum(), "did not run"),
+            (several.sum(), "spread over several GPUs (the model predicts one device)"),
+            (cpu.sum(), "ran on the CPU"),
+            (other, "have no prediction or no measurement"),
+        )
+        if count
+    ]
+    drawn_text = f"Every marker is one cell: {len(drawn)} measured one-GPU CUDA cells"
+    return drawn_text + (f"; not drawn: {', '.join(parts)}." if parts else ".")
+
+
+def _stacked(axis: plt.Axes, data: pd.DataFrame, y: str) -> None:
+    """'×n (quantizations)' next to a marker that n cells of one attention share (to 1 MiB and
+    1e-4 in the ratio): markers of one attention have one size, so the last hides the rest."""
+    place = data.assign(_x=data[COLUMNS[0]].round(3), _y=data[y].round(4 if y == "ratio" else 3))
+    for (x, level, _), group in place.groupby(["_x", "_y", "attn"]):
+        if len(group) > 1:
+            quants = ", ".join(dict.fromkeys(group["quant"]))
+            axis.annotate(
+                f"×{len(group)}: {quants}",
+                (x, level),
+                xytext=(-8, 7),
+                textcoords="offset points",
+                ha="right",
+                fontsize=7,
+                gid="count",
+            )
+
+
+def _style(data: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Colour and size per attention, marker per quantization; the rows sorted so that the
+    biggest markers are drawn first."""
+    hue_order = [a for a in ATTN_COLORS if a in set(data["attn"])]
+    quants = [q for q in QUANTS if q in set(data["quant"])]
+    quants += sorted(set(data["quant"]) - set(quants))
+    # Implementations that measure the same (sdpa and flash_attention_2 often do) would hide
+    # each other: earlier ones get bigger markers, drawn first, later ones sit inside them.
+    sizes = {attn: 50 + 45 * (len(hue_order) - 1 - i) for i, attn in enumerate(hue_order)}
+    data = data.assign(_size=data["attn"].map(sizes)).sort_values("_size", ascending=False)
+    style: dict[str, Any] = {"hue": "attn", "palette": ATTN_COLORS, "hue_order": hue_order}
+    style.update(size="attn", sizes=sizes, size_order=hue_order)
+    style.update(style="quant", style_order=quants, alpha=0.9, edgecolor="black")
+    return data, style
+
+
+def _left(axis: plt.Axes, data: pd.DataFrame, style: dict[str, Any]) -> None:
+    """Measured against predicted, with y = x and a ±10 % band."""
+    top = 1.08 * float(data[list(COLUMNS)].max().max())
+    line = [0.0, top]
+    band = axis.fill_between(line, [0.0, 0.9 * top], [0.0, 1.1 * top], color="grey", alpha=0.15)
+    band.set_gid(REFERENCE)
+    axis.plot(line, line, color="grey", linewidth=1, gid=REFERENCE)
+    sns.scatterplot(data=data, x=COLUMNS[0], y=COLUMNS[1], ax=axis, legend=False, **style)
+    axis.set_xlim(0, top)
+    axis.set_ylim(0, top)
+    axis.set_xlabel("predicted prefill peak allocated (GiB)")
+    axis.set_ylabel("measured prefill peak allocated (GiB)")
+    axis.set_title("measured vs predicted (grey: y = x ± 10 %)")
+    _stacked(axis, data, COLUMNS[1])
+
+
+def _right(axis: plt.Axes, data: pd.DataFrame, style: dict[str, Any]) -> None:
+    """Measured / predicted, with ±5 % and ±10 % bands; the errors in the title."""
+    axis.axhspan(0.9, 1.1, color="grey", alpha=0.12, label="±10 %", gid=REFERENCE)
+    axis.axhspan(0.95, 1.05, color="grey", alpha=0.18, label="±5 %", gid=REFERENCE)
+    axis.axhline(1.0, color="grey", linewidth=1, gid=REFERENCE)
+    sns.scatterplot(data=data, x=COLUMNS[0], y="ratio", ax=axis, **style)
+    spread = max(0.12, 1.2 * float((data["ratio"] - 1).abs().max()))
+    axis.set_ylim(1 - spread, 1 + spread)
+    axis.set_xlabel("predicted prefill peak allocated (GiB)")
+    axis.set_ylabel("measured / predicted")
+    errors = (data["ratio"] - 1).abs()
+    axis.set_title(
+        f"{len(data)} cells: max |error| {errors.max():.2%}, median {errors.median():.2%}"
+    )
+    axis.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
+    _stacked(axis, data, "ratio")
 
 
 def predicted_vs_measured(cells: pd.DataFrame) -> plt.Figure:
@@ -20,54 +120,21 @@ def predicted_vs_measured(cells: pd.DataFrame) -> plt.Figure:
     measured / predicted, where differences too small for the left panel show. Colour =
     attention, marker = quantization.
     """
-    columns = ("predicted_prefill_peak_allocated_gib", "prefill_peak_allocated_gib")
-    ratio = "prefill_measured_over_predicted"
-    if any(column not in cells for column in (*columns, ratio)):
-        return empty("No prediction in this table (rebuild it with `llmbench tables`).")
+    if any(column not in cells for column in (*COLUMNS, RATIO)):
+        raise NotDrawn("not drawn: no prediction in this table (rebuild it: `llmbench tables`)")
     # The ratio is left empty where the comparison does not hold: a phase that failed, or a
     # model spread over several GPUs (the analytic model predicts one device).
-    data = cells[cells["status"].isin(MEASURED)].dropna(subset=[*columns, ratio]).copy()
+    data = cells[cells["status"].isin(MEASURED)].dropna(subset=[*COLUMNS, RATIO]).copy()
     if data.empty:
-        return empty(
-            "No measured one-GPU CUDA cell with a prediction to compare\n"
+        raise NotDrawn(
+            "not drawn: no measured one-GPU CUDA cell with a prediction to compare\n"
             "(the analytic model predicts one device)."
         )
-    data["ratio"] = data[ratio]
-    hue_order = [a for a in ATTN_COLORS if a in set(data["attn"])]
-    quants = [
-        q for q in ("none", "int8", "nf4", "nf4-dq", "nf4-not-passed") if q in set(data["quant"])
-    ]
-    # Implementations that measure the same (sdpa and flash_attention_2 often do) would hide
-    # each other: earlier ones get bigger markers, drawn first, later ones sit inside them.
-    sizes = {attn: 50 + 45 * (len(hue_order) - 1 - i) for i, attn in enumerate(hue_order)}
-    data = data.assign(_size=data["attn"].map(sizes)).sort_values("_size", ascending=False)
-    style = {"hue": "attn", "palette": ATTN_COLORS, "hue_order": hue_order}
-    style.update(size="attn", sizes=sizes, size_order=hue_order)
-    style.update(style="quant", style_order=quants, alpha=0.9, edgecolor="black")
+    data, style = _style(data.assign(ratio=data[RATIO]))
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
-    top = 1.08 * float(data[list(columns)].max().max())
-    line = [0.0, top]
-    left.fill_between(line, [0.0, 0.9 * top], [0.0, 1.1 * top], color="grey", alpha=0.15)
-    left.plot(line, line, color="grey", linewidth=1)
-    sns.scatterplot(data=data, x=columns[0], y=columns[1], ax=left, legend=False, **style)
-    left.set_xlim(0, top)
-    left.set_ylim(0, top)
-    left.set_xlabel("predicted prefill peak allocated (GiB)")
-    left.set_ylabel("measured prefill peak allocated (GiB)")
-    left.set_title("measured vs predicted (grey: y = x ± 10 %)")
-    right.axhspan(0.9, 1.1, color="grey", alpha=0.12, label="±10 %")
-    right.axhspan(0.95, 1.05, color="grey", alpha=0.18, label="±5 %")
-    right.axhline(1.0, color="grey", linewidth=1)
-    sns.scatterplot(data=data, x=columns[0], y="ratio", ax=right, **style)
-    spread = max(0.12, 1.2 * float((data["ratio"] - 1).abs().max()))
-    right.set_ylim(1 - spread, 1 + spread)
-    right.set_xlabel("predicted prefill peak allocated (GiB)")
-    right.set_ylabel("measured / predicted")
-    errors = (data["ratio"] - 1).abs()
-    right.set_title(
-        f"{len(data)} cells: max |error| {errors.max():.2%}, median {errors.median():.2%}"
-    )
-    right.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
+    _left(left, data, style)
+    _right(right, data, style)
     figure.suptitle("Analytic memory model vs measurement: prefill peak allocated", y=1.0)
     figure.tight_layout()
+    figure.text(0.5, -0.01, _left_out(cells, data), ha="center", va="top", fontsize=8)
     return figure

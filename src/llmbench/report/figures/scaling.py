@@ -1,110 +1,288 @@
 """How a configuration scales with the sequence length: prefill peak memory (with the GPU's
-capacity and the cells that ran out of memory) and prefill latency.
+capacity) and prefill latency, every marker one cell, every cell that did not run its own mark.
 
-May import ``llmbench.report.figures.style``, pandas, seaborn and matplotlib.
+Panels: a column per quantization, a row per configuration (model, dtype, device, GPU, number
+of GPUs, SDPA backend: whichever vary); colour = attention, marker and line style = batch.
+Attentions are dodged along x so that equal values stay visible. A configuration with one
+sequence length has nothing to draw along x: it gets no panel, a line under the figure says so
+(and a table with one length throughout is refused).
+
+May import ``llmbench.report.figures.style``, ``.marks`` and ``.unrun``, ``llmbench.grid``
+(``QUANTS``), pandas, numpy and matplotlib.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
+import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
-import seaborn as sns
+from matplotlib.lines import Line2D
 
-from llmbench.report.figures.style import ATTN_COLORS, MEASURED, empty, has_cuda_memory
+from llmbench.grid.spec import QUANTS
+from llmbench.report.figures.marks import (
+    CONFIGURATION,
+    NotDrawn,
+    check_one_cell_per_mark,
+    coinciding,
+    describe,
+    one_length_message,
+    varying,
+)
+from llmbench.report.figures.style import (
+    ATTN_COLORS,
+    BATCH_LINESTYLES,
+    BATCH_MARKERS,
+    MEASURED,
+    REFERENCE,
+    has_cuda_memory,
+)
+from llmbench.report.figures.unrun import did_not_run_handles, draw_unrun
+
+DODGE_LOG2 = 0.07
+"""Offset between attentions along the sequence-length axis, in octaves (log2 units)."""
 
 
-def _series(measured: pd.DataFrame) -> pd.DataFrame:
-    """Rows that belong to a line: configurations measured at two or more sequence lengths."""
-    keys = ["model", "quant", "attn", "dtype", "batch"]
-    lengths = measured.groupby(keys)["seq"].transform("nunique")
-    return measured[lengths >= 2] if (lengths >= 2).any() else measured
+@dataclass(frozen=True)
+class Measure:
+    """What a figure plots on y."""
+
+    title: str
+    column: str
+    label: str
+    log: bool = False
+    capacity: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
-def _facets(grid: sns.FacetGrid) -> list[tuple[tuple[str | None, str], plt.Axes]]:
-    """((row value or None, column value), axis) for a grid faceted by col and maybe row."""
-    return [
-        (key if isinstance(key, tuple) else (None, key), axis)
-        for key, axis in grid.axes_dict.items()
-    ]
+@dataclass(frozen=True)
+class Layout:
+    """Encodings shared by every panel: dodge per attention, marker/line per batch."""
+
+    attns: list[str]
+    batches: list[int]
+
+    def dodge(self, attn: str) -> float:
+        index = self.attns.index(attn) if attn in self.attns else 0
+        return 2 ** ((index - (len(self.attns) - 1) / 2) * DODGE_LOG2)
+
+    def width(self, attn: str) -> float:
+        """Earlier attentions draw wider lines, later ones narrower on top: a line that
+        coincides with another shows as a core inside its border."""
+        index = self.attns.index(attn) if attn in self.attns else 0
+        return 1.0 + 0.7 * (len(self.attns) - 1 - index)
+
+    def marker(self, batch: Any) -> str:
+        return BATCH_MARKERS[self.batches.index(batch) % len(BATCH_MARKERS)]
+
+    def linestyle(self, batch: Any) -> str:
+        return BATCH_LINESTYLES[self.batches.index(batch) % len(BATCH_LINESTYLES)]
 
 
 def memory_vs_seq(cells: pd.DataFrame) -> plt.Figure:
-    """Prefill peak memory vs sequence length, one panel per quantization, hue attention."""
-    measured = _series(cells[cells["status"].isin(MEASURED)])
-    if measured.empty:
-        return empty("No measured cell to plot.")
-    cuda = has_cuda_memory(measured)
-    y = "prefill_peak_allocated_gib" if cuda else "prefill_host_peak_rss_gib"
-    ylabel = "peak allocated, prefill (GiB)" if cuda else "host peak RSS, prefill, CPU run (GiB)"
-    grid = sns.relplot(
-        data=measured,
-        kind="line",
-        x="seq",
-        y=y,
-        hue="attn",
-        palette=ATTN_COLORS,
-        hue_order=[a for a in ATTN_COLORS if a in set(measured["attn"])],
-        style="batch",
-        col="quant",
-        row="model" if measured["model"].nunique() > 1 else None,
-        markers=True,
-        dashes=True,
-        height=3.6,
-        aspect=1.1,
+    """Prefill peak memory vs sequence length: CUDA allocator (GPU runs) or host RSS (CPU)."""
+    notes = []
+    cuda = has_cuda_memory(cells)
+    if cuda and "device" in cells and (cells["device"] == "cpu").any():
+        cpu = int((cells["device"] == "cpu").sum())
+        notes.append(f"filter: device = cuda ({cpu} CPU cells not drawn: host RSS, not GPU memory)")
+        cells = cells[cells["device"] != "cpu"]
+    measure = Measure(
+        title="Memory at the prefill peak vs sequence length",
+        column="prefill_peak_allocated_gib" if cuda else "prefill_host_peak_rss_gib",
+        label="peak allocated, prefill (GiB)" if cuda else "host peak RSS, prefill (GiB)",
+        capacity=cuda,
+        notes=notes,
     )
-    grid.set_axis_labels("sequence length (tokens)", ylabel)
-    if cuda and "device_total_gib" in measured and measured["device_total_gib"].notna().any():
-        capacity = float(measured["device_total_gib"].max())
-        oom = cells[cells["status"] == "oom"]
-        for (model, quant), axis in _facets(grid):
-            axis.axhline(capacity, color="grey", linestyle=":", linewidth=1)
-            axis.text(axis.get_xlim()[0], capacity, " GPU capacity", va="bottom", fontsize=7)
-            failed = oom[oom["quant"] == quant]
-            if model is not None:
-                failed = failed[failed["model"] == model]
-            for _, row in failed.iterrows():
-                axis.scatter(
-                    row["seq"],
-                    capacity,
-                    marker="x",
-                    s=60,
-                    linewidths=2,
-                    color=ATTN_COLORS.get(row["attn"], "black"),
-                    zorder=5,
-                )
-        grid.figure.text(
-            0.5,
-            -0.02,
-            "x on the capacity line: out of memory (colour = attention)",
-            ha="center",
-            fontsize=8,
-        )
-    grid.figure.suptitle("Memory at the prefill peak vs sequence length", y=1.03)
-    return grid.figure
+    return _figure(cells, measure)
 
 
 def latency_vs_seq(cells: pd.DataFrame) -> plt.Figure:
-    """Prefill latency (median) vs sequence length, one panel per quantization."""
-    measured = _series(cells[cells["status"].isin(MEASURED) & cells["prefill_ms_p50"].notna()])
-    if measured.empty:
-        return empty("No measured cell to plot.")
-    grid = sns.relplot(
-        data=measured,
-        kind="line",
-        x="seq",
-        y="prefill_ms_p50",
-        hue="attn",
-        palette=ATTN_COLORS,
-        hue_order=[a for a in ATTN_COLORS if a in set(measured["attn"])],
-        style="batch",
-        col="quant",
-        row="model" if measured["model"].nunique() > 1 else None,
-        markers=True,
-        height=3.6,
-        aspect=1.1,
+    """Prefill latency (median of the repeats) vs sequence length, log scale."""
+    measure = Measure(
+        title="Prefill latency vs sequence length",
+        column="prefill_ms_p50",
+        label="prefill latency, median (ms)",
+        log=True,
     )
-    grid.set_axis_labels("sequence length (tokens)", "prefill latency, median (ms)")
-    for axis in grid.axes.flat:
-        axis.set_yscale("log")
-    grid.figure.suptitle("Prefill latency vs sequence length", y=1.03)
-    return grid.figure
+    return _figure(cells, measure)
+
+
+def _quant_order(quants: set[str]) -> list[str]:
+    return [q for q in QUANTS if q in quants] + sorted(quants - set(QUANTS))
+
+
+def _figure(cells: pd.DataFrame, measure: Measure) -> plt.Figure:
+    """The panels of one measure; raises ``NotDrawn`` where nothing can be drawn honestly."""
+    measured = cells[cells["status"].isin(MEASURED) & cells[measure.column].notna()]
+    if measured.empty:
+        raise NotDrawn("not drawn: no measured cell")
+    rows = varying(cells, CONFIGURATION)
+    check_one_cell_per_mark(measured, [*rows, "quant", "attn", "batch", "seq"])
+    cells = cells.assign(_row=[describe(row, rows) for _, row in cells.iterrows()])
+    measured = cells.loc[measured.index]
+    lengths = measured.groupby(["_row", "quant"])["seq"].nunique()
+    drawn = set(lengths[lengths >= 2].index)
+    if not drawn:
+        raise NotDrawn(
+            f"not drawn: {one_length_message(cells)}\n"
+            "(over one length a line chart has nothing to show along its x axis)"
+        )
+    row_keys = sorted({row for row, _ in drawn})
+    quants = [q for q in _quant_order(set(cells["quant"])) if q in {q for _, q in drawn}]
+    attns = [a for a in ATTN_COLORS if a in set(cells["attn"])]
+    attns += sorted(set(cells["attn"]) - set(attns))
+    layout = Layout(attns, sorted(cells["batch"].unique()))
+    figure, axes = plt.subplots(
+        len(row_keys),
+        len(quants),
+        figsize=(4.4 * len(quants), 3.9 * len(row_keys)),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+    )
+    for i, key in enumerate(row_keys):
+        for j, quant in enumerate(quants):
+            panel = cells[(cells["_row"] == key) & (cells["quant"] == quant)]
+            if (key, quant) in drawn:
+                title = "\n".join(filter(None, [key, f"quantization: {quant}"]))
+                _draw_panel(axes[i][j], panel, measure, layout, title)
+            else:
+                axes[i][j].set_visible(False)
+    _format_axes(figure, axes, cells, measure)
+    _legend(figure, measured, cells, layout)
+    keys = ["_row", "quant", "batch", "seq"]
+    notes = [*measure.notes, *coinciding(measured, keys, measure.column, layout.attns)]
+    _footer(figure, cells, measure, [*notes, *_not_drawn(cells, measure, drawn)])
+    return figure
+
+
+def _not_drawn(cells: pd.DataFrame, measure: Measure, drawn: set[tuple[str, str]]) -> list[str]:
+    """A line per configuration and quantization without a panel: why it has none."""
+    lines = []
+    for (row, quant), panel in cells.groupby(["_row", "quant"]):
+        if (row, quant) in drawn:
+            continue
+        ran = panel[panel["status"].isin(MEASURED) & panel[measure.column].notna()]
+        unrun = panel[~panel["status"].isin(MEASURED)]
+        lengths = ", ".join(str(int(s)) for s in sorted(ran["seq"].unique()))
+        reason = f"one sequence length ({lengths})" if lengths else "no measured cell"
+        if len(unrun):
+            reason += f"; {len(unrun)} did not run ({', '.join(sorted(set(unrun['status'])))})"
+        lines.append(f"no panel for {' · '.join(filter(None, [row, quant]))}: {reason}")
+    if lines:
+        where = "the seed comparison and " * bool(cells.get("seed_case", pd.Series()).notna().any())
+        lines.append(f"(nothing to draw along x there: see {where}the status map)")
+    return lines
+
+
+def _draw_panel(
+    axis: plt.Axes, panel: pd.DataFrame, measure: Measure, layout: Layout, title: str
+) -> None:
+    """One panel: a line per (attention, batch), a marker per cell, a mark per cell that did
+    not run."""
+    axis.set_title(title, fontsize=10)
+    measured = panel[panel["status"].isin(MEASURED) & panel[measure.column].notna()]
+    unrun = panel[~panel["status"].isin(MEASURED)]
+    for (attn, batch), series in measured.groupby(["attn", "batch"], sort=True):
+        series = series.sort_values("seq")
+        axis.plot(
+            series["seq"] * layout.dodge(attn),
+            series[measure.column],
+            color=ATTN_COLORS.get(attn, "black"),
+            marker=layout.marker(batch),
+            linestyle=layout.linestyle(batch),
+            markersize=5,
+            linewidth=layout.width(attn),
+            zorder=2 + 0.1 * layout.attns.index(attn),
+        )
+    capacity = panel["device_total_gib"].max() if "device_total_gib" in panel else float("nan")
+    if measure.capacity and pd.notna(capacity):
+        axis.axhline(capacity, color="grey", linestyle=":", linewidth=1, gid=REFERENCE)
+        axis.annotate(
+            f"GPU capacity {capacity:.1f} GiB",
+            (0.01, capacity),
+            xycoords=("axes fraction", "data"),
+            va="bottom",
+            fontsize=7,
+            gid=REFERENCE,
+        )
+    draw_unrun(axis, unrun, layout.dodge, capacity if measure.capacity else float("nan"))
+
+
+def _format_axes(figure: plt.Figure, axes: Any, cells: pd.DataFrame, measure: Measure) -> None:
+    """Log2 sequence-length axis with the lengths of the grid as ticks; labels and title."""
+    ticks = sorted(int(s) for s in cells["seq"].dropna().unique())
+    for axis in axes.flat:
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(ticks)
+        axis.set_xticklabels([str(t) for t in ticks], rotation=45 * (len(ticks) > 5))
+        axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        if measure.log:
+            axis.set_yscale("log")
+            plain = matplotlib.ticker.LogFormatter(labelOnlyBase=False)
+            axis.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter())
+            axis.yaxis.set_minor_formatter(plain)
+    low, high = axes.flat[0].get_ylim()
+    headroom = (high / low) ** 0.12 if measure.log else None
+    axes.flat[0].set_ylim(low, high * headroom if headroom else high + 0.12 * (high - low))
+    for (i, j), axis in np.ndenumerate(axes):
+        below = axes[i + 1][j] if i + 1 < len(axes) else None
+        if axis.get_visible() and (below is None or not below.get_visible()):
+            axis.tick_params(labelbottom=True)
+            axis.set_xlabel("sequence length (tokens)")
+        if axis.get_visible() and not any(a.get_visible() for a in axes[i][:j]):
+            axis.tick_params(labelleft=True)
+            axis.set_ylabel(measure.label)
+    figure.suptitle(f"{measure.title}: every marker is one cell", y=1.0)
+    figure.tight_layout()
+
+
+def _legend(
+    figure: plt.Figure, measured: pd.DataFrame, cells: pd.DataFrame, layout: Layout
+) -> None:
+    """Colour per attention, marker and line per batch, a mark per kind of cell that did not
+    run."""
+    handles = [
+        Line2D([], [], color=ATTN_COLORS.get(a, "black"), linewidth=2, label=a)
+        for a in layout.attns
+    ]
+    handles += [
+        Line2D(
+            [],
+            [],
+            color="grey",
+            marker=layout.marker(b),
+            linestyle=layout.linestyle(b),
+            label=f"batch {b}",
+        )
+        for b in layout.batches
+        if b in set(measured["batch"])
+    ]
+    handles += did_not_run_handles(set(cells["status"]))
+    figure.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+
+
+def _footer(figure: plt.Figure, cells: pd.DataFrame, measure: Measure, notes: list[str]) -> None:
+    """What the marks are, under the panels."""
+    statuses = set(cells["status"])
+    lines = [
+        "One marker = one measured cell; no mean, no band. Attentions are drawn "
+        f"{DODGE_LOG2:g} octave apart along x, later ones in narrower lines on top, so that "
+        "equal values stay visible."
+    ]
+    if "oom" in statuses:
+        where = " on the GPU's capacity line" if measure.capacity else " along the panel's top"
+        lines.append(
+            f"Hollow red stars{where}: cells that ran out of memory, one per cell, stacked "
+            "where several share a length (label: batch, colour: attention)."
+        )
+    if statuses - {"oom", *MEASURED}:
+        lines.append(
+            "Hollow crosses along the panel's top: cells that failed or are unsupported "
+            "(label: batch, colour: attention; reasons in the status map)."
+        )
+    figure.text(0.5, -0.01, "\n".join([*lines, *notes]), ha="center", va="top", fontsize=8)

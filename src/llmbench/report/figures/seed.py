@@ -1,11 +1,14 @@
 """The seed notebook comparison: memory per seed case, as intended and as written, next to the
-notebook's own readings.
+notebook's own readings. Each bar is one reading of one cell; a phase that did not run has no
+bar, its status and reason stand in its place.
 
-May import ``llmbench.report.figures.style``, pandas, seaborn and matplotlib.
+May import ``llmbench.report.figures.style``, ``llmbench.report.figures.marks``, pandas,
+seaborn and matplotlib.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,7 +16,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from llmbench.report.figures.style import empty, has_cuda_memory
+from llmbench.report.figures.marks import NotDrawn, check_one_cell_per_mark
+from llmbench.report.figures.style import (
+    DID_NOT_RUN,
+    MEASURED,
+    PHASES,
+    STATUS_COLORS,
+    has_cuda_memory,
+)
 
 Marker = tuple[str, str, str, str]
 """(column, marker, colour, legend label) of a reading drawn as a marker over the bars."""
@@ -65,6 +75,70 @@ def _markers(cases: pd.DataFrame, cuda: bool) -> list[Marker]:
     return markers
 
 
+def ran(row: Mapping[str, Any] | None, column: str) -> bool:
+    """Whether the phase a column reads (its prefix: load, prefill, decode) ran to its end in
+    this cell: all of them in a measured cell, those before the failing one otherwise."""
+    if row is None or not isinstance(row.get("status"), str):
+        return False
+    if row["status"] in MEASURED:
+        return True
+    phase, failed = column.split("_", 1)[0], row.get("phase")
+    return phase in PHASES and failed in PHASES and PHASES.index(phase) < PHASES.index(failed)
+
+
+def _reason(row: Mapping[str, Any]) -> str:
+    """'unsupported in prefill:' and the reason, wrapped to stand in a bar's place."""
+    error = row.get("error")
+    reason = error.split(": ", 1)[-1] if isinstance(error, str) else ""
+    phase = row.get("phase") if isinstance(row.get("phase"), str) else "?"
+    return f"{row['status']} in {phase}:\n" + textwrap.fill(reason, 34)
+
+
+def _draw_bars(
+    axis: plt.Axes,
+    by_case: Mapping[str, Mapping[str, Any]],
+    order: Sequence[str],
+    measures: Mapping[str, str],
+    palette: Sequence[Any],
+) -> None:
+    """A bar per reading whose phase ran; the status and reason where a phase did not."""
+    width = 0.8 / len(measures)
+    missing: dict[int, list[float]] = {}
+    for index, (name, column) in enumerate(measures.items()):
+        slots = [i - 0.4 + width * (index + 0.5) for i in range(len(order))]
+        drawn = [
+            (slot, by_case[case][column])
+            for slot, case in zip(slots, order, strict=True)
+            if ran(by_case.get(case), column) and pd.notna(by_case[case][column])
+        ]
+        for i, case in enumerate(order):
+            row = by_case.get(case)
+            if row is not None and isinstance(row.get("status"), str) and not ran(row, column):
+                missing.setdefault(i, []).append(slots[i])
+        xs, heights = zip(*drawn, strict=True) if drawn else ((), ())
+        axis.bar(xs, heights, width, label=name, color=palette[index])
+    for i, slots in missing.items():
+        row = by_case[order[i]]
+        axis.text(
+            sum(slots) / len(slots),
+            0.02,
+            _reason(row),
+            transform=axis.get_xaxis_transform(),
+            rotation=90,
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color="0.15",
+            bbox={
+                "boxstyle": "round",
+                "facecolor": "white",
+                "edgecolor": STATUS_COLORS.get(row["status"], "black"),
+            },
+            gid=DID_NOT_RUN,
+        )
+    axis.set_xlim(-0.5, len(order) - 0.5)
+
+
 def _draw_panel(
     axis: plt.Axes,
     rows: pd.DataFrame,
@@ -74,23 +148,21 @@ def _draw_panel(
     markers: Sequence[Marker],
 ) -> None:
     """One variant's panel: a group of bars per case, the readings as markers over them."""
-    width = 0.8 / len(measures)
-    for index, (name, column) in enumerate(measures.items()):
-        offsets = [i - 0.4 + width * (index + 0.5) for i in range(len(order))]
-        axis.bar(offsets, rows[column].fillna(0), width, label=name, color=palette[index])
-    for column, marker, color, name in markers:
-        if column in rows and rows[column].notna().any():
-            axis.scatter(
-                range(len(order)),
-                rows[column],
-                marker=marker,
-                color=color,
-                s=40,
-                zorder=5,
-                label=name,
-            )
-    axis.set_xticks(range(len(order)))
     by_case = rows.to_dict(orient="index")
+    _draw_bars(axis, by_case, order, measures, palette)
+    for column, marker, color, name in markers:
+        notebook = column.startswith("notebook_")
+        points = [
+            (i, by_case[case][column])
+            for i, case in enumerate(order)
+            if column in rows
+            and (notebook or ran(by_case.get(case), column))
+            and pd.notna(by_case[case][column])
+        ]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            axis.scatter(xs, ys, marker=marker, color=color, s=40, zorder=5, label=name)
+    axis.set_xticks(range(len(order)))
     axis.set_xticklabels([_case_label(c, by_case.get(c)) for c in order], fontsize=8)
 
 
@@ -121,7 +193,8 @@ def seed_comparison(cells: pd.DataFrame) -> plt.Figure:
     """
     cases = cells[cells["seed_case"].notna()].copy() if "seed_case" in cells else cells.iloc[0:0]
     if cases.empty:
-        return empty("This grid defines no seed cases (seed_cases in the grid file).")
+        raise NotDrawn("This grid defines no seed cases (seed_cases in the grid file).")
+    check_one_cell_per_mark(cases, ["seed_variant", "seed_case"])
     cuda = has_cuda_memory(cases)
     measures, ylabel = _measures(cuda)
     variants = [v for v in ("as intended", "as written") if v in set(cases["seed_variant"])]

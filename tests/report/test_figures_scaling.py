@@ -1,0 +1,106 @@
+"""Memory and latency vs sequence length from committed tables: cells that did not run have
+their own marks, one each; one sequence length is said, not drawn as dots."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from conftest import REPO  # noqa: E402
+from figure_marks import figure_text, plotted  # noqa: E402
+from matplotlib.markers import MarkerStyle  # noqa: E402
+
+from llmbench.report.figures import draw, style  # noqa: E402
+
+REFERENCE = REPO / "results" / "reference" / "h100"
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def cells(run):
+    return pd.read_csv(REFERENCE / run / "tables" / "cells.csv")
+
+
+def marker_path(marker):
+    style_ = MarkerStyle(marker)
+    return style_.get_path().transformed(style_.get_transform()).vertices
+
+
+@pytest.mark.parametrize("key", ["memory", "latency"])
+def test_out_of_memory_cells_have_their_own_marker_legend_and_one_mark_each(key):
+    table = cells("extended")  # 4 oom cells; eager b2 and b4 both at none/8192
+    figure = draw.figure(key, table)
+    data_markers = {
+        line.get_marker()
+        for axis in figure.axes
+        for line in axis.get_lines()
+        if line.get_gid() != style.REFERENCE
+    }
+    assert data_markers and data_markers <= set(style.BATCH_MARKERS)
+    assert style.OOM_MARK["marker"] not in data_markers
+    assert style.FAILED_MARK["marker"] not in data_markers
+    unrun = [
+        (axis, c) for axis in figure.axes for c in axis.collections if c.get_gid() == "did-not-run"
+    ]
+    assert len(unrun) == (table["status"] == "oom").sum() == 4
+    for _, collection in unrun:
+        assert np.allclose(collection.get_paths()[0].vertices, marker_path("*"))
+        assert collection.get_facecolor().size == 0 or collection.get_facecolor()[0][3] == 0
+    places = {
+        (id(axis), *np.round(c.get_offset_transform().transform(c.get_offsets()[0]), 1))
+        for axis, c in unrun
+    }
+    assert len(places) == 4  # the two oom cells at one length are two marks, not one
+    legend = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+    assert style.OOM_LABEL in legend
+
+
+def test_coinciding_attentions_are_dodged_and_said():
+    figure = draw.figure("memory", cells("extended"))
+    assert "sdpa = flash_attention_2 within 0.00% at all 27 cells" in figure_text(figure)
+    panel = figure.axes[0]
+    colours = {matplotlib.colors.to_hex(style.ATTN_COLORS[a]): a for a in style.ATTN_COLORS}
+    xs = {}
+    for line in panel.get_lines():
+        if line.get_gid() != style.REFERENCE:
+            xs.setdefault(colours[matplotlib.colors.to_hex(line.get_color())], set()).update(
+                line.get_xdata()
+            )
+    assert not xs["sdpa"] & xs["flash_attention_2"]  # side by side, never on top
+
+
+@pytest.mark.parametrize("run", ["seed", "seed-2gpu"])
+@pytest.mark.parametrize("key", ["memory", "latency"])
+def test_one_sequence_length_is_said_not_drawn(run, key):
+    figure = draw.figure(key, cells(run))
+    assert "one sequence length (3072): see the seed comparison" in figure_text(figure)
+    assert not plotted(figure).data
+
+
+def test_a_panel_with_one_length_says_so():
+    table = cells("extended")
+    extra = table[(table["quant"] == "none") & (table["attn"] == "sdpa")].iloc[[4]].copy()
+    extra["dtype"] = "float32"
+    extra["prefill_peak_allocated_gib"] = 34.5
+    figure = draw.figure("memory", pd.concat([table, extra], ignore_index=True))
+    visible = [axis for axis in figure.axes if axis.get_visible()]
+    assert len(visible) == 3 and all("bfloat16" in axis.get_title() for axis in visible)
+    text = figure_text(figure)
+    assert "no panel for float32 · none: one sequence length (3072)" in text
+    assert 34.5 not in plotted(figure).data
+
+
+def test_redrawing_the_memory_figure_gives_the_same_bytes(tmp_path):
+    drawn = []
+    for attempt in ("first", "second"):
+        png, svg = tmp_path / f"{attempt}.png", tmp_path / f"{attempt}.svg"
+        style.save(draw.figure("memory", cells("extended")), str(png), str(svg))
+        drawn.append((png.read_bytes(), svg.read_bytes()))
+    assert drawn[0] == drawn[1]
