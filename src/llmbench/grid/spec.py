@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from llmbench.grid.files import read_yaml
 from llmbench.grid.schemas import validate_document
 
 QUANTS: tuple[str, ...] = ("none", "int8", "nf4", "nf4-dq", "nf4-not-passed")
@@ -115,12 +114,13 @@ def grid_path(grid: str, config_dir: Path) -> Path:
 
 
 def load_grid(grid: str, config_dir: Path, models: Mapping[str, Any]) -> dict[str, Any]:
-    """Read and validate a grid file; every model it names must be defined in ``models``."""
+    """Read and validate a grid file; every model it names must be defined in ``models``.
+    Errors name the file (and, for YAML syntax, the line and column)."""
     path = grid_path(grid, config_dir)
     if not path.is_file():
         available = sorted(p.stem for p in (config_dir / "grids").glob("*.yaml"))
         raise ValueError(f"grid {grid!r}: no file {path} (named grids: {', '.join(available)})")
-    document = yaml.safe_load(path.read_text()) or {}
+    document = read_yaml(path) or {}
     validate_document(document, "grid.schema.yaml", where=str(path))
     for index, block in enumerate(document["blocks"]):
         for model in block["models"]:

@@ -1,0 +1,41 @@
+"""Config files that do not parse: the error names the file, line and column."""
+
+import re
+
+import pytest
+
+from llmbench.grid.files import ConfigFileError, read_json, read_yaml
+
+
+def test_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text("blocks:\n  - models: [tiny-mistral]\n    quant: [none\n    attn: [sdpa]\n")
+    with pytest.raises(ConfigFileError) as caught:
+        read_yaml(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:4:9: not valid YAML: expected ',' or ']'")
+    assert "starts at line 3, column 12" in message
+    assert "<unicode string>" not in message and "\n" not in message
+
+
+def test_json_syntax_error_names_the_file_line_and_column(tmp_path):
+    path = tmp_path / "model.json"
+    path.write_text('{\n  "model_type": "mistral"\n  "hidden_size": 128\n}\n')
+    with pytest.raises(ConfigFileError, match=re.escape(f"{path}:3:3: not valid JSON: Expecting")):
+        read_json(path)
+
+
+def test_unreadable_file_names_the_file(tmp_path):
+    with pytest.raises(ConfigFileError, match=re.escape(f"{tmp_path}: cannot be read")):
+        read_yaml(tmp_path)  # a folder
+    binary = tmp_path / "weights.json"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigFileError, match=re.escape(f"{binary}: not a text file")):
+        read_json(binary)
+
+
+def test_valid_files_parse(tmp_path):
+    (tmp_path / "a.yaml").write_text("a: [1, 2]\n")
+    (tmp_path / "b.json").write_text('{"b": true}')
+    assert read_yaml(tmp_path / "a.yaml") == {"a": [1, 2]}
+    assert read_json(tmp_path / "b.json") == {"b": True}
