@@ -1,11 +1,8 @@
-"""Grid choice on hosts without a GPU, and config-level validation of model entries."""
-
-from pathlib import Path
+"""Grid choice on hosts without a GPU (model entries: test_model_entries.py)."""
 
 import pytest
-import yaml
 
-from llmbench.grid.plan import cells_for, choose_grid, host_has_cuda
+from llmbench.grid.plan import choose_grid, host_has_cuda
 
 BASE = {"grid": "seed", "device": "auto", "on_missing_gpu": "smoke"}
 
@@ -31,10 +28,3 @@ def test_policies_fail_ignore_and_cpu_device():
 def test_hidden_gpus_count_as_none(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert host_has_cuda() is False
-
-
-def test_missing_architecture_file_names_the_key(tmp_path, repo):
-    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
-    config["models"]["tiny-mistral"]["architecture"] = "config/models/typo.json"
-    with pytest.raises(ValueError, match=r"models\.tiny-mistral\.architecture: no such file"):
-        cells_for(config, "smoke", Path(repo / "config"))

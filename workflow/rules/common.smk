@@ -1,8 +1,6 @@
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
-
 # The measurement package lives in src/: importable here, and (via the environment that
 # pipeline.export_environment sets) in every job this workflow starts.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
@@ -10,8 +8,11 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from llmbench import frontier as llm_frontier
 from llmbench.grid import spec as llm_grid
 from llmbench.grid import plan as pipeline
+from llmbench.grid import validate as llm_config
 
-validate(config, schema="../schemas/config.schema.yaml")
+# workflow/schemas/config.schema.yaml, with a one-line error naming the key, and every model
+# entry (architecture files parsed and built by transformers, pretrained paths present).
+llm_config.check_config(config, Path(workflow.basedir))
 
 pipeline.export_environment(Path(workflow.basedir))
 

@@ -95,22 +95,10 @@ def choose_grid(config: Mapping[str, Any], has_cuda: bool) -> GridChoice:
 
 
 def cells_for(config: Mapping[str, Any], grid: str, config_dir: Path) -> tuple[dict, list[Cell]]:
-    """Load and expand a grid against the config's model registry.
-
-    Every architecture config a cell needs must exist, so that a typo fails here, naming the
-    key, before any job runs.
-    """
+    """Load and expand a grid against the config's model registry (whose entries
+    ``llmbench.grid.validate.check_config`` has checked)."""
     document = load_grid(grid, config_dir, config["models"])
-    cells = expand_grid(document)
-    base = config_dir.parent
-    for model in sorted({cell.model for cell in cells}):
-        architecture = config["models"][model].get("architecture")
-        if architecture is not None and not (base / architecture).is_file():
-            raise ValueError(
-                f"models.{model}.architecture: no such file {architecture!r} "
-                f"(paths are relative to {base})"
-            )
-    return document, cells
+    return document, expand_grid(document)
 
 
 def select_grid(

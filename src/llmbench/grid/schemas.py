@@ -1,9 +1,15 @@
-"""JSON-schema validation against the schemas in ``workflow/schemas/``."""
+"""JSON-schema validation against the schemas in ``workflow/schemas/``.
+
+``validate_document`` checks grid files and cell JSONs; ``config_error`` says in one line
+what is wrong with a config: the key, the value and what is allowed there.
+"""
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jsonschema
@@ -25,10 +31,82 @@ def load_schema(name: str) -> dict[str, Any]:
 
 def validate_document(document: Any, schema_name: str, *, where: str) -> None:
     """Raise SchemaError naming ``where`` and the offending key path on the first violation."""
-    validator_class = jsonschema.validators.validator_for(load_schema(schema_name))
-    validator = validator_class(load_schema(schema_name))
-    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
-    if errors:
-        error = errors[0]
+    error = first_error(document, schema_name)
+    if error is not None:
         key = ".".join(str(p) for p in error.absolute_path) or "<top level>"
         raise SchemaError(f"{where}: {key}: {error.message}")
+
+
+def first_error(document: Any, schema_name: str) -> jsonschema.ValidationError | None:
+    """The first violation of ``schema_name`` in key order, or None."""
+    schema = load_schema(schema_name)
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.path])
+    return errors[0] if errors else None
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _join(path: Iterable[Any]) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _unknown_key(error: jsonschema.ValidationError) -> tuple[str, str]:
+    known = sorted(error.schema.get("properties") or {})
+    unknown = [k for k in error.instance if k not in known]
+    key = unknown[0]
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return _join([*error.absolute_path, key]), (
+        f" (value {_show(error.instance[key])}) is not a known key{hint} "
+        f"Known keys here: {', '.join(known)}"
+    )
+
+
+def _one_of(error: jsonschema.ValidationError) -> str:
+    names = [next(iter(s.get("required") or []), None) for s in error.validator_value]
+    if all(names):
+        return f"give exactly one of: {', '.join(names)}"
+    return f"value {_show(error.instance)} matches none or several of the allowed forms"
+
+
+def describe(error: jsonschema.ValidationError) -> tuple[str, str]:
+    """(key path, what is wrong there) for one validation error, in one short line; the second
+    part reads on from the key (``: value 'tpu' is not one of: ...``, `` is missing``)."""
+    key = _join(error.absolute_path)
+    kind, allowed, value = error.validator, error.validator_value, _show(error.instance)
+    if kind == "additionalProperties":
+        return _unknown_key(error)
+    if kind == "enum":
+        return key, f": value {value} is not one of: {', '.join(map(str, allowed))}"
+    if kind == "type":
+        types = [allowed] if isinstance(allowed, str) else list(allowed)
+        spellings = " (true/false, yes/no, on/off, 1/0)" if "boolean" in types else ""
+        return key, f": value {value} is not of type {' or '.join(types)}{spellings}"
+    if kind == "required":
+        missing = [name for name in allowed if name not in error.instance]
+        return _join([*error.absolute_path, missing[0]]), " is missing (it is required)"
+    if kind == "oneOf":
+        return key, f": {_one_of(error)}"
+    if kind == "dependentRequired":
+        needed = {k: v for k, v in allowed.items() if k in error.instance}
+        first, deps = next(iter(needed.items()))
+        return _join([*error.absolute_path, first]), f" is only allowed with {', '.join(deps)}"
+    if kind == "pattern" and "propertyNames" in error.schema_path:
+        return key, f": name {value} must match {allowed} (it becomes a path component)"
+    if kind == "pattern":
+        return key, f": value {value} must match {allowed}"
+    return key, f": {error.message[:200]}"
+
+
+def config_error(config: Mapping[str, Any], schema_name: str = "config.schema.yaml") -> str | None:
+    """One line naming the first invalid key of ``config``, its value and what is allowed; None
+    when the config is valid."""
+    error = first_error(config, schema_name)
+    if error is None:
+        return None
+    key, problem = describe(error)
+    return f"config key {key!r}{problem}" if key else f"config{problem}"

@@ -1,0 +1,187 @@
+"""The model registry's entries, checked before any job: an ``architecture:`` file must be a
+JSON object transformers can build a causal LM config from, a ``pretrained:`` path must be a
+checkpoint folder, and a hub id is allowed only where the entry says ``allow_download: true``.
+
+Every error names the entry's key (``models.<name>.<field>``) and, for a file, the file.
+Cells run with the Hub off unless their entry allows downloads (``allows_download``;
+``llmbench.run.child`` sets ``HF_HUB_OFFLINE`` from it).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from llmbench.grid.files import ConfigFileError, read_json
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+"""A Hugging Face Hub repository id: ``name`` or ``namespace/name``."""
+
+WEIGHT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+"""dtypes an architecture config may name for its random weights."""
+
+CHECK_CACHE = Path(".snakemake") / "llmbench" / "architectures-checked.json"
+"""Architecture files transformers already accepted (content hash -> transformers version),
+kept in the Snakemake working directory so that a rerun does not import transformers again."""
+
+
+class ModelEntryError(ValueError):
+    """A model entry cannot be used; the message names its key (and file)."""
+
+
+def allows_download(entry: Mapping[str, Any] | None) -> bool:
+    """Whether a model entry may fetch weights from the Hugging Face Hub (opt-in)."""
+    return bool(entry and entry.get("allow_download") is True)
+
+
+def resolve(path: str, base: Path) -> Path:
+    """A path from the config: ``~`` expanded, relative ones against ``base`` (the repo)."""
+    expanded = Path(path).expanduser()
+    return expanded if expanded.is_absolute() else base / expanded
+
+
+def check_pretrained(name: str, entry: Mapping[str, Any], base: Path) -> None:
+    """A local checkpoint folder (with a config.json), or a hub id where downloads are allowed."""
+    value = str(entry["pretrained"])
+    key = f"models.{name}.pretrained"
+    local = resolve(value, base)
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ModelEntryError(f"{key}: {local} has no config.json (not a checkpoint folder)")
+        return
+    if local.exists():
+        raise ModelEntryError(f"{key}: {local} is a file; give the checkpoint's folder")
+    if allows_download(entry):
+        if not HUB_ID.match(value):
+            raise ModelEntryError(
+                f"{key}: {value!r} is neither an existing folder nor a hub id (namespace/name)"
+            )
+        return
+    raise ModelEntryError(
+        f"{key}: no such folder {value!r} (relative paths are relative to {base}); "
+        f"to download a hub id instead, set models.{name}.allow_download: true"
+    )
+
+
+def read_architecture(name: str, path: str, base: Path) -> tuple[Path, dict[str, Any]]:
+    """The architecture file of an entry, parsed; errors name the key and the file."""
+    key = f"models.{name}.architecture"
+    file = resolve(path, base)
+    if not file.is_file():
+        raise ModelEntryError(f"{key}: no such file {path!r} (paths are relative to {base})")
+    try:
+        config = read_json(file)
+    except ConfigFileError as exc:
+        raise ModelEntryError(f"{key}: {exc}") from None
+    if not isinstance(config, dict):
+        raise ModelEntryError(f"{key}: {file}: must hold a JSON object (a config.json)")
+    if not isinstance(config.get("model_type"), str):
+        raise ModelEntryError(f"{key}: {file}: has no 'model_type' (transformers needs it)")
+    dtype = config.get("torch_dtype") or config.get("dtype")
+    if dtype is not None and dtype not in WEIGHT_DTYPES:
+        raise ModelEntryError(
+            f"{key}: {file}: dtype {dtype!r} is not one of: {', '.join(WEIGHT_DTYPES)}"
+        )
+    return file, config
+
+
+def transformers_problem(config: Mapping[str, Any]) -> str | None:
+    """Why transformers cannot build a causal LM config from ``config``; None when it can."""
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = config["model_type"]
+    if model_type not in CONFIG_MAPPING_NAMES:
+        close = difflib.get_close_matches(model_type, list(CONFIG_MAPPING_NAMES), n=3)
+        hint = f" (close: {', '.join(close)})" if close else ""
+        return f"model_type {model_type!r} is not known to this transformers{hint}"
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return f"model_type {model_type!r} has no causal language model in transformers"
+    try:
+        AutoConfig.for_model(**config)
+    except Exception as exc:  # noqa: BLE001 - any refusal is reported, naming the file
+        return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    return None
+
+
+def _transformers_version() -> str | None:
+    try:
+        return importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _read_cache(path: Path | None) -> dict[str, str]:
+    try:
+        cached = json.loads(path.read_text()) if path is not None else {}
+    except (OSError, ValueError):
+        return {}
+    return cached if isinstance(cached, dict) else {}
+
+
+def _write_cache(path: Path | None, cache: Mapping[str, str]) -> None:
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache only: a read-only folder costs the next run the import
+
+
+def check_with_transformers(
+    architectures: Mapping[str, tuple[Path, dict[str, Any]]], cache_path: Path | None
+) -> str | None:
+    """Have transformers build each architecture's config; returns a note for the user when
+    this host has no transformers (then only the JSON was checked)."""
+    version = _transformers_version()
+    skipped = (
+        "transformers cannot be imported here: architecture files were parsed, but not "
+        "checked by transformers (the model-building jobs check them)"
+    )
+    if version is None:
+        return skipped
+    cache = _read_cache(cache_path)
+    unchecked = {}
+    for name, (file, config) in architectures.items():
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+        if cache.get(digest) != version:
+            unchecked[name] = (file, config, digest)
+    for name, (file, config, digest) in sorted(unchecked.items()):
+        try:
+            problem = transformers_problem(config)
+        except ImportError:
+            return skipped
+        if problem:
+            raise ModelEntryError(f"models.{name}.architecture: {file}: {problem}")
+        cache[digest] = version
+    if unchecked:
+        _write_cache(cache_path, cache)
+    return None
+
+
+def check_entries(
+    models: Mapping[str, Mapping[str, Any]], base: Path, *, cache_path: Path | None = None
+) -> list[str]:
+    """Check every model entry (see the module docstring); raise ModelEntryError on the first
+    bad one. Returns notes for the user (checks this host could not make)."""
+    architectures = {}
+    for name, entry in sorted(models.items()):
+        if "architecture" in entry:
+            architectures[name] = read_architecture(name, str(entry["architecture"]), base)
+        if "pretrained" in entry:
+            check_pretrained(name, entry, base)
+    if not architectures:
+        return []
+    note = check_with_transformers(architectures, cache_path)
+    return [note] if note else []

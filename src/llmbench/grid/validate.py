@@ -1,0 +1,116 @@
+"""The config, checked before any job (``workflow/rules/common.smk`` makes the one call,
+:func:`check_config`): values typed on the command line normalised, the schema checked with
+a one-line error (key, value, what is allowed), and every model entry checked
+(:mod:`llmbench.grid.models`).
+
+Also ``python -m llmbench.grid.validate [FILE ...]``: the same checks on config/config.yaml
+with the given files merged over it, as ``--configfile FILE`` does; Snakemake's own message
+for a config file that is not valid YAML names neither the file nor the line, this does.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from llmbench import REPO_ROOT
+from llmbench.grid import models
+from llmbench.grid.files import ConfigFileError, read_yaml
+from llmbench.grid.schemas import config_error, load_schema
+
+TRUE = frozenset({"true", "yes", "on", "1"})
+FALSE = frozenset({"false", "no", "off", "0"})
+NULL = frozenset({"null", "none", "~"})
+"""Spellings accepted, in any case, for booleans and for null (``--config`` passes strings)."""
+
+
+class ConfigError(ValueError):
+    """The config is not valid; the message is one line naming the key."""
+
+
+def _types(schema: Mapping[str, Any]) -> set[str]:
+    kind = schema.get("type", ())
+    return {kind} if isinstance(kind, str) else set(kind)
+
+
+def _scalar(value: Any, types: set[str]) -> Any:
+    """``value`` as the schema's type when it is one of its usual spellings, else unchanged."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return value
+    text = str(value).strip().lower()
+    if "boolean" in types and text in TRUE | FALSE:
+        return text in TRUE
+    if not isinstance(value, str):
+        return value
+    if "null" in types and text in NULL:
+        return None
+    for kind, parse in (("integer", int), ("number", float)):
+        if kind in types:
+            try:
+                return parse(text)
+            except ValueError:
+                pass
+    return value
+
+
+def normalise(value: Any, schema: Mapping[str, Any]) -> Any:
+    """Booleans, nulls and numbers spelled as strings (``--config warm_start=False`` arrives
+    as a bool, ``=false`` and ``={repeats: 5}``'s 5 as strings) turned into what ``schema``
+    asks for, mappings in place; returns the value."""
+    if isinstance(value, MutableMapping):
+        properties = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        for key in list(value):
+            sub = properties.get(key, extra if isinstance(extra, Mapping) else None)
+            if sub is not None:
+                value[key] = normalise(value[key], sub)
+        return value
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        return [normalise(item, schema["items"]) for item in value]
+    return _scalar(value, _types(schema))
+
+
+def check_config(
+    config: MutableMapping[str, Any], repo: Path, *, cache_path: Path | None = models.CHECK_CACHE
+) -> None:
+    """Normalise ``config`` in place and check it and every model entry; raise ConfigError (one
+    line) or ModelEntryError, print notes about checks this host cannot make."""
+    normalise(config, load_schema("config.schema.yaml"))
+    problem = config_error(config)
+    if problem:
+        raise ConfigError(problem)
+    for note in models.check_entries(config["models"], repo, cache_path=cache_path):
+        print(f"llmbench: {note}", file=sys.stderr)
+
+
+def _merge(base: MutableMapping[str, Any], update: Mapping[str, Any]) -> None:
+    """Snakemake's merge of a --configfile over the config: nested mappings key by key."""
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), MutableMapping):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def main(argv: list[str] | None = None, repo: Path = REPO_ROOT) -> int:
+    """``python -m llmbench.grid.validate [FILE ...]``: 0 and "config ok", or 1 and the error."""
+    files = [repo / "config" / "config.yaml", *map(Path, sys.argv[1:] if argv is None else argv)]
+    try:
+        config: dict[str, Any] = {}
+        for file in files:
+            document = read_yaml(file)
+            if not isinstance(document, Mapping):
+                raise ConfigFileError(f"{file}: must hold keys at the top level")
+            _merge(config, document)
+        check_config(config, repo, cache_path=None)
+    except (ConfigFileError, ConfigError, models.ModelEntryError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"config ok: {', '.join(map(str, files))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

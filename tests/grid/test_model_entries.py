@@ -1,0 +1,124 @@
+"""Model entries before any job: architecture files parse and build, pretrained paths exist,
+hub ids only where downloads are allowed; every error names the key (and the file)."""
+
+import json
+import re
+
+import pytest
+
+from llmbench.grid import models
+from llmbench.grid.models import ModelEntryError, allows_download, check_entries
+
+
+@pytest.fixture
+def tiny(repo):
+    return json.loads((repo / "config" / "models" / "tiny-mistral.json").read_text())
+
+
+def architecture(tmp_path, content, name="m.json"):
+    path = tmp_path / name
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return {"architecture": name}
+
+
+def test_shipped_entries_pass(repo):
+    import yaml
+
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    assert check_entries(config["models"], repo) == []
+
+
+def test_missing_architecture_file_names_the_key(tmp_path):
+    with pytest.raises(ModelEntryError, match=r"^models\.x\.architecture: no such file 'nope"):
+        check_entries({"x": {"architecture": "nope.json"}}, tmp_path)
+
+
+def test_architecture_that_is_not_json_names_key_file_line_and_column(tmp_path):
+    entry = architecture(tmp_path, '{\n  "model_type": "mistral"\n  "hidden_size": 128\n}')
+    expected = f"models.x.architecture: {tmp_path / 'm.json'}:3:3: not valid JSON: Expecting"
+    with pytest.raises(ModelEntryError, match=re.escape(expected)):
+        check_entries({"x": entry}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model_type": None}, "has no 'model_type'"),
+        ({"torch_dtype": "bfloatt16"}, "dtype 'bfloatt16' is not one of"),
+    ],
+)
+def test_architecture_without_what_a_build_needs_names_the_file(tmp_path, tiny, change, message):
+    entry = architecture(tmp_path, {**tiny, **change})
+    with pytest.raises(ModelEntryError, match=f"^models.x.architecture: .*m.json: {message}"):
+        check_entries({"x": entry}, tmp_path)
+    with pytest.raises(ModelEntryError, match="must hold a JSON object"):
+        check_entries({"x": architecture(tmp_path, [1, 2])}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model_type": "mistrall"}, "model_type 'mistrall' is not known to this transformers"),
+        ({"model_type": "vit"}, "model_type 'vit' has no causal language model"),
+        ({"num_hidden_layers": "two"}, "num_hidden_layers"),
+    ],
+)
+def test_architecture_transformers_refuses_names_key_and_file(tmp_path, tiny, change, message):
+    pytest.importorskip("transformers")
+    entry = architecture(tmp_path, {**tiny, **change})
+    with pytest.raises(ModelEntryError, match=f"^models.x.architecture: .*m.json: .*{message}"):
+        check_entries({"x": entry}, tmp_path)
+
+
+def test_accepted_architectures_are_not_checked_again(tmp_path, tiny, monkeypatch):
+    pytest.importorskip("transformers")
+    cache = tmp_path / "cache" / "checked.json"
+    entries = {"x": architecture(tmp_path, tiny)}
+    assert check_entries(entries, tmp_path, cache_path=cache) == []
+    monkeypatch.setattr(models, "transformers_problem", lambda config: pytest.fail("rechecked"))
+    assert check_entries(entries, tmp_path, cache_path=cache) == []
+    changed = {"x": architecture(tmp_path, {**tiny, "num_hidden_layers": 3})}
+    monkeypatch.setattr(models, "transformers_problem", lambda config: "refused")
+    with pytest.raises(ModelEntryError, match="refused"):
+        check_entries(changed, tmp_path, cache_path=cache)
+
+
+def test_without_transformers_the_check_is_skipped_with_one_note(tmp_path, tiny, monkeypatch):
+    monkeypatch.setattr(models, "_transformers_version", lambda: None)
+    entries = {"x": architecture(tmp_path, tiny), "y": architecture(tmp_path, tiny, "n.json")}
+    notes = check_entries(entries, tmp_path)
+    assert len(notes) == 1 and "not checked by transformers" in notes[0]
+
+
+def test_pretrained_folder_that_does_not_exist_names_the_key(tmp_path):
+    with pytest.raises(ModelEntryError) as caught:
+        check_entries({"my-llama": {"pretrained": "/data/no-such-llama"}}, tmp_path)
+    assert str(caught.value).startswith(
+        "models.my-llama.pretrained: no such folder '/data/no-such-llama'"
+    )
+    assert "models.my-llama.allow_download: true" in str(caught.value)
+
+
+def test_pretrained_must_be_a_checkpoint_folder(tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    with pytest.raises(ModelEntryError, match="has no config.json"):
+        check_entries({"m": {"pretrained": "ckpt"}}, tmp_path)
+    (tmp_path / "ckpt" / "config.json").write_text("{}")
+    assert check_entries({"m": {"pretrained": "ckpt"}}, tmp_path) == []
+    with pytest.raises(ModelEntryError, match="is a file"):
+        check_entries({"m": {"pretrained": "ckpt/config.json"}}, tmp_path)
+
+
+def test_hub_ids_need_the_entry_to_allow_downloads(tmp_path):
+    hub = {"pretrained": "meta-llama/Llama-3.1-8B"}
+    with pytest.raises(ModelEntryError, match="no such folder 'meta-llama/Llama-3.1-8B'"):
+        check_entries({"m": hub}, tmp_path)
+    assert check_entries({"m": {**hub, "allow_download": True}}, tmp_path) == []
+    with pytest.raises(ModelEntryError, match="neither an existing folder nor a hub id"):
+        check_entries({"m": {"pretrained": "/data/x", "allow_download": True}}, tmp_path)
+
+
+def test_allows_download_is_opt_in():
+    assert not allows_download(None) and not allows_download({"pretrained": "a/b"})
+    assert not allows_download({"allow_download": "yes"})  # normalised to a bool beforehand
+    assert allows_download({"pretrained": "a/b", "allow_download": True})
