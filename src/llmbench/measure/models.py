@@ -4,11 +4,15 @@ pre-quantized copies, and loading through the real ``from_pretrained`` path.
 Memory and latency do not depend on weight values, so a checkpoint built from a model's
 public config.json with random weights measures the same as the real one, while quantization
 on load, attention selection and device placement stay the real library code paths.
+
+The Hub is off in a cell unless its model entry allows downloads (``llmbench.run.child`` sets
+``HF_HUB_OFFLINE=1``): ``from_pretrained`` then reads local files only, and a checkpoint that
+is no local folder fails at once, saying so.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import time
 from collections import defaultdict
@@ -16,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from llmbench.grid.files import read_json as read_config_file
+from llmbench.grid.models import HUB_ID
 from llmbench.measure.quantization import build_bnb_config, passes_config
 from llmbench.record.cell import read_json, write_json_atomic
 
@@ -24,8 +30,14 @@ MANIFEST = "checkpoint.json"
 
 
 def architecture_config(path: Path | str) -> dict[str, Any]:
-    """A transformers config.json as a dict."""
-    return json.loads(Path(path).read_text())
+    """A transformers config.json as a dict; a file that is not JSON raises ValueError naming
+    the file, line and column."""
+    return read_config_file(path)
+
+
+def hub_offline() -> bool:
+    """Whether this process runs with the Hugging Face Hub off (``HF_HUB_OFFLINE``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _torch_dtype(name: str) -> Any:
@@ -153,12 +165,13 @@ def load_kwargs(
     """Keyword arguments for ``AutoModelForCausalLM.from_pretrained`` for one cell.
 
     ``nf4-not-passed`` builds the BitsAndBytesConfig like the seed and, like the seed, does
-    not pass it.
+    not pass it. ``local_files_only`` follows the cell's Hub switch (module docstring).
     """
     kwargs: dict[str, Any] = {
         "dtype": _torch_dtype(dtype),
         "attn_implementation": attn_implementation,
         "device_map": device_map,
+        "local_files_only": hub_offline(),
     }
     config = build_bnb_config(quant, compute_dtype)
     if config is not None and passes_config(quant):
@@ -208,9 +221,20 @@ def placement(model: Any) -> dict[str, Any]:
 
 
 def load(checkpoint: str, kwargs: Mapping[str, Any]) -> tuple[Any, float]:
-    """Load through the real from_pretrained path; returns the model in eval mode and seconds."""
+    """Load through the real from_pretrained path; returns the model in eval mode and seconds.
+
+    With local files only, a checkpoint that is neither a folder nor a hub id (looked up in the
+    local Hub cache) raises FileNotFoundError naming it; from_pretrained would call it a
+    malformed hub id."""
     from transformers import AutoModelForCausalLM
 
+    local = Path(checkpoint).is_dir() or HUB_ID.match(checkpoint)
+    if kwargs.get("local_files_only") and not local:
+        raise FileNotFoundError(
+            f"checkpoint {checkpoint!r} is not a local folder, and this cell runs with the "
+            "Hugging Face Hub off (HF_HUB_OFFLINE=1; a model entry downloads only with "
+            "allow_download: true)"
+        )
     started = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(checkpoint, **kwargs)
     model.eval()

@@ -1,21 +1,31 @@
 """The environment a cell's child process starts with (fresh interpreter or forked).
 
 Shared by the runner and the warm-start server, which both start workers. Imports only
-llmbench's constants.
+llmbench's constants and the model registry's download rule.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from llmbench import REPO_ROOT
+from llmbench.grid.models import allows_download
+
+HUB_OFFLINE = "HF_HUB_OFFLINE"
+"""huggingface_hub's switch: "1" makes every Hub request fail at once instead of retrying."""
 
 
-def worker_environment() -> dict[str, str]:
-    """Environment of the child: the package importable, CUDA devices in PCI order."""
+def worker_environment(model_entry: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Environment of the child: the package importable, CUDA devices in PCI order, and the
+    Hub off (``HF_HUB_OFFLINE=1``) unless ``model_entry`` allows downloads
+    (``allow_download: true``); without an entry the Hub is off."""
     env = dict(os.environ)
     src = str(REPO_ROOT / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if not allows_download(model_entry):
+        env[HUB_OFFLINE] = "1"
     return env
