@@ -1,7 +1,9 @@
-import tempfile
-
 from llmbench.run import limits as cell_limits
+from llmbench.run import scratch as run_scratch
 from llmbench.run import warmstart
+
+# Scratch folders of runs that were killed (their owner process is gone) are removed here.
+run_scratch.remove_stale()
 
 
 onstart:
@@ -23,8 +25,10 @@ onstart:
             for job in workflow.dag.needrun_jobs()
         )
     ):
+        # The socket's folder in $TMPDIR (a short path, as Unix sockets need) goes when this
+        # process exits; if it is killed, with the next run (llmbench.run.scratch).
         warmstart.start_server(
-            Path(tempfile.mkdtemp(prefix="llmbench-")) / "warmstart.sock",
+            run_scratch.make_dir("ws") / "warmstart.sock",
             log_path=Path("logs/warmstart.log"),
         )
 

@@ -2,7 +2,8 @@
 
 Owns: ``runner`` (one isolated process per cell; a JSON at the end whatever happens),
 ``limits`` (a cell's time limit under a scheduler's runtime; retrying crashed cells),
-``child`` (the environment a worker starts with), ``warmstart`` (a fork server that imports
+``child`` (the environment a worker starts with), ``scratch`` (scratch folders a killed run
+does not leave behind), ``warmstart`` (a fork server that imports
 torch once per run) and ``warmchild`` (the runner's client of that server). Never imports
 torch. May import: ``llmbench.grid``, ``llmbench.host``, ``llmbench.record``; it starts
 ``llmbench.measure.worker`` by name and never imports it.
