@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Create .venv with everything the pipeline needs on this machine.
-#   LLMBENCH_TORCH   pip spec for torch (default: torch; a CUDA build on Linux x86-64 PyPI)
+#   LLMBENCH_TORCH   pip spec for torch (default: torch==2.11.0, what the GPU references ran
+#                    with; a CUDA build on Linux x86-64 PyPI)
 #   LLMBENCH_SKIP_FLASH_ATTN=1   do not try to build flash-attn
 # flash-attn is optional: without it, flash_attention_2 cells end as "unavailable".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "${LLMBENCH_TORCH:-torch}"
+.venv/bin/python -m pip install -q "${LLMBENCH_TORCH:-torch==2.11.0}"
 .venv/bin/python -m pip install -q -r requirements/measure.txt
 # The llmbench package itself (python -m llmbench.cli, the llmbench command); the rules
 # import it from src/ either way.

@@ -155,6 +155,23 @@ def uuid_of(handle: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def uuids() -> list[str]:
+    """UUIDs ("GPU-...") of the host's GPUs in NVML's order (PCI bus order, which CUDA follows
+    under ``CUDA_DEVICE_ORDER=PCI_BUS_ID``); empty without a driver."""
+    found = (uuid_of(_call("nvmlDeviceGetHandleByIndex", i)) for i in range(device_count()))
+    return [uuid for uuid in found if uuid is not None]
+
+
+def process_name(pid: int) -> str | None:
+    """The command line of a process on this host (from /proc), or None when it is gone or
+    in another PID namespace (a container's processes show under other numbers)."""
+    try:
+        raw = open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        return None
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()[:300] or None
+
+
 def host_snapshot() -> dict[str, dict[str, Any]]:
     """Memory in use and compute processes of every GPU on the host, keyed by UUID.
 
@@ -173,6 +190,9 @@ def host_snapshot() -> dict[str, dict[str, Any]]:
             "total_bytes": device_total_bytes(handle),
             "compute_processes": None
             if processes is None
-            else [{"pid": p.pid, "used_bytes": p.used_bytes} for p in processes],
+            else [
+                {"pid": p.pid, "used_bytes": p.used_bytes, "command": process_name(p.pid)}
+                for p in processes
+            ],
         }
     return snapshot
