@@ -194,9 +194,7 @@ def test_scratch_folder_of_a_killed_process_is_removed_and_a_live_ones_kept(tmp_
         "import os, signal; from llmbench.run import scratch; "
         "print(scratch.make_dir('ws'), flush=True); os.kill(os.getpid(), signal.SIGKILL)"
     )
-    killed = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env
-    )
+    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     left = Path(killed.stdout.strip())
     assert left.parent == tmp_path and left.is_dir()
     other = tmp_path / "llmbench-unrelated"
