@@ -33,3 +33,13 @@ rule all:
     default_target: True
     input:
         get_final_output(),
+
+
+# Stop the warm-start server, then, after Snakemake's own output, summarise the run: cells per
+# status, the slowest, tables and figures, failures (common.smk: end_of_run).
+onsuccess:
+    end_of_run()
+
+
+onerror:
+    end_of_run()

@@ -1,12 +1,14 @@
 """Tables from cell JSONs: columns, units, per-device rows, bad files named."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from llmbench import GIB
 from llmbench.grid.schemas import SchemaError
-from llmbench.report.aggregate import REQUIRED_COLUMNS, build_tables
+from llmbench.predict import PREDICTED_COLUMNS
+from llmbench.report.aggregate import REQUIRED_COLUMNS, build_tables, write_tables
 
 
 def device(name, allocated, peak):
@@ -176,3 +178,108 @@ def test_a_bad_cell_file_fails_naming_it(tmp_path):
         build_tables(
             [write(tmp_path, "good.json", ok_result()), write(tmp_path, "broken.json", broken)]
         )
+
+
+def test_every_bad_cell_file_is_named_at_once(tmp_path):
+    broken = ok_result(batch=1)
+    del broken["status"]
+    paths = [
+        write(tmp_path, "good.json", ok_result()),
+        write(tmp_path, "broken.json", broken),
+        str(tmp_path / "truncated.json"),
+    ]
+    (tmp_path / "truncated.json").write_text('{"schema_version": 1, "cell": ')
+    with pytest.raises(SchemaError) as failure:
+        build_tables(paths)
+    message = str(failure.value)
+    assert f"{paths[1]}: <top level>: 'status' is a required property" in message
+    assert f"{paths[2]}: not valid JSON" in message
+    assert "good.json" not in message
+
+
+def test_a_failed_write_keeps_the_previous_tables(tmp_path, monkeypatch):
+    import pandas as pd
+
+    tables = {name: str(tmp_path / name) for name in ("cells.csv", "cells.parquet", "devices.csv")}
+    first = build_tables([write(tmp_path, "a.json", ok_result())])
+    write_tables(
+        *first,
+        cells_csv=tables["cells.csv"],
+        cells_parquet=tables["cells.parquet"],
+        devices_csv=tables["devices.csv"],
+    )
+    before = {name: Path(path).read_bytes() for name, path in tables.items()}
+    second = build_tables(
+        [write(tmp_path, "a.json", ok_result()), write(tmp_path, "b.json", ok_result(1))]
+    )
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_tables(
+            *second,
+            cells_csv=tables["cells.csv"],
+            cells_parquet=tables["cells.parquet"],
+            devices_csv=tables["devices.csv"],
+        )
+    assert {name: Path(path).read_bytes() for name, path in tables.items()} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_row_that_cannot_be_computed_keeps_its_cell_and_says_why(tmp_path, monkeypatch):
+    from llmbench.report import aggregate
+
+    real = aggregate._model_columns
+
+    def fails_for_batch_one(result):
+        if result["cell"]["batch"] == 1:
+            raise KeyError("gpus")
+        return real(result)
+
+    monkeypatch.setattr(aggregate, "_model_columns", fails_for_batch_one)
+    paths = [write(tmp_path, "a.json", ok_result(2)), write(tmp_path, "b.json", ok_result(1))]
+    cells, devices = build_tables(paths)
+    rows = cells.set_index("batch")
+    assert rows.loc[1, "status"] == "ok" and rows.loc[1, "table_error"] == "KeyError: 'gpus'"
+    assert rows.loc[1, "path"] == paths[1]
+    assert rows.loc[2, "prefill_peak_allocated_gib"] == pytest.approx(6.0)
+    assert cells["table_error"].isna().sum() == 1
+    assert set(devices["batch"]) == {2}
+
+
+def test_a_model_the_predictor_cannot_handle_costs_only_its_own_rows(tmp_path, monkeypatch):
+    """An OPT-style config has no intermediate_size: its row gets no prediction and says why,
+    the others keep theirs."""
+    opt = tmp_path / "opt-tiny.json"
+    opt.write_text(json.dumps(OPT_STYLE))
+    registry = {
+        "tiny-mistral": {"architecture": "config/models/tiny-mistral.json"},
+        "opt-tiny": {"architecture": str(opt)},
+    }
+    monkeypatch.setattr("llmbench.predict.columns._registry", lambda root: registry)
+    mistral, opt_cell = ok_result(2), ok_result(1)
+    mistral["cell"]["model"], opt_cell["cell"]["model"] = "tiny-mistral", "opt-tiny"
+    paths = [write(tmp_path, "a.json", mistral), write(tmp_path, "b.json", opt_cell)]
+    cells, _ = build_tables(paths)
+    rows = cells.set_index("model")
+    assert rows.loc["tiny-mistral", "predicted_prefill_peak_allocated_gib"] > 0
+    assert rows.loc["opt-tiny", list(PREDICTED_COLUMNS)].isna().all()
+    assert rows["predicted_error"].isna().sum() == 1
+    reason = rows.loc["opt-tiny", "predicted_error"]
+    assert "opt-tiny" in reason and str(opt) in reason and "'intermediate_size'" in reason
+
+
+OPT_STYLE = {
+    "model_type": "opt",
+    "architectures": ["OPTForCausalLM"],
+    "hidden_size": 64,
+    "ffn_dim": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "vocab_size": 1000,
+    "max_position_embeddings": 512,
+    "word_embed_proj_dim": 64,
+}
+"""An OPT-style config.json: the MLP width is ffn_dim, there is no intermediate_size."""

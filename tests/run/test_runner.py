@@ -1,5 +1,6 @@
 """The parent process: a JSON for every cell, whatever the child does."""
 
+import json
 import time
 
 import pytest
@@ -67,3 +68,77 @@ def test_finished_partial_is_kept_as_is():
 def test_worker_dies_when_its_parent_is_killed(tmp_path, fake_path):
     """A job killed from outside must not leave a worker behind on the GPU."""
     assert process_gone(kill_runner_of_hanging_worker(tmp_path))
+
+
+def failed_base(tmp_path):
+    """A base checkpoint folder whose build failed, as scripts/materialize_model.py leaves it."""
+    base = tmp_path / "resources" / "models" / "tiny-mistral" / "base"
+    base.mkdir(parents=True)
+    manifest = {
+        "kind": "random-weights",
+        "status": "failed",
+        "source": "config/models/tiny-mistral.json",
+        "error_type": "builtins.KeyError",
+        "error": "KeyError: 'no_such_activation'",
+        "traceback": "Traceback (most recent call last): ...",
+        "log": "logs/models/tiny-mistral/materialize.log",
+    }
+    (base / "checkpoint.json").write_text(json.dumps(manifest))
+    return base
+
+
+def test_cell_of_a_model_that_was_not_built_is_an_error_cell_and_starts_no_worker(tmp_path):
+    base = failed_base(tmp_path)
+    out = tmp_path / "cell.json"
+    result = run_cell(
+        cell=CELL,
+        settings={"measurement": {}, "device": "cpu", "device_map": "auto"},
+        model_entry={},
+        base_dir=str(base),
+        prequantized_dir=None,
+        out_path=out,
+        log_path=tmp_path / "cell.log",
+        timeout_s=30,
+        worker_module="no_such_worker_module",  # started, it would make the cell `crashed`
+    )
+    assert (result["status"], result["phase"]) == ("error", "load")
+    for named in (
+        "KeyError: 'no_such_activation'",
+        "config/models/tiny-mistral.json",
+        "logs/models/tiny-mistral/materialize.log",
+        f"snakemake -R {base / 'checkpoint.json'}",
+    ):
+        assert named in result["reason"]
+    assert result["error"]["category"] == "other_error"
+    assert result["error"]["type"] == "builtins.KeyError"
+    assert result["timing_breakdown"]["start_method"] == "not started (model not built)"
+    assert json.loads(out.read_text()) == result
+    validate_cell_result(result, where=str(out))
+    assert "model checkpoint not built" in (tmp_path / "cell.log").read_text()
+
+
+def test_failed_build_reads_what_a_failed_build_writes(tmp_path):
+    from llmbench.measure.models import MANIFEST
+    from llmbench.record.cell import write_json_atomic
+    from llmbench.run.runner import CHECKPOINT_MANIFEST, failed_build, failed_build_manifest
+
+    assert CHECKPOINT_MANIFEST == MANIFEST
+    try:
+        json.loads("{not json")
+    except ValueError as exc:
+        manifest = failed_build_manifest(
+            exc, kind="random-weights", source="config/models/x.json", log_path="x.log"
+        )
+    write_json_atomic(tmp_path / MANIFEST, manifest)
+    path, read = failed_build(tmp_path)
+    assert path == tmp_path / MANIFEST
+    assert read["error"].startswith("JSONDecodeError: ")
+    assert read["source"] == "config/models/x.json"
+    assert "Traceback" in read["traceback"]
+    # A built checkpoint (no status), a missing manifest or no folder at all: not failed.
+    write_json_atomic(tmp_path / MANIFEST, {"kind": "random-weights", "n_parameters": 1})
+    assert failed_build(tmp_path) is None
+    assert failed_build(tmp_path / "none") is None and failed_build(None) is None
+    # A manifest that is not JSON cannot describe a checkpoint: failed, naming the file.
+    (tmp_path / MANIFEST).write_text("{")
+    assert str(tmp_path / MANIFEST) in failed_build(tmp_path)[1]["error"]

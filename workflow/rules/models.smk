@@ -1,3 +1,11 @@
+# A build that raises at run time (a config transformers cannot instantiate, a full disk, a
+# bug) still ends the job well: its checkpoint.json says `status: failed` with the exception,
+# the file it read and the log (scripts/materialize_model.py), and every cell of that model is
+# written as an `error` cell in phase `load` that says so (llmbench.run.runner), so the tables
+# are still built. The failed manifest is an ordinary output: editing the architecture file
+# rebuilds the model on the next run (newer input); for any other cause, rebuild it and rerun
+# its cells with `snakemake -R resources/models/<model>/base/checkpoint.json` (the console
+# line of the failed build prints it).
 rule materialize_model:
     input:
         architecture=get_architecture,

@@ -59,7 +59,9 @@ from llmbench.predict.constants import (
 from llmbench.predict.fit import ALLOCATOR_SLACK_FIXED_BYTES, ALLOCATOR_SLACK_FRACTION
 from llmbench.predict.outliers import int8_outlier_fraction
 from llmbench.predict.output import (
+    cannot_run,
     format_csv,
+    format_report,
     format_table,
     grid_prediction_rows,
     iter_predictions,
@@ -96,7 +98,9 @@ __all__ = [
     "Terms",
     "WeightBreakdown",
     "attention_path",
+    "cannot_run",
     "format_csv",
+    "format_report",
     "format_table",
     "grid_prediction_rows",
     "int8_outlier_fraction",

@@ -2,7 +2,7 @@
 predicted peaks (GiB = 2^30 bytes) of a measured cell and the measured / predicted ratios.
 
 Imports ``llmbench`` (REPO_ROOT, lazily), ``llmbench.grid.spec.Cell`` and ``llmbench.predict``'s
-architecture, prediction and constants modules; yaml, lazily.
+prediction and constants modules; yaml, lazily.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from llmbench.grid.spec import Cell
-from llmbench.predict.architecture import model_config_for
 from llmbench.predict.constants import gib
-from llmbench.predict.prediction import predict
+from llmbench.predict.prediction import Unpredictable, predict_cell
 
 PREDICTED_COLUMNS = (
     "predicted_load_allocated_gib",
@@ -24,7 +23,11 @@ PREDICTED_COLUMNS = (
     "prefill_measured_over_predicted",
     "decode_measured_over_predicted",
 )
-"""Columns ``table_columns`` adds to a cells table row."""
+"""Columns ``table_columns`` adds to every cells table row."""
+
+PREDICTED_ERROR = "predicted_error"
+"""Column ``table_columns`` adds, besides ``PREDICTED_COLUMNS``, to the row of a cell whose
+model the memory model could not handle: why (so a table has it when some row has one)."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -52,9 +55,12 @@ def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> d
     The architecture comes from the model registry in ``config/config.yaml`` by the cell's
     model name; the compute dtype and decode length from the settings the cell recorded.
     Unknown models, pretrained ones without a local config.json, and phases that were not
-    measured (CPU cells, failures) give None. The model predicts one device: a cell spread
-    over several GPUs keeps the one-GPU prediction ("would it fit on one?") but gets no ratio,
-    since per-device peaks reached at different moments do not add up to a one-device peak.
+    measured (CPU cells, failures) give None. A model the memory model cannot handle (its
+    config lacks a key the model reads, or is not valid JSON) gives None and the reason in
+    one more column, ``PREDICTED_ERROR``; this never raises for one cell. The model predicts
+    one device: a cell spread over several GPUs keeps the one-GPU prediction ("would it fit
+    on one?") but gets no ratio, since per-device peaks reached at different moments do not
+    add up to a one-device peak.
     """
     from llmbench import REPO_ROOT
 
@@ -64,17 +70,20 @@ def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> d
         cell = Cell.from_mapping(result["cell"])
     except (KeyError, TypeError, ValueError):
         return columns
-    config = model_config_for(cell.model, _registry(str(root)), root)
-    if config is None:
-        return columns
     settings = result.get("settings") or {}
     measurement = settings.get("measurement") or {}
-    prediction = predict(
-        config,
+    prediction = predict_cell(
         cell,
+        _registry(str(root)),
+        root,
         bnb_4bit_compute_dtype=settings.get("bnb_4bit_compute_dtype") or "bfloat16",
         decode_tokens=int(measurement.get("decode_tokens") or 32),
     )
+    if prediction is None:
+        return columns
+    if isinstance(prediction, Unpredictable):
+        columns[PREDICTED_ERROR] = prediction.reason
+        return columns
     columns.update(
         predicted_load_allocated_gib=gib(prediction.load.peak_allocated),
         predicted_prefill_peak_allocated_gib=gib(prediction.prefill.peak_allocated),

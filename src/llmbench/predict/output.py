@@ -1,23 +1,26 @@
 """The prediction report of the CLI (``llmbench predict``) and the Snakemake rule
 (scripts/predict_grid.py): predictions for every cell of a grid, one row per cell (GiB =
-2^30 bytes), as a fixed-width text table or as CSV; and memory sizes read from text
-(``--gpu-mem``).
+2^30 bytes), as CSV or as a report for a person (a header with the units and the budget as
+read, a fixed-width table, the peak's breakdown one term a line, the cells that cannot run with
+their reason, a closing count); memory sizes read from text (``--gpu-mem``); and the cells
+that cannot run whatever the memory (``cannot_run``).
 
-Imports ``llmbench.grid.spec`` (the grid's cells) and ``llmbench.predict``'s architecture,
-prediction, replay and constants modules; yaml, lazily.
+Imports ``llmbench.grid`` (the grid's cells, the pipeline's static support rule) and
+``llmbench.predict``'s architecture, prediction, replay and constants modules; yaml, lazily.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from llmbench.grid.spec import Cell
-from llmbench.predict.architecture import model_config_for
+from llmbench.grid.support import static_unsupported
 from llmbench.predict.constants import GIB, gib
-from llmbench.predict.prediction import Prediction, predict
+from llmbench.predict.prediction import Prediction, Unpredictable, predict_cell
 from llmbench.predict.replay import TERM_NAMES
 
 
@@ -28,18 +31,16 @@ def iter_predictions(
     *,
     bnb_4bit_compute_dtype: str = "bfloat16",
     decode_tokens: int = 32,
-) -> Iterable[tuple[Cell, Prediction | None]]:
-    """(cell, prediction or None when the model has no architecture config)."""
+) -> Iterable[tuple[Cell, Prediction | Unpredictable | None]]:
+    """(cell, prediction, or None when the model has no architecture config, or Unpredictable
+    with the reason when the memory model cannot handle it: ``predict_cell``)."""
     for cell in cells:
-        config = model_config_for(cell.model, models, repo_root)
-        if config is None:
-            yield cell, None
-            continue
         yield (
             cell,
-            predict(
-                config,
+            predict_cell(
                 cell,
+                models,
+                repo_root,
                 bnb_4bit_compute_dtype=bnb_4bit_compute_dtype,
                 decode_tokens=decode_tokens,
             ),
@@ -64,22 +65,38 @@ def parse_bytes(text: str) -> int:
     """``80GiB``, ``79.18 GiB``, ``85GB``, ``81920MiB`` or a bare number of GiB -> bytes.
 
     Units: b, kb/mb/gb/tb (10^3k), kib/mib/gib/tib (2^10k), case and spaces ignored; raises
-    ValueError for anything else."""
+    ValueError for anything else, and for a size that is not positive."""
     cleaned = text.strip().replace(" ", "").lower()
     number = cleaned.rstrip("kmgtib")
     unit = cleaned[len(number) :]
-    if unit not in _UNITS or not number:
-        raise ValueError(f"cannot read a memory size from {text!r} (e.g. 80GiB, 85GB, 81920MiB)")
-    return int(float(number) * _UNITS[unit])
+    try:
+        value = float(number) if unit in _UNITS else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(
+            f"cannot read a memory size from {text!r} (a positive size, e.g. 80GiB, 24GB, "
+            "81920MiB; a bare number is GiB)"
+        )
+    return int(value * _UNITS[unit])
 
 
 def prediction_row(
-    cell: Cell, prediction: Prediction | None, capacity_bytes: int | None, *, terms: bool
+    cell: Cell,
+    prediction: Prediction | Unpredictable | None,
+    capacity_bytes: int | None,
+    *,
+    terms: bool,
 ) -> dict[str, Any]:
-    """One row of the prediction table (GiB = 2^30 bytes)."""
+    """One row of the prediction table (GiB = 2^30 bytes); an ``Unpredictable`` cell gets
+    ``fits: unknown`` (with a budget) and its ``reason``."""
     row: dict[str, Any] = asdict(cell)
     if prediction is None:
         row["note"] = "no architecture config"
+        return row
+    if isinstance(prediction, Unpredictable):  # this model's rows say why, the others go on
+        row.update(fits=None if capacity_bytes is None else "unknown", reason=prediction.reason)
+        row["note"] = "no prediction"
         return row
     peak = prediction.peak_phase
     row.update(
@@ -102,6 +119,40 @@ def prediction_row(
     return row
 
 
+_FLOAT32_REFUSED = {
+    "flash_attention_2": "flash-attn's kernels take",
+    "sdpa-flash": "PyTorch's flash SDPA kernel takes",
+    "sdpa-cudnn": "PyTorch's cuDNN SDPA kernel takes",
+}
+
+
+def cannot_run(cell: Cell, device: str = "cuda") -> str | None:
+    """Why ``cell`` cannot run on ``device`` ("cuda" or "cpu") whatever the memory, or None.
+
+    The pipeline's own rule first (``llmbench.grid.support.static_unsupported``: flash-attn on
+    the CPU); then a rule of the predictor only: flash and cuDNN attention kernels refuse
+    float32. The pipeline still attempts such a cell and records it ``unsupported`` from the
+    library's error (the H100 reference's nf4/flash_attention_2/float32 cell: "FlashAttention
+    only support fp16 and bf16 data type"); the predictor says so before it runs."""
+    reason = static_unsupported(cell, device)
+    if reason is None and cell.dtype == "float32" and cell.attn in _FLOAT32_REFUSED:
+        reason = (
+            f"{_FLOAT32_REFUSED[cell.attn]} only float16 or bfloat16 (a run records the cell "
+            "as unsupported)"
+        )
+    return reason
+
+
+def flag_cannot_run(row: dict[str, Any], device: str = "cuda") -> dict[str, Any]:
+    """``row`` with ``fits: unsupported`` and the ``reason`` when its cell cannot run (the
+    predicted numbers stay: they describe the allocations, not a run)."""
+    reason = cannot_run(Cell.from_mapping(row), device)
+    if reason is not None:
+        row.update(fits="unsupported", reason=reason)
+    row.setdefault("reason", "")  # a stable CSV column
+    return row
+
+
 _TABLE_COLUMNS = (
     ("model", "model", "{}"),
     ("quant", "quant", "{}"),
@@ -118,16 +169,12 @@ _TABLE_COLUMNS = (
 )
 
 
-def format_table(rows: list[dict[str, Any]], *, terms: bool) -> str:
-    """Fixed-width text table: peaks per phase (GiB), device need, fits, dominant term; with
-    ``terms``, the breakdown (GiB) at the overall peak, non-zero terms only."""
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Fixed-width text table: peak allocated per phase (GiB), device need (GiB), fits (when
+    a budget was given) and the dominant term at the peak."""
     columns = list(_TABLE_COLUMNS)
-    if rows and rows[0].get("fits") is None:
+    if all(row.get("fits") is None for row in rows):
         columns = [c for c in columns if c[0] != "fits"]
-    if terms:
-        columns.append(("peak_stage", "peak at", "{}"))
-        used = [n for n in TERM_NAMES if any(row.get(f"{n}_gib") for row in rows)]
-        columns += [(f"{n}_gib", n, "{:.2f}") for n in used]
 
     def cell_text(row: dict[str, Any], key: str, fmt: str) -> str:
         value = row.get(key)
@@ -142,6 +189,113 @@ def format_table(rows: list[dict[str, Any]], *, terms: bool) -> str:
     for line in body:
         lines.append("  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
     return "\n".join(lines)
+
+
+def cell_label(row: Mapping[str, Any]) -> str:
+    """``mistral-7b-v0.3 nf4 eager bfloat16 b2 s3072``: a row's cell on one line."""
+    return " ".join(str(row[k]) for k in ("model", "quant", "attn", "dtype")) + (
+        f" b{row['batch']} s{row['seq']}"
+    )
+
+
+def _rounded(value: float, digits: int) -> str:
+    """``value`` to ``digits`` decimals; ``<0.01`` (for 2) when a non-zero value rounds to 0."""
+    step = 10.0**-digits
+    return f"{value:.{digits}f}" if value >= step / 2 else f"<{step:.{digits}f}"
+
+
+def format_terms(rows: list[dict[str, Any]]) -> str:
+    """One block per cell (rows made with ``terms=True``), within 100 columns for the shipped
+    models' names: the verdict, each phase's peak allocated, the device need and its parts,
+    then the breakdown at the overall peak, one term a line: GiB and share of the peak,
+    non-zero terms only. Cells without a prediction are left out."""
+    blocks = []
+    for row in rows:
+        values = [(n, row[f"{n}_gib"]) for n in TERM_NAMES if row.get(f"{n}_gib")]
+        if not values:
+            continue
+        phase = row["peak_phase"]
+        peak = row[f"{phase}_peak_allocated_gib"]
+        lines = [
+            f"{cell_label(row)}: fits {row.get('fits') or 'unknown'}",
+            "  peak allocated: "
+            + ", ".join(
+                f"{p} {row[f'{p}_peak_allocated_gib']:.2f}" for p in ("load", "prefill", "decode")
+            ),
+            f"  need {row['device_need_gib']:.2f} = peak {peak:.2f} + allocator slack "
+            f"{row['allocator_slack_gib']:.2f} + CUDA context {row['cuda_context_gib']:.2f}",
+            f"  {phase} peak at {row['peak_stage']}:",
+        ]
+        lines += [
+            f"    {name:<20}{_rounded(v, 2):>7}  {_rounded(100 * v / peak, 1):>5} %"
+            for name, v in values
+        ]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def format_reasons(rows: list[dict[str, Any]]) -> str:
+    """One entry per cell that has no yes/maybe/no verdict (``unsupported``, ``unknown`` or
+    without a prediction), with its reason, wrapped at 100 columns; empty when none."""
+    import textwrap
+
+    lines = []
+    for row in rows:
+        reason = row.get("reason") or row.get("note")
+        if reason:
+            verdict = row.get("fits") or "unknown"
+            text = f"{cell_label(row)}: {verdict}: {reason}"
+            lines += textwrap.wrap(text, 100, initial_indent="  ", subsequent_indent="    ")
+    return "\n".join(["cells that cannot run or have no prediction:", *lines]) if lines else ""
+
+
+_VERDICTS = (
+    ("yes", "fit", "fit"),
+    ("maybe", "maybe", "maybe"),
+    ("no", "does not fit", "do not fit"),
+    ("unsupported", "cannot run", "cannot run"),
+    ("unknown", "unknown", "unknown"),
+)
+
+
+def format_summary(rows: list[dict[str, Any]]) -> str:
+    """``9 cells: 5 fit, 1 maybe, 2 do not fit, 1 cannot run``: ``fit`` always, the other
+    verdicts when some cell has them (``unknown``: no prediction); no verdicts without a
+    budget."""
+    counts = Counter(row.get("fits") or "unknown" for row in rows)
+    if counts["unknown"] == len(rows):
+        return f"{len(rows)} cells (no budget, no verdict)"
+    parts = [
+        f"{counts[key]} {one if counts[key] == 1 else many}"
+        for key, one, many in _VERDICTS
+        if counts[key] or key == "yes"
+    ]
+    return f"{len(rows)} cells: {', '.join(parts)}"
+
+
+def format_header(rows: list[dict[str, Any]], *, grid: str, gpu_mem: str | None) -> str:
+    """Two lines: the grid, the units, and the budget as read (``budget 24GB = 22.35 GiB``).
+    Raises ValueError for a ``gpu_mem`` that ``parse_bytes`` cannot read."""
+    budget = "no budget"
+    if gpu_mem is not None:
+        budget = f"budget {gpu_mem.strip()} = {gib(parse_bytes(gpu_mem)):.2f} GiB"
+    return (
+        f"llmbench predict: grid {grid}, {len(rows)} cells, one CUDA device; "
+        "memory in GiB (2^30 bytes)\n"
+        f"{budget}; need = peak allocated + allocator slack + CUDA context (see --help)"
+    )
+
+
+def format_report(
+    rows: list[dict[str, Any]], *, grid: str, gpu_mem: str | None, terms: bool = False
+) -> str:
+    """What ``llmbench predict`` prints for a person: the header, the table (with ``terms``,
+    instead, one block per cell with the breakdown of its peak one term a line), the cells
+    that cannot run or have no prediction with their reason, and the closing count."""
+    body = format_terms(rows) if terms else format_table(rows)
+    parts = [format_header(rows, grid=grid, gpu_mem=gpu_mem), body]
+    parts += [format_reasons(rows), format_summary(rows)]
+    return "\n\n".join(part for part in parts if part)
 
 
 def format_csv(rows: list[dict[str, Any]]) -> str:
@@ -167,7 +321,10 @@ def grid_prediction_rows(
     terms: bool = False,
 ) -> list[dict[str, Any]]:
     """Rows for every cell of a grid (default: the config's), reading config/config.yaml for
-    the model registry, ``bnb_4bit_compute_dtype`` and ``measurement.decode_tokens``."""
+    the model registry, ``bnb_4bit_compute_dtype``, ``measurement.decode_tokens`` and
+    ``device``. A cell that cannot run gets ``fits: unsupported`` and a ``reason``
+    (``cannot_run``). Raises ValueError for an unknown or invalid grid or an unreadable
+    ``gpu_mem``."""
     import yaml
 
     from llmbench.grid.spec import expand_grid, load_grid
@@ -178,7 +335,8 @@ def grid_prediction_rows(
     cells = expand_grid(load_grid(grid, repo_root / "config", models))
     capacity = None if gpu_mem is None else parse_bytes(gpu_mem)
     measurement = config.get("measurement") or {}
-    return [
+    device = "cpu" if config.get("device") == "cpu" else "cuda"
+    rows = [
         prediction_row(cell, prediction, capacity, terms=terms)
         for cell, prediction in iter_predictions(
             cells,
@@ -188,3 +346,4 @@ def grid_prediction_rows(
             decode_tokens=int(measurement.get("decode_tokens", 32)),
         )
     ]
+    return [flag_cannot_run(row, device) for row in rows]

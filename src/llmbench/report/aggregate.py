@@ -5,16 +5,26 @@ Memory columns are GiB (2^30 bytes). In cells.csv they are summed over the CUDA 
 used (peaks of different devices need not coincide, so a summed peak is an upper bound of the
 simultaneous total); devices.csv keeps the per-device numbers. CPU cells have no CUDA memory
 columns (empty) and report host RSS instead.
+
+Failures stay data: a cell whose row cannot be computed (an analysis bug, an unforeseen record)
+keeps a row with its cell, status and the reason in ``table_error``; a model the memory model
+cannot predict gets empty ``predicted_*`` columns and the reason in ``predicted_error``
+(``llmbench.predict.columns``); each column exists when some row has one. Only cell files
+that are not valid cell JSONs stop a build (``UnreadableCells``, naming every one), and then
+no table is written: ``write_tables`` replaces each table atomically, so readers see the
+previous tables or the new ones.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from llmbench import GIB
+from llmbench.grid.schemas import SchemaError
 from llmbench.measure.checks import gpu_clean_check
 from llmbench.predict import table_columns as predicted_columns
 from llmbench.record.cell import read_cell_result
@@ -45,6 +55,19 @@ REQUIRED_COLUMNS = (
     "tokens_per_s",
 )
 """Columns every cells table has, whatever else is added."""
+
+
+class UnreadableCells(SchemaError):
+    """Cell files that are not valid JSON or do not match the cell schema: the message names
+    every one with its error (``problems``: (path, error) pairs) and how to measure them again."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]]):
+        self.problems = list(problems)
+        lines = "".join(f"\n  {path}: {error}" for path, error in self.problems)
+        super().__init__(
+            f"{len(self.problems)} cell file(s) not a valid cell JSON:{lines}\n"
+            "Delete such a file and rerun to measure its cell again."
+        )
 
 
 def _gib(value: int | float | None) -> float | None:
@@ -275,23 +298,42 @@ SEED_COLUMNS = (
 )
 
 
+def _rows_of(result: Mapping[str, Any], path: str) -> tuple[dict[str, Any], list[dict]]:
+    """(cells.csv row, devices.csv rows) of one valid cell result. When computing them raises,
+    the cell keeps a row with what the record states and the error in ``table_error``, and no
+    device rows: one cell's surprise does not cost every other row."""
+    try:
+        return cell_row(result, path), device_rows(result)
+    except Exception as exc:  # kept as data, in the table, next to the cell it concerns
+        row = {key: result["cell"][key] for key in CELL_KEYS}
+        row.update(status=result["status"], phase=result.get("phase"), error=result.get("reason"))
+        return {**row, "path": path, "table_error": f"{type(exc).__name__}: {exc}"}, []
+
+
 def build_tables(
     paths: Iterable[str | Path], seed_cases: Iterable[Mapping[str, Any]] = ()
 ) -> tuple[Any, Any]:
     """Read and validate every cell JSON; return (cells, devices) DataFrames.
 
-    A corrupt or schema-violating file raises, naming the file.
+    Raises UnreadableCells (a SchemaError) naming every file that is not valid JSON or not a
+    valid cell result, after reading them all.
     """
     import pandas as pd
 
     labels = seed_case_columns(seed_cases)
-    rows, devices = [], []
+    rows, devices, problems = [], [], []
     for path in paths:
-        result = read_cell_result(path)
-        row = cell_row(result, str(path))
+        try:
+            result = read_cell_result(path)
+        except (OSError, ValueError) as exc:  # read_cell_result's errors name the file
+            problems.append((str(path), str(exc).removeprefix(f"{path}: ")))
+            continue
+        row, device_list = _rows_of(result, str(path))
         row.update(labels.get(tuple(row[k] for k in CELL_KEYS), dict.fromkeys(SEED_COLUMNS)))
         rows.append(row)
-        devices.extend(device_rows(result))
+        devices.extend(device_list)
+    if problems:
+        raise UnreadableCells(problems)
     cells = pd.DataFrame(rows)
     for column in REQUIRED_COLUMNS:
         if column not in cells:
@@ -318,9 +360,24 @@ def build_tables(
 def write_tables(
     cells: Any, devices: Any, *, cells_csv: str, cells_parquet: str, devices_csv: str
 ) -> None:
-    """Write the tables (parent folders created)."""
-    for path in (cells_csv, cells_parquet, devices_csv):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    cells.to_csv(cells_csv, index=False)
-    cells.to_parquet(cells_parquet, index=False)
-    devices.to_csv(devices_csv, index=False)
+    """Write the tables (parent folders created), each to a temporary file beside it first and
+    then renamed over the old one once all three are written: a failure while writing leaves
+    the previous tables as they were. Raises what pandas or the filesystem raise."""
+    writers = (
+        (cells_csv, lambda tmp: cells.to_csv(tmp, index=False)),
+        (cells_parquet, lambda tmp: cells.to_parquet(tmp, index=False)),
+        (devices_csv, lambda tmp: devices.to_csv(tmp, index=False)),
+    )
+    written: list[tuple[str, str]] = []
+    try:
+        for path, write in writers:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = str(target.with_name(f".{target.name}.{os.getpid()}.tmp"))  # umask's mode
+            written.append((tmp, path))
+            write(tmp)
+        for tmp, path in written:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in written:
+            Path(tmp).unlink(missing_ok=True)

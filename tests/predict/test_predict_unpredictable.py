@@ -1,0 +1,106 @@
+"""One model the memory model cannot handle costs its own cells only: ``predict_cell`` returns
+``Unpredictable`` with the reason, ``llmbench predict`` says ``fits: unknown`` and why, and
+the cells table gets ``predicted_error`` (tests/report/test_aggregate.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import pytest
+import yaml
+from predict_fixtures import REPO, TINY, cell
+
+from llmbench import predict
+
+OPT_STYLE = {
+    "model_type": "opt",
+    "hidden_size": 64,
+    "ffn_dim": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "vocab_size": 1000,
+}
+"""An OPT-style config.json: the MLP width is ``ffn_dim``; there is no ``intermediate_size``."""
+
+
+@pytest.fixture
+def repo_root(tmp_path):
+    """A checkout with one extra model, opt-tiny, and a grid of it and tiny-mistral."""
+    (tmp_path / "config" / "models").mkdir(parents=True)
+    (tmp_path / "config" / "grids").mkdir()
+    shutil.copy(REPO / "config" / "models" / "tiny-mistral.json", tmp_path / "config" / "models")
+    (tmp_path / "config" / "models" / "opt-tiny.json").write_text(json.dumps(OPT_STYLE))
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["models"]["opt-tiny"] = {"architecture": "config/models/opt-tiny.json"}
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "config" / "grids" / "mixed.yaml").write_text(
+        "blocks:\n  - {models: [opt-tiny, tiny-mistral], quant: [none], attn: [sdpa],"
+        " dtype: [bfloat16], batch: [1], seq: [8, 16]}\n"
+    )
+    return tmp_path
+
+
+def test_predict_cell_says_why_a_model_cannot_be_predicted(tmp_path):
+    from llmbench.predict.prediction import Prediction, Unpredictable, predict_cell
+
+    (tmp_path / "opt.json").write_text(json.dumps(OPT_STYLE))
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    models = {name: {"architecture": f"{name}.json"} for name in ("opt", "broken", "tiny")}
+    opt = predict_cell(cell(model="opt"), models, tmp_path)
+    assert isinstance(opt, Unpredictable)
+    assert opt.reason.startswith("cannot predict opt from opt.json: KeyError: 'intermediate_size'")
+    broken = predict_cell(cell(model="broken"), models, tmp_path)
+    assert isinstance(broken, Unpredictable)
+    assert "broken.json: JSONDecodeError" in broken.reason
+    assert isinstance(predict_cell(cell(model="tiny"), models, tmp_path), Prediction)
+    assert predict_cell(cell(model="not-registered"), models, tmp_path) is None
+
+
+def test_cli_predict_gives_unknown_and_the_reason_for_that_model_only(
+    repo_root, monkeypatch, capsys
+):
+    from llmbench import cli
+
+    monkeypatch.setattr(cli, "REPO_ROOT", repo_root)
+    assert cli.main(["predict", "--grid", "mixed", "--gpu-mem", "80GiB", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["model"], r["fits"]) for r in rows] == [
+        ("opt-tiny", "unknown"),
+        ("opt-tiny", "unknown"),
+        ("tiny-mistral", "yes"),
+        ("tiny-mistral", "yes"),
+    ]
+    assert "'intermediate_size'" in rows[0]["reason"]
+    assert float(rows[2]["prefill_peak_allocated_gib"]) > 0
+    assert cli.main(["predict", "--grid", "mixed", "--gpu-mem", "80GiB"]) == 0
+    text = capsys.readouterr().out
+    assert "unknown" in text and "cannot predict opt-tiny" in text
+
+
+def test_grid_rows_without_a_budget_have_no_verdict_but_the_reason(repo_root):
+    rows = predict.grid_prediction_rows("mixed", repo_root=repo_root, gpu_mem=None, terms=True)
+    opt = [r for r in rows if r["model"] == "opt-tiny"]
+    assert len(rows) == 4 and len(opt) == 2
+    assert all(r["fits"] is None and "'intermediate_size'" in r["reason"] for r in opt)
+    assert "cannot predict opt-tiny" in predict.format_csv(rows)
+
+
+def test_table_columns_of_an_unpredictable_model_carry_the_reason(repo_root, monkeypatch):
+    from llmbench.predict import columns
+
+    models = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())["models"]
+    monkeypatch.setattr(columns, "_registry", lambda root: models)
+    result = json.loads(
+        next(
+            (REPO / "results" / "reference" / "h100" / "seed" / "cells").rglob("*.json")
+        ).read_text()
+    )
+    result["cell"]["model"] = "opt-tiny"
+    values = predict.table_columns(result, repo_root=repo_root)
+    assert set(values) == {*predict.PREDICTED_COLUMNS, "predicted_error"}
+    assert "'intermediate_size'" in values["predicted_error"]
+    assert all(values[k] is None for k in predict.PREDICTED_COLUMNS)
