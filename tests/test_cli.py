@@ -1,4 +1,5 @@
-"""Command-line helpers that move runs between results/ and a reference folder."""
+"""Command-line helpers that move runs between results/ and a reference folder; user errors
+as one line; a closed stdout (``| head``) without a traceback."""
 
 import json
 import os
@@ -6,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import REPO
 
 from llmbench import cli
@@ -59,3 +61,70 @@ def test_cli_runs_as_an_installed_module(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "resume" in done.stdout
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    kwargs.setdefault("capture_output", "stdout" not in kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "llmbench.cli", *args], env=env, text=True, timeout=120, **kwargs
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["predict", "--gpu-mem", "lots"], "--gpu-mem: cannot read a memory size from 'lots'"),
+        (["predict", "--gpu-mem", "0"], "--gpu-mem: cannot read a memory size from '0'"),
+        (["predict", "--grid", "nosuch"], "grid 'nosuch': no file"),
+        (["tables", "{tmp}/missing"], "no folder {tmp}/missing/cells"),
+        (["tables", str(EXTENDED), "--grid", "nosuch"], "grid 'nosuch': no file"),
+        (
+            ["publish", "--from", "{tmp}/missing", "--to", "{tmp}/ref", "--grid", "seed"],
+            "no folder",
+        ),
+        (["publish", "--from", str(EXTENDED), "--to", "{tmp}/ref", "--grid", "nosuch"], "nosuch"),
+        (["resume", "--from", "{tmp}/missing", "--grid", "seed"], "no folder {tmp}/missing"),
+        (["resume", "--from", "{tmp}", "--grid", "seed"], "no cells/ or frontier/ folder"),
+        (["predict", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
+    ],
+)
+def test_user_errors_are_one_line_and_status_2(tmp_path, args, message):
+    done = run_cli(*(a.format(tmp=tmp_path) for a in args), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr  # no traceback, no usage block
+    assert done.stderr.startswith("llmbench: error: ")
+    assert message.format(tmp=tmp_path) in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written on the way
+
+
+def test_predict_into_a_closed_pipe_stops_quietly():
+    """``llmbench predict --grid extended | head -3``: the reader leaves early; the command
+    stops without a BrokenPipeError, with status 141 (128 + SIGPIPE) as a Unix filter does."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write: deterministic
+    try:
+        done = run_cli("predict", "--grid", "extended", stdout=write, stderr=subprocess.PIPE)
+    finally:
+        os.close(write)
+    assert done.stderr == "", done.stderr
+    assert done.returncode == 141
+
+
+def test_predict_piped_into_head_prints_no_traceback():
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"{sys.executable} -m llmbench.cli predict --grid extended --terms | head -3",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.startswith("llmbench predict: grid extended, 81 cells")
+    assert len(done.stdout.splitlines()) == 3
+    assert done.stderr == ""

@@ -8,9 +8,19 @@
   dated now, so that Snakemake measures only what the reference lacks. Run it once the model
   checkpoints exist: Snakemake remeasures cells older than their inputs.
 - ``predict [--grid NAME_OR_PATH] [--gpu-mem 80GiB] [--format table|csv] [--terms]``: the
-  analytic memory model (predict.py) for every cell of a grid, instantly, without a GPU: predicted
-  load/prefill/decode peak allocated (GiB), the dominant term, and whether the cell fits
-  ``--gpu-mem``: predicted peak allocated + allocator slack + CUDA context <= capacity.
+  analytic memory model (llmbench.predict) for every cell of a grid, instantly, without a GPU:
+  predicted load/prefill/decode peak allocated (GiB), the dominant term, and whether the cell
+  fits ``--gpu-mem`` (``llmbench predict --help`` explains the columns).
+- ``compare A B --names h100 h200 --to DIR``: the same cells of two reference runs (their
+  ``tables/cells.csv``) side by side, one row per cell (``DIR/tables/cells.csv``), a figure
+  (``DIR/figures/crossgpu.png|svg``) and a summary on stdout (llmbench.report.compare).
+
+A usage mistake (an unreadable size, an unknown grid, a missing folder, a bad option) is one
+line on stderr, ``llmbench: error: ...``, exit status 2; when the reader of stdout goes away
+(``| head``) the command stops quietly with status 141, as a Unix filter does.
+
+May import every stage (it is the top of the stack); torch and pandas only through the
+commands that need them (``predict`` runs without them).
 """
 
 from __future__ import annotations
@@ -27,21 +37,51 @@ import yaml
 from llmbench import REPO_ROOT
 
 
-def _seed_cases(grid: str | None) -> list[dict]:
-    if grid is None:
-        return []
+class UsageError(Exception):
+    """A mistake in the command line or in what it names (a size, a grid, a folder): printed
+    as one line ``llmbench: error: ...`` with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are a UsageError (one line) instead of usage text and exit."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def _config() -> dict:
+    return yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+
+
+def _grid(grid: str) -> dict:
+    """The validated grid document; raises UsageError naming what is wrong with it."""
     from llmbench.grid.spec import load_grid
 
-    config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
-    return load_grid(grid, REPO_ROOT / "config", config["models"]).get("seed_cases", [])
+    try:
+        return load_grid(grid, REPO_ROOT / "config", _config()["models"])
+    except (ValueError, OSError, yaml.YAMLError) as exc:
+        raise UsageError(str(exc).splitlines()[0]) from None
+
+
+def _folder(path: Path, what: str) -> Path:
+    """``path`` when it is a folder; else UsageError naming ``what`` it should hold."""
+    if not path.is_dir():
+        raise UsageError(f"no folder {path} ({what})")
+    return path
+
+
+def _seed_cases(grid: str | None) -> list[dict]:
+    return [] if grid is None else _grid(grid).get("seed_cases", [])
 
 
 def rebuild_tables(root: Path, grid: str | None) -> int:
-    """Tables of every cell JSON under ``root/cells``; returns the number of cells."""
+    """Tables of every cell JSON under ``root/cells``; returns the number of cells. Raises
+    UsageError for an unknown grid, before any table is written."""
+    seed_cases = _seed_cases(grid)
     from llmbench.report import aggregate
 
     paths = sorted(str(p) for p in (root / "cells").rglob("*.json"))
-    cells, devices = aggregate.build_tables(paths, _seed_cases(grid))
+    cells, devices = aggregate.build_tables(paths, seed_cases)
     aggregate.write_tables(
         cells,
         devices,
@@ -55,12 +95,10 @@ def rebuild_tables(root: Path, grid: str | None) -> int:
 def _copy_cells(source: Path, target: Path, grid: str, *, resume: bool) -> int:
     """Copy the grid's cell JSONs (and job benchmarks) from ``source`` to ``target``; with
     ``resume``, only where ``target`` lacks them, dated now. Returns the cells copied."""
-    from llmbench.grid.spec import expand_grid, load_grid
+    from llmbench.grid.spec import expand_grid
 
-    config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
-    cells = expand_grid(load_grid(grid, REPO_ROOT / "config", config["models"]))
     copied = 0
-    for cell in cells:
+    for cell in expand_grid(_grid(grid)):
         if resume and (target / "cells" / cell.relpath).exists():
             continue  # this run's own cell (and its benchmark) stays
         for folder, suffix in (("cells", ".json"), ("benchmarks/cells", ".tsv")):
@@ -97,9 +135,33 @@ def resume(reference: Path, target: Path, grid: str, frontier: bool = False) -> 
     return cells, files
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point."""
-    parser = argparse.ArgumentParser(prog="llmbench", description=__doc__.splitlines()[0])
+PREDICT_EPILOG = """\
+columns (GiB = 2^30 bytes):
+  load, prefill, decode  predicted peak allocated memory of each phase (what
+                         torch.cuda.max_memory_allocated reports; replayed, not measured)
+  need                   what the device must hold at the largest peak: peak allocated
+                         + allocator slack (memory PyTorch's caching allocator reserves but
+                         does not use: an envelope fitted on the H100 reference cells)
+                         + the CUDA context
+  fits                   yes: need <= --gpu-mem
+                         maybe: the allocations fit (peak allocated + CUDA context <=
+                           --gpu-mem), the fragmentation envelope does not: the allocator
+                           decides (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True helps)
+                         no: the allocations alone do not fit
+                         unsupported: cannot run whatever the memory (flash-attn on the CPU;
+                           flash or cuDNN attention in float32); the reason is printed
+                         unknown: no prediction for this model
+  dominant               the term that holds the most memory at the peak
+
+--gpu-mem reads 80GiB, 79.18 GiB (2^30 bytes), 24GB (10^9 bytes: 22.35 GiB), 81920MiB, or a
+bare number of GiB. --terms lists every term of each cell's peak, one a line. --format csv
+prints every number, one row per cell (with --terms, one column per term), and no header,
+closing line or reasons outside its `fits` and `reason` columns.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="llmbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     tables = commands.add_parser("tables", help="rebuild ROOT/tables from ROOT/cells")
     tables.add_argument("root", type=Path)
@@ -117,33 +179,118 @@ def main(argv: Sequence[str] | None = None) -> int:
     resumer.add_argument(
         "--frontier", action="store_true", help="also copy frontier/ (probes and searches)"
     )
-    predictor = commands.add_parser("predict", help="predicted peak memory of a grid's cells")
+    predictor = commands.add_parser(
+        "predict",
+        help="predicted peak memory of a grid's cells",
+        description="Predicted peak memory of every cell of a grid, and whether it fits a\n"
+        "device (the analytic model of llmbench.predict: no GPU, no torch, instant).",
+        epilog=PREDICT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     predictor.add_argument("--grid", help="grid name or path (default: the config's grid)")
     predictor.add_argument(
         "--gpu-mem", default="80GiB", help="device memory to fit in, e.g. 80GiB, 24GB (80GiB)"
     )
-    predictor.add_argument("--format", choices=("table", "csv"), default="table")
-    predictor.add_argument("--terms", action="store_true", help="add the peak's breakdown")
-    args = parser.parse_args(argv)
+    predictor.add_argument(
+        "--format",
+        choices=("table", "csv"),
+        default="table",
+        help="table: for a person (default); csv: every number, for a program",
+    )
+    predictor.add_argument(
+        "--terms", action="store_true", help="add the breakdown of each cell's peak by term"
+    )
+    comparer = commands.add_parser(
+        "compare", help="the same cells of two reference runs side by side (two GPUs)"
+    )
+    comparer.add_argument("first", type=Path, help="a reference run with tables/cells.csv")
+    comparer.add_argument("second", type=Path, help="the same grid measured elsewhere")
+    comparer.add_argument("--names", nargs=2, required=True, metavar=("A", "B"))
+    comparer.add_argument("--to", dest="target", type=Path, required=True)
+    return parser
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from llmbench.report import compare, figures
+
+    for folder in (args.first, args.second):
+        if not (folder / "tables" / "cells.csv").exists():
+            raise UsageError(f"no {folder / 'tables' / 'cells.csv'} (run: llmbench tables)")
+    try:
+        table = compare.compare_folders(args.first, args.second, args.names)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    (args.target / "tables").mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.target / "tables" / "cells.csv", index=False)
+    figures.draw_crossgpu(
+        table,
+        args.names,
+        str(args.target / "figures" / "crossgpu.png"),
+        str(args.target / "figures" / "crossgpu.svg"),
+    )
+    print("\n".join(compare.summary_lines(table, args.names)))
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from llmbench import predict
+
+    grid = args.grid or str(_config()["grid"])
+    _grid(grid)  # an unknown or invalid grid is a usage error, named before any prediction
+    try:
+        predict.parse_bytes(args.gpu_mem)
+    except ValueError as exc:
+        raise UsageError(f"--gpu-mem: {exc}") from None
+    rows = predict.grid_prediction_rows(
+        grid, repo_root=REPO_ROOT, gpu_mem=args.gpu_mem, terms=args.terms
+    )
+    if args.format == "csv":
+        sys.stdout.write(predict.format_csv(rows))
+    else:
+        print(predict.format_report(rows, grid=grid, gpu_mem=args.gpu_mem, terms=args.terms))
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.command == "tables":
+        _folder(args.root / "cells", "tables ROOT reads the cell JSONs under ROOT/cells")
         print(f"{rebuild_tables(args.root, args.grid)} cells -> {args.root / 'tables'}")
     elif args.command == "predict":
-        from llmbench import predict
-
-        rows = predict.grid_prediction_rows(
-            args.grid, repo_root=REPO_ROOT, gpu_mem=args.gpu_mem, terms=args.terms
-        )
-        if args.format == "csv":
-            sys.stdout.write(predict.format_csv(rows))
-        else:
-            print(predict.format_table(rows, terms=args.terms))
+        _predict(args)
+    elif args.command == "compare":
+        _compare(args)
     elif args.command == "resume":
+        _folder(args.source, "--from: a reference run")
+        if not (args.source / "cells").is_dir() and not (args.source / "frontier").is_dir():
+            raise UsageError(f"--from {args.source}: no cells/ or frontier/ folder in it")
         cells, files = resume(args.source, args.target, args.grid, args.frontier)
         print(f"copied {cells} cells and {files} frontier files to {args.target} (missing only)")
     elif args.command == "publish":
+        _folder(args.source / "cells", "--from: a run whose cell JSONs are under cells/")
         copied = publish(args.source, args.target, args.grid)
         print(f"copied {copied} cells to {args.target}")
         print(f"{rebuild_tables(args.target, args.grid)} cells -> {args.target / 'tables'}")
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (e.g. captured by a test)
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status: 0; 2 after a usage mistake (UsageError), told as
+    one line on stderr; 141 (128 + SIGPIPE) when stdout's reader went away (``| head``)."""
+    try:
+        _run(_parser().parse_args(argv))
+        sys.stdout.flush()
+    except UsageError as exc:
+        print(f"llmbench: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
     return 0
 
 

@@ -1,8 +1,12 @@
-"""llmbench.predict.output: memory sizes from text, and the `llmbench predict` table and CSV
-(without torch)."""
+"""llmbench.predict.output: memory sizes from text, and the `llmbench predict` report (header
+with units and budget, table, per-term breakdown, cells that cannot run, closing count) and
+CSV (without torch)."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import subprocess
 import sys
 
@@ -10,6 +14,30 @@ import pytest
 from predict_fixtures import REPO
 
 from llmbench import GIB, predict
+from llmbench.grid.spec import Cell
+from llmbench.grid.support import static_unsupported
+from llmbench.predict import output
+
+FA2_FP32 = Cell("mistral-7b-v0.3", "nf4", "flash_attention_2", "float32", 2, 3072)
+"""The seed grid's cell that ran out of nothing: flash-attn refused float32 on the H100."""
+
+
+def report(capsys, *args: str) -> list[str]:
+    from llmbench import cli
+
+    assert cli.main(["predict", *args]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def table_rows(lines: list[str]) -> tuple[list[str], list[list[str]]]:
+    """The table's column header and its rows (the lines up to the next blank one)."""
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["model", "quant"])
+    end = lines.index("", start) if "" in lines[start:] else len(lines)
+    return lines[start].split(), [line.split() for line in lines[start + 1 : end]]
+
+
+def csv_rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
 
 
 def test_parse_bytes():
@@ -22,25 +50,118 @@ def test_parse_bytes():
         predict.parse_bytes("lots")
 
 
+@pytest.mark.parametrize("text", ["0", "-3GiB", "inf", "nan", "GiB", "lots"])
+def test_parse_bytes_takes_positive_sizes_only_and_says_how_to_write_one(text):
+    with pytest.raises(ValueError, match=r"cannot read a memory size .* e\.g\. 80GiB"):
+        predict.parse_bytes(text)
+
+
 def test_cli_predict_table_and_csv(capsys):
+    lines = report(capsys, "--grid", "seed", "--gpu-mem", "80GiB")
+    header, rows = table_rows(lines)
+    assert header[:6] == ["model", "quant", "attn", "dtype", "b", "seq"]
+    assert len(rows) == 9
+    # Every cell fits 80 GiB; the one that cannot run at all says so instead of "yes".
+    fits = {tuple(row[:6]): row[-2] for row in rows}
+    assert fits.pop(("mistral-7b-v0.3", "nf4", "flash_attention_2", "float32", "2", "3072")) == (
+        "unsupported"
+    )
+    assert set(fits.values()) == {"yes"}
     from llmbench import cli
 
-    assert cli.main(["predict", "--grid", "seed", "--gpu-mem", "80GiB"]) == 0
-    table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:6] == ["model", "quant", "attn", "dtype", "b", "seq"]
-    assert len(table) == 1 + 9
-    assert all(line.split()[-2] == "yes" for line in table[1:])
     assert cli.main(["predict", "--grid", "extended", "--format", "csv", "--terms"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    header = lines[0].split(",")
+    text = capsys.readouterr().out
+    header = text.splitlines()[0].split(",")
     assert {"prefill_peak_allocated_gib", "fits", "dominant_term", "kv_cache_gib"} <= set(header)
-    rows = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+    rows = csv_rows(text)
     assert len(rows) == 81
     oom = [r for r in rows if r["attn"] == "eager" and r["batch"] == "4" and r["seq"] == "8192"]
     assert {r["fits"] for r in oom} == {"no"}
-    assert cli.main(["predict", "--grid", "seed", "--gpu-mem", "8GiB"]) == 0
-    fits = [line.split()[-2] for line in capsys.readouterr().out.splitlines()[1:]]
+    _, rows = table_rows(report(capsys, "--grid", "seed", "--gpu-mem", "8GiB"))
+    fits = [row[-2] for row in rows]
     assert "no" in fits and "yes" in fits
+
+
+def test_header_gives_the_units_and_the_budget_as_read(capsys):
+    lines = report(capsys, "--grid", "seed", "--gpu-mem", "24GB")
+    head = "\n".join(lines[:2])
+    assert "grid seed, 9 cells" in head
+    assert "memory in GiB (2^30 bytes)" in head
+    assert "budget 24GB = 22.35 GiB" in head  # 24e9 bytes / 2^30
+    assert "budget 80GiB = 80.00 GiB" in report(capsys, "--grid", "seed")[1]
+
+
+def test_report_closes_with_how_many_cells_fit(capsys):
+    lines = report(capsys, "--grid", "seed", "--gpu-mem", "24GB")
+    _, rows = table_rows(lines)
+    verdicts = [row[-2] for row in rows]
+    counts = {v: verdicts.count(v) for v in ("yes", "maybe", "no", "unsupported")}
+    assert counts == {"yes": 5, "maybe": 1, "no": 2, "unsupported": 1}
+    assert lines[-1] == "9 cells: 5 fit, 1 maybe, 2 do not fit, 1 cannot run"
+    lines = report(capsys, "--grid", "extended")
+    verdicts = [row[-2] for row in table_rows(lines)[1]]
+    assert (verdicts.count("yes"), verdicts.count("maybe"), verdicts.count("no")) == (75, 3, 3)
+    assert lines[-1] == "81 cells: 75 fit, 3 maybe, 3 do not fit"  # no zero counts but "fit"
+
+
+def test_help_explains_need_and_maybe(capsys):
+    from llmbench import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["predict", "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "need what the device must hold at the largest peak: peak allocated + allocator " in (
+        text
+    )
+    assert "+ the CUDA context" in text
+    assert "maybe: the allocations fit (peak allocated + CUDA context <= --gpu-mem), the " in text
+    assert "fragmentation envelope does not" in text
+    assert "unsupported: cannot run whatever the memory" in text
+
+
+def test_cells_that_cannot_run_are_flagged_with_the_reason(capsys):
+    lines = report(capsys, "--grid", "seed")
+    flagged = [
+        line for line in lines if "nf4 flash_attention_2 float32 b2 s3072: unsupported" in line
+    ]
+    assert len(flagged) == 1 and "float16 or bfloat16" in " ".join(lines)
+    from llmbench import cli
+
+    assert cli.main(["predict", "--grid", "seed", "--format", "csv"]) == 0
+    rows = {Cell.from_mapping(r): r for r in csv_rows(capsys.readouterr().out)}
+    assert rows[FA2_FP32]["fits"] == "unsupported"
+    assert "float16 or bfloat16" in rows[FA2_FP32]["reason"]
+    assert all(r["reason"] == "" for c, r in rows.items() if c != FA2_FP32)
+    # The reference measured it so: flash-attn refused float32.
+    measured = REPO / "results/reference/h100/seed/cells" / FA2_FP32.relpath
+    assert json.loads(measured.read_text())["status"] == "unsupported"
+    # A predictor-side flag only: the pipeline still attempts the cell.
+    assert static_unsupported(FA2_FP32, "cuda") is None
+
+
+def test_the_pipelines_own_rule_flags_flash_attention_on_the_cpu():
+    row = {**Cell("m", "none", "flash_attention_2", "bfloat16", 1, 8).to_dict(), "fits": "yes"}
+    assert output.flag_cannot_run(dict(row), "cuda")["fits"] == "yes"
+    flagged = output.flag_cannot_run(dict(row), "cpu")
+    assert flagged["fits"] == "unsupported"
+    assert flagged["reason"] == static_unsupported(Cell.from_mapping(row), "cpu")
+    assert predict.cannot_run(Cell("m", "none", "sdpa", "float32", 1, 8)) is None
+    assert predict.cannot_run(Cell("m", "none", "sdpa-flash", "float32", 1, 8))
+
+
+def test_terms_are_one_a_line_within_100_columns(capsys):
+    lines = report(capsys, "--grid", "extended", "--terms")
+    assert max(len(line) for line in lines) <= 100
+    rows = predict.grid_prediction_rows("seed", repo_root=REPO, terms=True)
+    lines = report(capsys, "--grid", "seed", "--terms")
+    start = lines.index("mistral-7b-v0.3 nf4 eager bfloat16 b2 s3072: fits yes")
+    block = lines[start : lines.index("", start)]
+    row = next(r for r in rows if r["quant"] == "nf4" and r["attn"] == "eager")
+    terms = {line.split()[0]: line.split()[1] for line in block if line.startswith("    ")}
+    assert terms["attention_scores"] == f"{row['attention_scores_gib']:.2f}" == "5.62"
+    assert set(terms) == {n for n in predict.TERM_NAMES if row[f"{n}_gib"]}
+    assert f"need {row['device_need_gib']:.2f} = peak 10.88 + allocator slack" in block[2]
 
 
 def test_cli_predict_imports_no_torch():
@@ -53,3 +174,16 @@ def test_cli_predict_imports_no_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
     )
     assert process.returncode == 0, process.stderr
+
+
+def test_report_names_cells_without_a_prediction_and_counts_them():
+    rows = predict.grid_prediction_rows("seed", repo_root=REPO, gpu_mem="24GB")
+    unknown = {**Cell("llama-x", "none", "sdpa", "bfloat16", 1, 8).to_dict(), "fits": "unknown"}
+    unknown.update(reason="rope_scaling type 'yarn' is not modelled", note="no prediction")
+    text = predict.format_report([*rows, unknown], grid="seed", gpu_mem="24GB")
+    lines = text.splitlines()
+    assert lines[-1] == "10 cells: 5 fit, 1 maybe, 2 do not fit, 1 cannot run, 1 unknown"
+    reason = "  llama-x none sdpa bfloat16 b1 s8: unknown: rope_scaling type 'yarn' is not modelled"
+    assert reason in lines
+    terms = predict.format_report([*rows, unknown], grid="seed", gpu_mem="24GB", terms=True)
+    assert "llama-x none sdpa bfloat16 b1 s8: unknown: rope_scaling" in terms  # named once

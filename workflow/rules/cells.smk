@@ -33,14 +33,6 @@ onstart:
         )
 
 
-onsuccess:
-    warmstart.stop_server()
-
-
-onerror:
-    warmstart.stop_server()
-
-
 rule measure_cell:
     input:
         unpack(get_cell_checkpoints),

@@ -9,6 +9,8 @@ from llmbench import frontier as llm_frontier
 from llmbench.grid import spec as llm_grid
 from llmbench.grid import plan as pipeline
 from llmbench.grid import validate as llm_config
+from llmbench.report.summary import print_summary
+from llmbench.run import warmstart as llm_warmstart
 
 # workflow/schemas/config.schema.yaml, with a one-line error naming the key, and every model
 # entry (architecture files parsed and built by transformers, pretrained paths present).
@@ -37,6 +39,14 @@ wildcard_constraints:
     root=r"results(/reference/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)?)?",
 
 
+def end_of_run():
+    """The Snakefile's onsuccess/onerror (Snakemake keeps one of each): stop this run's
+    warm-start server (cells.smk starts it), then print the run summary after Snakemake's
+    own output (llmbench.report.summary; it never raises)."""
+    llm_warmstart.stop_server()
+    print_summary("results", CELLS, grid=GRID_CHOICE.name, report_roots=[REPORT_ROOT])
+
+
 def get_cell_results():
     """Every cell JSON of the selected grid."""
     return [f"results/cells/{cell.relpath}" for cell in CELLS]
@@ -57,6 +67,9 @@ def get_final_output():
             "results/tables/cells.csv",
             "results/tables/cells.parquet",
             "results/tables/devices.csv",
+            # written last, only when the tables were rebuilt: a run whose table rule failed
+            # (a corrupt cell JSON) fails again, naming the file, until it is fixed
+            "results/tables/tables.json",
         ]
         + get_figures("results")
     )

@@ -57,8 +57,17 @@ PRELOAD: tuple[str, ...] = (
 )
 """Modules the server imports before forking (missing optional ones are skipped)."""
 
-STARTUP_ONLY_PREFIXES = ("MALLOC_", "LD_", "GLIBC_TUNABLES", "OMP_", "KMP_", "MKL_")
-"""Variables read when a process starts: a child whose value differs must exec afresh."""
+STARTUP_ONLY_PREFIXES = (
+    "MALLOC_",
+    "LD_",
+    "GLIBC_TUNABLES",
+    "OMP_",
+    "KMP_",
+    "MKL_",
+    "HF_HUB_OFFLINE",
+)
+"""Variables read when a process starts (or, like huggingface_hub's ``HF_HUB_OFFLINE``, once
+at import, which the server has done): a child whose value differs must exec afresh."""
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """Start-up variables a forked child can still honour (``torch.set_num_threads``); Snakemake
