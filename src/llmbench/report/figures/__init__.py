@@ -5,10 +5,10 @@ tags, the CPU banner, saving), ``marks`` (which columns tell cells apart, and th
 figure leaves at most one cell per mark), ``unrun`` (the marks of cells that did not run),
 ``seed`` (seed notebook comparison), ``scaling`` (memory and latency vs sequence length),
 ``status`` (status of every cell), ``predicted`` (analytic model vs measurement), ``frontier``
-(out-of-memory frontier) and ``draw`` (the registry and the entry points that read a table and
-write PNG + SVG; a figure that refuses is replaced by one that says why). May import
-``llmbench.grid`` and the rest of the stack below ``report``, plus pandas, numpy, seaborn and
-matplotlib; nothing here imports ``aggregate``.
+(out-of-memory frontier), ``crossgpu`` (the same cells on two GPUs) and ``draw`` (the registry
+and the entry points that read a table and write PNG + SVG; a figure that refuses is replaced
+by one that says why). May import ``llmbench.grid`` and the rest of the stack below ``report``,
+plus pandas, numpy, seaborn and matplotlib; nothing here imports ``aggregate``.
 
 Every plotted mark is one cell (or one search): no seaborn estimator, no silent mean.
 
@@ -21,6 +21,11 @@ import matplotlib
 # Before any module of the package imports pyplot: figures are written to files, never shown.
 matplotlib.use("Agg")
 
-from llmbench.report.figures.draw import FIGURES, draw_all, draw_frontier  # noqa: E402
+from llmbench.report.figures.draw import (  # noqa: E402
+    FIGURES,
+    draw_all,
+    draw_crossgpu,
+    draw_frontier,
+)
 
-__all__ = ["FIGURES", "draw_all", "draw_frontier"]
+__all__ = ["FIGURES", "draw_all", "draw_crossgpu", "draw_frontier"]

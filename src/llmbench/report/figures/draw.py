@@ -7,13 +7,14 @@ May import the other ``llmbench.report.figures`` modules, pandas and seaborn.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import seaborn as sns
 
+from llmbench.report.figures.crossgpu import crossgpu_figure
 from llmbench.report.figures.frontier import frontier_figure
 from llmbench.report.figures.marks import NotDrawn
 from llmbench.report.figures.predicted import predicted_vs_measured
@@ -43,6 +44,7 @@ TITLES = {
     "status": "Status of every cell",
     "predicted": "Analytic memory model vs measurement",
     "frontier": "Out-of-memory frontier",
+    "crossgpu": "The same cells on two GPUs",
 }
 """Title of the notice drawn in a figure's place when it refuses."""
 CUDA_ONLY = ("memory", "predicted")
@@ -75,3 +77,9 @@ def draw_frontier(frontier_csv: str | Path, png: str, svg: str) -> None:
     searches = pd.read_csv(frontier_csv)
     sns.set_theme(style="whitegrid", context="notebook")
     save(figure("frontier", searches, frontier_figure), png, svg)
+
+
+def draw_crossgpu(table: pd.DataFrame, names: Sequence[str], png: str, svg: str) -> None:
+    """Draw the two-GPU comparison from :func:`llmbench.report.compare.compare`'s table."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    save(figure("crossgpu", table, lambda t: crossgpu_figure(t, names)), png, svg)
