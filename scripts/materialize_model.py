@@ -2,7 +2,7 @@
 
 A build that raises (a config transformers accepts but cannot instantiate, a full disk, a bug)
 does not fail the job: its manifest is written with ``status: failed``, the exception, the
-architecture file and this log (``llmbench.run.runner.failed_build_manifest``), the console
+architecture file and this log (``llmbench.run.builds.failed_build_manifest``), the console
 says so, and the job succeeds. Every cell of the model then ends as an ``error`` cell naming
 the failed build, and the rest of the run still gets its tables. After fixing the cause,
 editing the architecture file rebuilds the model on the next run (it is newer than the
@@ -18,7 +18,7 @@ import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from llmbench.record.cell import write_json_atomic  # noqa: E402
-from llmbench.run.runner import failed_build_manifest  # noqa: E402
+from llmbench.run.builds import failed_build_manifest  # noqa: E402
 
 manifest_path = Path(snakemake.output[0])  # noqa: F821
 architecture = str(snakemake.input.architecture)  # noqa: F821

@@ -14,7 +14,7 @@ import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from llmbench.record.cell import write_json_atomic  # noqa: E402
-from llmbench.run.runner import failed_build, failed_build_manifest  # noqa: E402
+from llmbench.run.builds import failed_build, failed_build_manifest  # noqa: E402
 
 base_dir = Path(snakemake.input.base).parent  # noqa: F821
 manifest_path = Path(snakemake.output[0])  # noqa: F821

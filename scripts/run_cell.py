@@ -20,12 +20,17 @@ settings["threads"] = snakemake.threads  # noqa: F821
 runtime_min = snakemake.resources.get("runtime")  # noqa: F821
 job_time_left_s = slurm_job_time_left()
 timeout_s = effective_timeout(settings["cell_timeout_s"], runtime_min, job_time_left_s)
+# The cell's limit counts from the end of its start-up (imports); a scheduler's end of job is
+# a hard deadline from now, start-up included.
+scheduled = runtime_min is not None or job_time_left_s is not None
+deadline_s = timeout_s if scheduled else None
 # Which try this is, and how many Snakemake makes (cells.smk's onstart passes them on).
 attempt = int(snakemake.resources.get("attempt", 1))  # noqa: F821
 attempts = cell_attempts()
 time_left = "unknown" if job_time_left_s is None else f"{job_time_left_s:.0f} s"
 print(
-    f"attempt {attempt} of {attempts}; cell time limit {timeout_s:.0f} s (cell_timeout_s "
+    f"attempt {attempt} of {attempts}; cell time limit {timeout_s:.0f} s from the end of "
+    f"start-up (cell_timeout_s "
     f"{settings['cell_timeout_s']} s, job runtime {runtime_min} min, Slurm job time left "
     f"{time_left})",
     flush=True,
@@ -40,6 +45,7 @@ result = run_cell(
     out_path=snakemake.output[0],  # noqa: F821
     log_path=snakemake.log[0],  # noqa: F821
     timeout_s=timeout_s,
+    deadline_s=deadline_s,
     time_limit_inputs={"job_runtime_min": runtime_min, "job_time_left_s": job_time_left_s},
 )
 print(f"cell {snakemake.output[0]}: {result['status']} {result.get('reason') or ''}")  # noqa: F821

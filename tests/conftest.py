@@ -74,9 +74,10 @@ def run_fake_cell(tmp_path: Path, behaviour: str, timeout_s: float = 30.0, **kwa
     from llmbench.run.runner import run_cell
 
     out = tmp_path / "cell.json"
+    startup = {"fake_startup_s": kwargs.pop("fake_startup_s")} if "fake_startup_s" in kwargs else {}
     result = run_cell(
         cell=Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 8),
-        settings={"fake": behaviour, **FAKE_CELL_SETTINGS},
+        settings={"fake": behaviour, **FAKE_CELL_SETTINGS, **startup},
         model_entry={},
         base_dir=None,
         prequantized_dir=None,

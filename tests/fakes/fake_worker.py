@@ -15,10 +15,16 @@ def main() -> None:
     spec = read_json(sys.argv[1])
     behaviour = spec["settings"]["fake"]
     result = new_result(spec["cell"], spec["settings"])
+    if behaviour in ("slow_start", "hang_in_setup"):  # imports that take long (phase setup)
+        write_json_atomic(spec["partial_path"], result)
+        time.sleep(float(spec["settings"].get("fake_startup_s", 3600)))
     result["phase"] = "prefill"
     write_json_atomic(spec["partial_path"], result)
     print(f"fake worker: {behaviour} pid={os.getpid()}", flush=True)
-    if behaviour == "finish":  # a verdict, echoing what the runner's environment said
+    if behaviour in (
+        "finish",
+        "slow_start",
+    ):  # a verdict, echoing what the runner's environment said
         result.update(status="unsupported", reason=os.environ.get("FAKE_ECHO") or "-")
         result["settings"]["malloc_mmap_threshold"] = os.environ.get("MALLOC_MMAP_THRESHOLD_")
         write_json_atomic(spec["partial_path"], result)

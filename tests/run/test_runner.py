@@ -1,10 +1,17 @@
 """The parent process: a JSON for every cell, whatever the child does."""
 
 import json
+import os
 import time
 
 import pytest
-from conftest import kill_runner_of_hanging_worker, process_gone, run_fake_cell
+from conftest import (
+    FAKE_CELL_SETTINGS,
+    REPO,
+    kill_runner_of_hanging_worker,
+    process_gone,
+    run_fake_cell,
+)
 
 from llmbench.grid.spec import Cell
 from llmbench.record.cell import validate_cell_result
@@ -120,7 +127,7 @@ def test_cell_of_a_model_that_was_not_built_is_an_error_cell_and_starts_no_worke
 def test_failed_build_reads_what_a_failed_build_writes(tmp_path):
     from llmbench.measure.models import MANIFEST
     from llmbench.record.cell import write_json_atomic
-    from llmbench.run.runner import CHECKPOINT_MANIFEST, failed_build, failed_build_manifest
+    from llmbench.run.builds import CHECKPOINT_MANIFEST, failed_build, failed_build_manifest
 
     assert CHECKPOINT_MANIFEST == MANIFEST
     try:
@@ -142,3 +149,78 @@ def test_failed_build_reads_what_a_failed_build_writes(tmp_path):
     # A manifest that is not JSON cannot describe a checkpoint: failed, naming the file.
     (tmp_path / MANIFEST).write_text("{")
     assert str(tmp_path / MANIFEST) in failed_build(tmp_path)[1]["error"]
+
+
+# --- Start-up has its own limit; the cell's limit covers load and measurement (issue 12, 8) ---
+
+
+def test_a_slow_start_does_not_eat_the_cells_time_limit(tmp_path, fake_path):
+    """Imports that take 3 s do not time out a cell whose limit is 2 s: that limit counts from
+    the moment the worker leaves setup (on today's main this cell timed out in setup)."""
+    result = run_fake_cell(
+        tmp_path, "slow_start", timeout_s=2, fake_startup_s=3, startup_timeout_s=30
+    )
+    assert result["status"] == "unsupported"  # the fake's verdict: it ran to its end
+    assert result["timing_breakdown"]["startup_limit_s"] == 30
+
+
+def test_a_start_up_that_never_ends_times_out_and_says_so(tmp_path, fake_path):
+    result = run_fake_cell(tmp_path, "hang_in_setup", timeout_s=60, startup_timeout_s=1)
+    assert result["status"] == "timeout" and result["phase"] == "setup"
+    assert result["timing_breakdown"]["limit_exceeded"] == "start-up"
+    assert "start-up (process start and imports) exceeded its limit of 1 s" in result["reason"]
+
+
+def test_a_schedulers_deadline_counts_start_up_too(tmp_path, fake_path):
+    """Under Slurm the job ends at a fixed time: start-up cannot borrow from it."""
+    result = run_fake_cell(
+        tmp_path, "slow_start", timeout_s=2, fake_startup_s=30, startup_timeout_s=60, deadline_s=2
+    )
+    assert result["status"] == "timeout"
+    assert result["timing_breakdown"]["limit_exceeded"] == "job"
+    assert "the job's time ran out" in result["reason"]
+
+
+def test_a_cell_waits_for_its_gpu_while_another_run_measures_on_it(
+    tmp_path, fake_path, monkeypatch
+):
+    """Two runs on one host: the second cell starts only once the first lets go of the GPU,
+    and its JSON says how long it waited (on today's main both measured at once)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from llmbench.run import gpulock
+
+    lock_dir = tmp_path / "locks"
+    monkeypatch.setenv(gpulock.LOCK_DIR_VARIABLE, str(lock_dir))
+    monkeypatch.setattr(gpulock, "visible_gpus", lambda environ=None: ["GPU-x"])
+    monkeypatch.setattr(gpulock, "POLL_S", 0.1)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import time
+                from pathlib import Path
+                from llmbench.run import gpulock
+                here = Path({str(lock_dir)!r})
+                with gpulock.exclusive_gpus(["GPU-x"], {{"cell": "other"}}, directory=here):
+                    print("held", flush=True)
+                    time.sleep(2)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
+    assert holder.stdout.readline().strip() == "held"
+    # a GPU cell (the fake worker never touches CUDA)
+    monkeypatch.setitem(FAKE_CELL_SETTINGS, "device", "cuda")
+    result = run_fake_cell(tmp_path, "finish")
+    holder.wait()
+    lock = result["timing_breakdown"]["gpu_lock"]
+    assert lock["gpus"] == ["GPU-x"] and lock["wait_s"] >= 1.0
+    assert "waiting for gpu-GPU-x.lock" in (tmp_path / "cell.log").read_text()

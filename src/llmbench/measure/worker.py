@@ -47,6 +47,7 @@ def measure(spec: CellSpec, result: Record, save: Save) -> None:
     """
     session = _set_up(spec, result, save)
     result["phase"] = "load"
+    save()  # start-up is over: the parent's cell time limit counts from here (run.runner)
     loaded = _load(spec, session, result, save)
     with session.torch.inference_mode(), attention.sdpa_context(spec.cell.sdpa_backend):
         result["phase"] = "prefill"

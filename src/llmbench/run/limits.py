@@ -14,6 +14,12 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 
+STARTUP_LIMIT_S = 900.0
+"""Seconds a cell's process may take to start and import torch, transformers and bitsandbytes
+before it begins to load the model. Start-up does not count against the cell's own time limit
+(which covers load and measurement): a fresh interpreter took 10-22 s on the H100 host
+(results/reference/h100/diagnostics/startup/), a cold shared filesystem can take minutes."""
+
 RUNTIME_MARGIN_S = 60.0
 """Seconds kept free before a scheduler's runtime limit, to write the timeout JSON."""
 

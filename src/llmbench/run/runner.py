@@ -1,53 +1,71 @@
 """The parent side of a cell: run the worker in its own process, always write the cell JSON.
 
-The parent never imports torch. It starts ``python -m llmbench.measure.worker`` in a new process
-session, waits up to the cell's time limit, and then writes the final JSON atomically from
-the worker's last partial result, whatever happened: a finished measurement, a classified
-failure, a timeout (the whole process group is killed) or a child that died by a signal.
+The parent never imports torch. It takes the lock of every GPU the cell can use (so that two
+runs on one host never measure on one GPU at once, :mod:`llmbench.run.gpulock`), starts
+``python -m llmbench.measure.worker`` in a new process session, waits, and then writes the
+final JSON atomically from the worker's last partial result, whatever happened: a finished
+measurement, a classified failure, a timeout (the whole process group is killed) or a child
+that died by a signal.
+
+Time limits (:class:`TimeLimits`): start-up (process start and imports, phase ``setup`` in the
+worker's partial JSON) has its own limit; the cell's limit counts from the moment the worker
+leaves ``setup`` and covers load and measurement; under a scheduler the job's end is a hard
+deadline for all of it. The JSON says which one ran out (``timing_breakdown.limit_exceeded``).
 
 A cell whose model checkpoint could not be built (its manifest says ``status: failed``, see
-``failed_build_manifest``) starts no process: the parent writes it as an ``error`` cell in
+:mod:`llmbench.run.builds`) starts no process: the parent writes it as an ``error`` cell in
 phase ``load`` that names the failed build, its log and the command that rebuilds it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from llmbench.grid.spec import Cell
 from llmbench.record.cell import new_result, read_json, write_json_atomic
-from llmbench.run import warmstart
+from llmbench.run import gpulock, warmstart
+from llmbench.run import scratch as run_scratch
+from llmbench.run.builds import failed_build, model_not_built, unclassified_error
 from llmbench.run.child import worker_environment
+from llmbench.run.limits import STARTUP_LIMIT_S
 from llmbench.run.warmchild import WarmChild
-
-CHECKPOINT_MANIFEST = "checkpoint.json"
-"""The manifest a model-building job leaves in a checkpoint folder (``llmbench.measure.models``
-writes it on success; ``failed_build_manifest`` gives its form when the build failed)."""
-
-BUILD_FAILED = "failed"
-"""``status`` of a checkpoint manifest whose build raised."""
 
 KILL_GRACE_S = 10.0
 """Seconds between SIGTERM and SIGKILL when a cell times out."""
 
 LOG_TAIL_CHARS = 3000
 
+POLL_S = 0.2
+"""Seconds between two looks at a running worker (its exit, its partial JSON's phase)."""
 
-def _start_worker(argv: list[str], log: Any, log_path: str | None) -> tuple[Any, str]:
+
+@dataclass(frozen=True)
+class TimeLimits:
+    """How long a cell may take, in seconds: ``startup_s`` until the worker leaves ``setup``
+    (process start and imports), ``cell_s`` from then on (load and measurement), and
+    ``deadline_s`` from the start for all of it (a scheduler's end of job), or None."""
+
+    cell_s: float
+    startup_s: float = STARTUP_LIMIT_S
+    deadline_s: float | None = None
+
+
+def _start_worker(
+    argv: list[str], log: Any, log_path: str | None, model_entry: Mapping[str, Any]
+) -> tuple[Any, str]:
     """Start ``python -m argv...``: forked by the warm-start server when one is running
     (torch and transformers already imported), else as a fresh interpreter. Returns the
     process and how it was started (recorded in the cell's ``timing_breakdown``)."""
-    env = worker_environment()
+    env = worker_environment(model_entry)
     socket_path = os.environ.get(warmstart.SOCKET_VARIABLE)
     fallback = "spawn"
     if socket_path:
@@ -85,16 +103,44 @@ def _kill_group(process: Any) -> None:
             continue
 
 
-def _wait(process: Any, timeout_s: float) -> tuple[int | None, bool]:
-    """(return code, timed out): wait up to ``timeout_s`` for the worker, then kill its group."""
+def _left_setup(partial_path: Path) -> bool:
+    """Whether the worker's partial JSON says it has left ``setup`` (it is loading or on)."""
     try:
-        return process.wait(timeout=timeout_s), False
-    except subprocess.TimeoutExpired:
-        _kill_group(process)
-        return process.returncode, True
-    except BaseException:  # interrupted (Ctrl-C): take the worker down with us
-        _kill_group(process)
-        raise
+        return read_json(partial_path).get("phase") not in (None, "setup")
+    except (OSError, ValueError):
+        return False  # not written yet (renamed into place atomically, so never half)
+
+
+def _limit_reached(limits: TimeLimits, since_start: float, measuring_for: float | None) -> str:
+    """Which limit has run out ("job", "start-up", "cell"), or "" while none has."""
+    if limits.deadline_s is not None and since_start >= limits.deadline_s:
+        return "job"
+    if measuring_for is None:
+        return "start-up" if since_start >= limits.startup_s else ""
+    return "cell" if measuring_for >= limits.cell_s else ""
+
+
+def _wait(process: Any, limits: TimeLimits, partial_path: Path) -> tuple[int | None, str]:
+    """(return code, the limit that ran out or ""): wait for the worker under ``limits``,
+    killing its process group when one runs out; Ctrl-C takes the worker down too."""
+    started = time.monotonic()
+    measuring_since: float | None = None
+    while True:
+        try:
+            return process.wait(timeout=POLL_S), ""
+        except subprocess.TimeoutExpired:
+            pass
+        except BaseException:  # interrupted (Ctrl-C): take the worker down with us
+            _kill_group(process)
+            raise
+        now = time.monotonic()
+        if measuring_since is None and _left_setup(partial_path):
+            measuring_since = now
+        measuring_for = None if measuring_since is None else now - measuring_since
+        reached = _limit_reached(limits, now - started, measuring_for)
+        if reached:
+            _kill_group(process)
+            return process.returncode, reached
 
 
 def _log_tail(log_path: Path | None) -> str:
@@ -113,71 +159,18 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _unclassified_error(category: str, message: str, log_tail: str) -> dict[str, Any]:
-    """The ``error`` record of a cell whose worker gave no exception to classify; the end
-    of its log stands in for the traceback."""
-    return {
-        "category": category,
-        "type": None,
-        "message": message,
-        "requested_bytes": None,
-        "traceback": log_tail,
-    }
-
-
-def failed_build_manifest(
-    exc: BaseException, *, kind: str, source: str, log_path: str | None
-) -> dict[str, Any]:
-    """The manifest a model-building job writes instead of failing when its build raised:
-    ``status: failed``, the exception, the file the build read (``source``: the architecture
-    config or the base checkpoint) and the job's log. Cells of that model then end as ``error``
-    cells (``run_cell``) and the rest of the run goes on."""
-    return {
-        "kind": kind,
-        "status": BUILD_FAILED,
-        "source": source,
-        "error_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "error": f"{type(exc).__name__}: {exc}"[:2000],
-        "traceback": "".join(traceback.format_exception(exc))[-8000:],
-        "log": log_path,
-    }
-
-
-def failed_build(checkpoint_dir: str | Path | None) -> tuple[Path, dict[str, Any]] | None:
-    """(manifest path, manifest) when ``checkpoint_dir``'s build failed, else None (no folder
-    given, no manifest yet, or a built checkpoint). An unreadable manifest counts as failed."""
-    if checkpoint_dir is None:
-        return None
-    path = Path(checkpoint_dir) / CHECKPOINT_MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = read_json(path)
-    except ValueError as exc:  # read_json names the file
-        return path, {"status": BUILD_FAILED, "error": str(exc), "source": str(path)}
-    if isinstance(manifest, dict) and manifest.get("status") == BUILD_FAILED:
-        return path, manifest
-    return None
-
-
-def model_not_built(
-    cell: Cell, settings: Mapping[str, Any], manifest_path: Path, manifest: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The result of a cell whose model checkpoint could not be built: status ``error`` in
-    phase ``load``, the build's exception as the error, its reason naming the file the build
-    read, its log and the command that rebuilds it."""
-    reason = (
-        f"model checkpoint not built ({manifest.get('error') or 'no error recorded'}; "
-        f"from {manifest.get('source') or '?'}; log {manifest.get('log') or '?'}); "
-        f"after fixing the cause: snakemake -R {manifest_path}"
-    )
-    result = new_result(asdict(cell), settings)
-    result.update(status="error", phase="load", reason=reason)
-    result["error"] = {
-        **_unclassified_error("other_error", reason, manifest.get("traceback") or ""),
-        "type": manifest.get("error_type"),
-    }
-    return result
+def _timeout_reason(limit: str, limits: TimeLimits, phase: str | None) -> str:
+    if limit == "start-up":
+        return (
+            f"start-up (process start and imports) exceeded its limit of {limits.startup_s:.0f} s;"
+            f" the cell time limit of {limits.cell_s:.0f} s counts from load on"
+        )
+    if limit == "job":
+        return (
+            f"the job's time ran out ({limits.deadline_s:.0f} s from the cell's start, start-up"
+            f" included) in {phase}"
+        )
+    return f"exceeded the cell time limit of {limits.cell_s:.0f} s in {phase}"
 
 
 def finalize(
@@ -185,19 +178,25 @@ def finalize(
     *,
     spec: Mapping[str, Any],
     returncode: int | None,
-    timed_out: bool,
-    timeout_s: float,
+    timed_out: bool | str,
+    timeout_s: float | TimeLimits,
     log_tail: str,
 ) -> dict[str, Any]:
-    """Turn the worker's last partial result (or nothing) into a finished cell result."""
+    """Turn the worker's last partial result (or nothing) into a finished cell result.
+
+    ``timed_out``: the limit that ran out ("cell", "start-up", "job"; True means "cell"),
+    or False/"" when none did; ``timeout_s``: the cell's limit in seconds, or all of them."""
     if partial is None:
         partial = new_result(spec["cell"], spec["settings"])
+    limits = timeout_s if isinstance(timeout_s, TimeLimits) else TimeLimits(cell_s=timeout_s)
+    limit = "cell" if timed_out is True else (timed_out or "")
     result = dict(partial)
     finished = result.get("status") not in (None, "running")
-    if timed_out:
+    if limit:
         result["status"] = "timeout"
-        result["reason"] = f"exceeded the cell time limit of {timeout_s:.0f} s in {result['phase']}"
-        result["error"] = _unclassified_error("timeout", result["reason"], log_tail)
+        result["reason"] = _timeout_reason(limit, limits, result["phase"])
+        result["error"] = unclassified_error("timeout", result["reason"], log_tail)
+        result.setdefault("timing_breakdown", {})["limit_exceeded"] = limit
     elif not finished:
         if returncode is not None and returncode < 0:
             how = f"killed by {_signal_name(-returncode)}"
@@ -207,7 +206,7 @@ def finalize(
             how = f"exited with code {returncode} before writing its result"
         result["status"] = "crashed"
         result["reason"] = f"worker {how} in {result['phase']}"
-        result["error"] = _unclassified_error("crashed", result["reason"], log_tail)
+        result["error"] = unclassified_error("crashed", result["reason"], log_tail)
     return result
 
 
@@ -221,13 +220,20 @@ def run_cell(
     out_path: Path | str,
     log_path: Path | str | None = None,
     timeout_s: float,
+    startup_timeout_s: float = STARTUP_LIMIT_S,
+    deadline_s: float | None = None,
     time_limit_inputs: Mapping[str, float | None] | None = None,
     worker_module: str = "llmbench.measure.worker",
 ) -> dict[str, Any]:
     """Measure one cell in a child process and write its JSON to ``out_path``; never raises
-    for a failure of the measurement itself. ``time_limit_inputs`` (what ``timeout_s`` was
-    derived from, e.g. the job's runtime) are recorded next to it in ``timing_breakdown``.
-    ``worker_module`` is run with ``python -m`` (tests substitute workers that hang or die)."""
+    for a failure of the measurement itself.
+
+    ``timeout_s`` limits load and measurement (seconds from the moment the worker leaves
+    ``setup``), ``startup_timeout_s`` the process start and imports before it, ``deadline_s``
+    (a scheduler's end of job, or None) all of it from now. ``time_limit_inputs`` (what the
+    limits were derived from, e.g. the job's runtime) are recorded in ``timing_breakdown``.
+    ``worker_module`` is run with ``python -m`` (tests substitute workers that hang or die).
+    """
     started = time.perf_counter()
     log_path = None if log_path is None else Path(log_path)
     if log_path is not None:
@@ -236,44 +242,80 @@ def run_cell(
     if unbuilt is not None:  # no process: the checkpoint it would load does not exist
         result = model_not_built(cell, settings, *unbuilt)
         return _write(result, out_path, log_path, started, "not started (model not built)")
-    with tempfile.TemporaryDirectory(prefix="llmbench-cell-") as scratch:
+    limits = TimeLimits(cell_s=timeout_s, startup_s=startup_timeout_s, deadline_s=deadline_s)
+    spec = {
+        "cell": asdict(cell),
+        "settings": dict(settings),
+        "model_entry": dict(model_entry),
+        "base_dir": base_dir,
+        "prequantized_dir": prequantized_dir,
+    }
+    with _gpus_for(cell, settings, model_entry, log_path) as lock:
+        waited = time.perf_counter()
+        result, start_method = _measure_in_child(spec, limits, log_path, worker_module)
+    breakdown = result.setdefault("timing_breakdown", {})
+    breakdown["child_s"] = time.perf_counter() - waited
+    breakdown["gpu_lock"] = lock
+    breakdown["time_limit_s"] = timeout_s
+    breakdown["startup_limit_s"] = startup_timeout_s
+    breakdown["deadline_s"] = deadline_s
+    breakdown.update(time_limit_inputs or {})
+    return _write(result, out_path, None, started, start_method)
+
+
+def _gpus_for(
+    cell: Cell, settings: Mapping[str, Any], model_entry: Mapping[str, Any], log_path: Path | None
+) -> Any:
+    """The GPU locks a cell holds while its process runs (none for a CPU cell)."""
+    keys = (
+        []
+        if settings.get("device") == "cpu"
+        else gpulock.visible_gpus(worker_environment(model_entry))
+    )
+    if not keys:
+        return contextlib.nullcontext(None)
+
+    def say(message: str) -> None:
+        print(f"llmbench: {cell.relpath}: {message}", file=sys.stderr, flush=True)
+        if log_path is not None:
+            with open(log_path, "a") as log:
+                print(message, file=log)
+
+    return gpulock.exclusive_gpus(keys, {"cell": cell.relpath, "log": str(log_path)}, say)
+
+
+def _measure_in_child(
+    spec: dict[str, Any], limits: TimeLimits, log_path: Path | None, worker_module: str
+) -> tuple[dict[str, Any], str]:
+    """Run the worker on ``spec`` in a scratch folder; (finished result, start method)."""
+    with run_scratch.folder("cell") as scratch:
         partial_path = Path(scratch) / "partial.json"
-        spec = {
-            "cell": asdict(cell),
-            "settings": dict(settings),
-            "model_entry": dict(model_entry),
-            "base_dir": base_dir,
-            "prequantized_dir": prequantized_dir,
-            "partial_path": str(partial_path),
-            "spawned_at": time.time(),
-        }
+        spec = {**spec, "partial_path": str(partial_path), "spawned_at": time.time()}
         spec_path = Path(scratch) / "spec.json"
         write_json_atomic(spec_path, spec)
         log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL
         try:
             process, start_method = _start_worker(
-                [worker_module, str(spec_path)], log, None if log_path is None else str(log_path)
+                [worker_module, str(spec_path)],
+                log,
+                None if log_path is None else str(log_path),
+                spec["model_entry"],
             )
-            returncode, timed_out = _wait(process, timeout_s)
+            returncode, limit = _wait(process, limits, partial_path)
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()
-        child_done = time.perf_counter()
         partial = read_json(partial_path) if partial_path.is_file() else None
     result = finalize(
         partial,
         spec=spec,
         returncode=returncode,
-        timed_out=timed_out,
-        timeout_s=timeout_s,
+        timed_out=limit,
+        timeout_s=limits,
         log_tail=_log_tail(log_path),
     )
-    breakdown = result.setdefault("timing_breakdown", {})
-    breakdown["child_s"] = child_done - started
-    breakdown["worker_returncode"] = returncode
-    breakdown["time_limit_s"] = timeout_s
-    breakdown.update(time_limit_inputs or {})
-    return _write(result, out_path, None, started, start_method)
+    result.setdefault("timing_breakdown", {})["worker_returncode"] = returncode
+    return result, start_method
 
 
 def _write(
