@@ -9,9 +9,20 @@
 #   results/figures/*.png|.svg                                          seaborn figures
 #   results/benchmarks/, logs/                                          job timings, logs
 # Committed reference runs live in results/reference/<gpu>/ with the same layout.
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+# The package (src/) is importable here and, through the environment, in every job.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from llmbench.grid.files import read_yaml
+
+# Snakemake's own message for a config file that is not YAML names neither file nor line:
+# read it first, so that the error says both (a --configfile is read before this file).
+read_yaml(Path(workflow.basedir) / "config" / "config.yaml")
 
 
 configfile: "config/config.yaml"

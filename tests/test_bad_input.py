@@ -73,6 +73,17 @@ def test_configfile_that_is_not_yaml_is_named_by_the_validate_command(workdir, t
     assert checked.stderr.startswith(f"{broken}:2:7: not valid YAML")
 
 
+def test_config_yaml_that_is_not_yaml_names_the_file_line_and_column(tmp_path):
+    """The workflow's own config.yaml is read by our code before Snakemake's (which names
+    neither file nor line)."""
+    repo = copy_repo(tmp_path / "repo")
+    config = repo / "config" / "config.yaml"
+    config.write_text(config.read_text() + "grid: [seed\nreport_root: results\n")
+    output = dry_run_fails(repo)
+    assert f"{config}:" in output and ": not valid YAML" in output
+    assert "Config file is not valid JSON or YAML" not in output
+
+
 # ---- 2(a). architecture files are checked before any job --------------------------------------
 
 
