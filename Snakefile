@@ -7,6 +7,7 @@
 #   results/cells/{model}/{quant}/{attn}/{dtype}/b{batch}_s{seq}.json   one JSON per cell
 #   results/tables/cells.csv|.parquet, devices.csv                      tidy tables
 #   results/figures/*.png|.svg                                          seaborn figures
+#   results/redrawn/<path below results/>/figures/, report/cells.csv    redrawn from a reference
 #   results/benchmarks/, logs/                                          job timings, logs
 # Committed reference runs live in results/reference/<gpu>/ with the same layout.
 import sys

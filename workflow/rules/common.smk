@@ -9,6 +9,7 @@ from llmbench import frontier as llm_frontier
 from llmbench.grid import spec as llm_grid
 from llmbench.grid import plan as pipeline
 from llmbench.grid import validate as llm_config
+from llmbench.report.landing import landing as report_landing
 from llmbench.report.summary import print_summary
 from llmbench.run import warmstart as llm_warmstart
 
@@ -25,6 +26,7 @@ if GRID_CHOICE.message:
     print(f"llmbench: {GRID_CHOICE.message}", file=sys.stderr)
 CACHE = config["cache_dir"]
 REPORT_ROOT = config.get("report_root", "results")
+FIGURES_IN_PLACE = config["figures_in_place"]
 FIGURES = (
     "seed_comparison",
     "memory_vs_seq",
@@ -34,9 +36,19 @@ FIGURES = (
 )
 
 
+# A committed reference below results/: reference/<gpu>[/<run>]; its redrawn figures go below
+# results/redrawn/ (with figures_in_place, results/redrawn/ may be left out).
+REFERENCE = r"reference/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)?"
+REDRAWN = r"(redrawn/)?" if FIGURES_IN_PLACE else r"redrawn/"
+
+
 wildcard_constraints:
     **llm_grid.wildcard_constraints(),
-    root=r"results(/reference/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)?)?",
+    # A folder of tables: this run's results, or a committed reference.
+    root=rf"results(/{REFERENCE})?",
+    # Where figures (and the report's copy of cells.csv) go: results, or a reference's redrawn
+    # folder results/redrawn/reference/...; with figures_in_place also the reference itself.
+    figures_root=rf"results(/{REDRAWN}{REFERENCE})?",
 
 
 def end_of_run():
@@ -44,7 +56,12 @@ def end_of_run():
     warm-start server (cells.smk starts it), then print the run summary after Snakemake's
     own output (llmbench.report.summary; it never raises)."""
     llm_warmstart.stop_server()
-    print_summary("results", CELLS, grid=GRID_CHOICE.name, report_roots=[REPORT_ROOT])
+    print_summary(
+        "results",
+        CELLS,
+        grid=GRID_CHOICE.name,
+        report_roots=[REPORT_ROOT, figures_root(REPORT_ROOT)],
+    )
 
 
 def get_cell_results():
@@ -52,11 +69,87 @@ def get_cell_results():
     return [f"results/cells/{cell.relpath}" for cell in CELLS]
 
 
+def redrawn_root(root):
+    """results for this run's tables; results/redrawn/<root below results/> for a reference."""
+    return (
+        root
+        if root == "results"
+        else f"results/redrawn/{root.removeprefix('results/')}"
+    )
+
+
+def figures_root(root):
+    """Where figures drawn from the tables under ``root`` go: results/figures for this run;
+    for a committed reference its redrawn folder (git-ignored), so that redrawing never
+    rewrites a tracked file, or, with figures_in_place, the reference itself."""
+    return root if FIGURES_IN_PLACE else redrawn_root(root)
+
+
+def tables_root(figures_root):
+    """The folder of tables a figures root is drawn from (the inverse of figures_root)."""
+    if figures_root.startswith("results/redrawn/"):
+        return f"results/{figures_root.removeprefix('results/redrawn/')}"
+    return figures_root
+
+
+def get_cells_table(wildcards):
+    """cells.csv that the figures (or the report's copy) under a figures root come from."""
+    return f"{tables_root(wildcards.figures_root)}/tables/cells.csv"
+
+
+def get_frontier_table(wildcards):
+    """frontier.csv that the frontier figure under a figures root comes from."""
+    return f"{tables_root(wildcards.figures_root)}/tables/frontier.csv"
+
+
+def figure_labels(figure):
+    """Report labels of a figure: its name and the tables it was drawn from."""
+    return lambda wildcards: {
+        "figure": figure,
+        "results": tables_root(wildcards.figures_root),
+    }
+
+
 def get_figures(root):
-    """PNG and SVG of every figure drawn from the tables under ``root``."""
+    """PNG and SVG of every figure drawn from the tables under ``root``, where figures_root
+    puts them: the cells figures, and for a committed reference with a frontier table its
+    frontier figure (this run's frontier is the target 'frontier')."""
+    names = list(FIGURES)
+    if root != "results" and Path(root, "tables", "frontier.csv").is_file():
+        has_cells = Path(root, "tables", "cells.csv").is_file()
+        names = [*names, "frontier"] if has_cells else ["frontier"]
     return [
-        f"{root}/figures/{name}.{ext}" for name in FIGURES for ext in ("png", "svg")
+        f"{figures_root(root)}/figures/{name}.{ext}"
+        for name in names
+        for ext in ("png", "svg")
     ]
+
+
+def get_report_tables(root):
+    """The copy of ``root``'s cells.csv the report attaches (category Tables), never inside a
+    reference, figures_in_place or not; none when a reference has no cells table."""
+    if root != "results" and not Path(root, "tables", "cells.csv").is_file():
+        return []
+    return [f"{redrawn_root(root)}/report/cells.csv"]
+
+
+def report_landing_page():
+    """What the report's first page (workflow/report/workflow.rst) and the figure captions
+    show: llmbench.report.landing of REPORT_ROOT's tables, plus ``captions``, the caption
+    line per figures root (REPORT_ROOT's and this run's, redrawn or in place)."""
+    page = report_landing(
+        REPORT_ROOT, figures_dir=f"{figures_root(REPORT_ROOT)}/figures"
+    )
+    page["captions"] = {}
+    for root in dict.fromkeys([REPORT_ROOT, "results"]):
+        line = (page if root == REPORT_ROOT else report_landing(root))["caption"]
+        page["captions"].update(dict.fromkeys([root, redrawn_root(root)], line))
+    return page
+
+
+# Internal, not a setting (the checks above ran first and reject it as an unknown key): the
+# one place both report templates can read, as snakemake.config["_landing"].
+config["_landing"] = report_landing_page()
 
 
 def get_final_output():
@@ -72,6 +165,7 @@ def get_final_output():
             "results/tables/tables.json",
         ]
         + get_figures("results")
+        + get_report_tables("results")
     )
 
 

@@ -49,18 +49,20 @@ rule frontier_table:
 
 
 rule frontier_figure:
+    """The frontier figure of this run (results/figures/) or of a committed reference (into
+    results/redrawn/..., or the reference itself with figures_in_place: common.smk)."""
     input:
-        "{root}/tables/frontier.csv",
+        get_frontier_table,
     output:
         png=report(
-            "{root}/figures/frontier.png",
+            "{figures_root}/figures/frontier.png",
             caption="../report/frontier.rst",
             category="Out-of-memory frontier",
-            labels={"figure": "OOM frontier", "results": "{root}"},
+            labels=figure_labels("OOM frontier"),
         ),
-        svg="{root}/figures/frontier.svg",
+        svg="{figures_root}/figures/frontier.svg",
     log:
-        "logs/plots/{root}/frontier.log",
+        "logs/plots/{figures_root}/frontier.log",
     conda:
         "../../envs/analysis.yaml"
     script:

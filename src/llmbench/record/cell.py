@@ -6,7 +6,8 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,14 @@ def new_result(cell: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str
         "efficiency": None,
         "timing_breakdown": {},
     }
+
+
+def stamp_finished(result: MutableMapping[str, Any], *, now: datetime | None = None) -> None:
+    """Set ``result["finished_at"]``: when the cell's record was finalized, UTC, ISO 8601 to the
+    second (``2026-11-29T14:03:07Z``). The parent calls it once, as it writes the final JSON;
+    ``now`` (an aware datetime) is for tests. Cells recorded before this field have none."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    result["finished_at"] = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _json_safe(value: Any) -> Any:
@@ -121,6 +130,7 @@ __all__ = [
     "new_result",
     "read_cell_result",
     "read_json",
+    "stamp_finished",
     "validate_cell_result",
     "write_json_atomic",
 ]

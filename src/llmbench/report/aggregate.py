@@ -235,6 +235,7 @@ def cell_row(result: Mapping[str, Any], path: str) -> dict[str, Any]:
         transformers=(environment.get("packages") or {}).get("transformers"),
         bitsandbytes=(environment.get("packages") or {}).get("bitsandbytes"),
         git_commit=(environment.get("git") or {}).get("commit"),
+        finished_at=result.get("finished_at"),  # UTC ISO 8601; empty for older cells
         path=path,
     )
     row.update(_memory_columns(result))

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from llmbench.grid.spec import Cell
-from llmbench.record.cell import new_result, read_json, write_json_atomic
+from llmbench.record.cell import new_result, read_json, stamp_finished, write_json_atomic
 from llmbench.run import gpulock, warmstart
 from llmbench.run import scratch as run_scratch
 from llmbench.run.builds import failed_build, model_not_built, unclassified_error
@@ -330,6 +330,7 @@ def _write(
     breakdown = result.setdefault("timing_breakdown", {})
     breakdown["start_method"] = start_method
     breakdown["wall_s"] = time.perf_counter() - started
+    stamp_finished(result)
     if log_path is not None:
         with open(log_path, "a") as log:
             print(f"{start_method}: {result['reason']}", file=log)
