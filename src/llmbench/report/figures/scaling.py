@@ -275,14 +275,14 @@ def _footer(figure: plt.Figure, cells: pd.DataFrame, measure: Measure, notes: li
         "equal values stay visible."
     ]
     if "oom" in statuses:
-        where = " on the GPU's capacity line" if measure.capacity else " along the panel's top"
+        where = " on the GPU's capacity line" if measure.capacity else " just above the panel"
         lines.append(
-            f"Hollow red stars{where}: cells that ran out of memory, one per cell, stacked "
-            "where several share a length (label: batch, colour: attention)."
+            f"Hollow red stars{where}: cells that ran out of memory, one per cell, side by "
+            "side where several share a length (label: batch, colour: attention)."
         )
     if statuses - {"oom", *MEASURED}:
         lines.append(
-            "Hollow crosses along the panel's top: cells that failed or are unsupported "
+            "Hollow crosses just above the panel: cells that failed or are unsupported "
             "(label: batch, colour: attention; reasons in the status map)."
         )
     figure.text(0.5, -0.01, "\n".join([*lines, *notes]), ha="center", va="top", fontsize=8)

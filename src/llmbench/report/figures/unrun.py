@@ -1,5 +1,7 @@
 """The marks of cells that did not run (out of memory, unsupported, failed): one hollow mark
-per cell, never a data marker, stacked where several share a place, with their legend entries.
+per cell, never a data marker, side by side where several share a place, with their legend
+entries. They never sit where a measured value could: out-of-memory cells on the GPU's
+capacity line, the others just above the panel.
 
 May import ``llmbench.report.figures.style``, pandas and matplotlib.
 """
@@ -23,8 +25,10 @@ from llmbench.report.figures.style import (
     OOM_MARK,
 )
 
-STACK_POINTS = 11
-"""Vertical step between marks of cells that did not run at the same place (points)."""
+STACK_POINTS = 24
+"""Horizontal step between marks of cells that did not run at the same place (points): side
+by side, so that every mark stays on its line (a mark stacked below the capacity line would
+read as a value no cell measured)."""
 
 
 def did_not_run_handles(statuses: set[str]) -> list[Line2D]:
@@ -55,16 +59,17 @@ def draw_unrun(
     axis: plt.Axes, unrun: pd.DataFrame, dodge: Callable[[str], float], capacity: float
 ) -> None:
     """A mark per cell that did not run, at its sequence length: out-of-memory cells on the
-    capacity line (where there is one), the others along the panel's top; marks at one place
-    stack downwards, each labelled with its batch in its attention's colour."""
+    capacity line (where there is one), the others just above the panel's top edge, outside
+    the values; marks at one place sit side by side to the right, each labelled with its batch
+    in its attention's colour."""
     top = blended_transform_factory(axis.transData, axis.transAxes)
     taken: dict[tuple[float, bool], int] = {}
     for row in unrun.sort_values(["attn", "seq", "batch"]).itertuples():
         on_capacity = row.status == "oom" and pd.notna(capacity)
-        base, y = (axis.transData, float(capacity)) if on_capacity else (top, 0.95)
+        base, y = (axis.transData, float(capacity)) if on_capacity else (top, 1.04)
         x = float(row.seq) * dodge(row.attn)
         depth = taken[x, on_capacity] = taken.get((x, on_capacity), -1) + 1
-        place = offset_copy(base, fig=axis.figure, y=-STACK_POINTS * depth, units="points")
+        place = offset_copy(base, fig=axis.figure, x=STACK_POINTS * depth, units="points")
         mark = OOM_MARK if row.status == "oom" else FAILED_MARK
         axis.scatter([x], [y], transform=place, zorder=6, clip_on=False, gid=DID_NOT_RUN, **mark)
         axis.annotate(
