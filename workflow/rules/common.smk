@@ -40,6 +40,10 @@ FIGURES = (
 # results/redrawn/ (with figures_in_place, results/redrawn/ may be left out).
 REFERENCE = r"reference/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)?"
 REDRAWN = r"(redrawn/)?" if FIGURES_IN_PLACE else r"redrawn/"
+# A reference's frontier table is rebuilt from its searches only with figures_in_place (when
+# its files are meant to be rewritten): otherwise it is an input, never a job's output, so a
+# fresh clone's redrawing never rewrites it (its mtime can be older than the script's).
+FRONTIER_TABLE_ROOT = rf"results(/{REFERENCE})?" if FIGURES_IN_PLACE else r"results"
 
 
 wildcard_constraints:

@@ -40,6 +40,8 @@ rule frontier_table:
         searches=get_frontier_searches,
     output:
         "{root}/tables/frontier.csv",
+    wildcard_constraints:
+        root=FRONTIER_TABLE_ROOT,
     log:
         "logs/frontier/{root}/frontier_table.log",
     conda:
