@@ -63,3 +63,21 @@ def test_each_stage_says_what_it_owns_and_what_it_may_import(stage):
     doc = ast.get_docstring(ast.parse(init.read_text()))
     assert doc, f"{init} has no docstring"
     assert "may import" in doc.lower(), f"{init}'s docstring does not say what it may import"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ruff", "check", "src", "scripts", "tests", "benchmarks"],
+        ["ruff", "format", "--check", "src", "scripts", "tests", "benchmarks"],
+        ["snakefmt", "--check", "Snakefile", "workflow/rules"],
+    ],
+)
+def test_the_documented_lint_commands_pass(command):
+    """README's Development section: the tools come with requirements/test.txt."""
+    tool = Path(sys.executable).with_name(command[0])
+    executable = str(tool) if tool.exists() else shutil.which(command[0])
+    if executable is None:
+        pytest.fail(f"{command[0]} not installed (requirements/test.txt has it)")
+    checked = subprocess.run([executable, *command[1:]], cwd=REPO, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -40,10 +40,10 @@ rule frontier_table:
         searches=get_frontier_searches,
     output:
         "{root}/tables/frontier.csv",
-    wildcard_constraints:
-        root=FRONTIER_TABLE_ROOT,
     log:
         "logs/frontier/{root}/frontier_table.log",
+    wildcard_constraints:
+        root=FRONTIER_TABLE_ROOT,
     conda:
         "../../envs/analysis.yaml"
     script:
