@@ -37,11 +37,12 @@ CELL_RUNTIME_MIN = 40
 RETRIES = 2
 
 VOLATILE_COLUMNS = re.compile(
-    r"(^|_)(ms|s)(_|$)|host_|overhead|_j_per_token|^(mfu|mbu)$|^start_method$"
+    r"(^|_)(ms|s)(_|$)|host_|overhead|_j_per_token|^(mfu|mbu)$|^start_method$|^finished_at$"
 )
 """Columns that differ between any two runs of the same cells: times (``*_s``, ``*_ms*``),
-rates derived from them (``*_per_s``, mfu, mbu), host memory, energy, and how the cell's
-process started (forked from the warm-start server locally, a fresh interpreter under Slurm)."""
+rates derived from them (``*_per_s``, mfu, mbu), host memory, energy, when the record was
+written (``finished_at``), and how the cell's process started (forked from the warm-start
+server locally, a fresh interpreter under Slurm)."""
 
 
 def without_site_settings(env: dict[str, str]) -> dict[str, str]:
