@@ -213,12 +213,9 @@ def _parser() -> argparse.ArgumentParser:
 def _compare(args: argparse.Namespace) -> None:
     from llmbench.report import compare, figures
 
-    for folder in (args.first, args.second):
-        if not (folder / "tables" / "cells.csv").exists():
-            raise UsageError(f"no {folder / 'tables' / 'cells.csv'} (run: llmbench tables)")
     try:
         table = compare.compare_folders(args.first, args.second, args.names)
-    except ValueError as exc:
+    except (FileNotFoundError, ValueError) as exc:  # a missing table, two GPUs, a cell twice
         raise UsageError(str(exc)) from None
     (args.target / "tables").mkdir(parents=True, exist_ok=True)
     table.to_csv(args.target / "tables" / "cells.csv", index=False)

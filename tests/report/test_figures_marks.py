@@ -16,7 +16,8 @@ import seaborn as sns  # noqa: E402
 from conftest import REPO  # noqa: E402
 from figure_marks import assert_every_mark_is_a_cell, figure_text, plotted  # noqa: E402
 
-from llmbench.report.figures import draw, marks, style  # noqa: E402
+from llmbench.measure.failures import MEASURED  # noqa: E402
+from llmbench.report.figures import draw, marks  # noqa: E402
 
 REFERENCE = REPO / "results" / "reference" / "h100"
 RUNS = ("seed", "seed-2gpu", "extended")
@@ -40,7 +41,7 @@ def close_figures():
 
 def phase_ran(row, column) -> bool:
     """The test's own reading of a cell: which phases ran to their end."""
-    if row["status"] in style.MEASURED:
+    if row["status"] in MEASURED:
         return True
     order = ["setup", "load", "prefill", "decode"]
     phase = column.split("_", 1)[0]
@@ -49,7 +50,7 @@ def phase_ran(row, column) -> bool:
 
 def allowed(cells: pd.DataFrame, key: str) -> list[float]:
     """Values a mark of figure ``key`` may take: what the cells measured for its y."""
-    measured = cells[cells["status"].isin(style.MEASURED)]
+    measured = cells[cells["status"].isin(MEASURED)]
     if key == "memory":
         cuda = measured[measured["device"] == "cuda"]
         return [*cuda["prefill_peak_allocated_gib"], *measured["prefill_host_peak_rss_gib"]]
@@ -83,9 +84,9 @@ def test_no_plotted_mark_of_a_committed_reference_lacks_a_cell(run, key):
         assert sorted(t.get_text() for t in annotated) == sorted(cells["status"])
     if key in ("memory", "latency") and run == "extended":
         column = "prefill_peak_allocated_gib" if key == "memory" else "prefill_ms_p50"
-        measured = cells[cells["status"].isin(style.MEASURED)]
+        measured = cells[cells["status"].isin(MEASURED)]
         assert sorted(found.data) == sorted(measured[column])  # each cell exactly once
-        assert found.did_not_run == int((~cells["status"].isin(style.MEASURED)).sum())
+        assert found.did_not_run == int((~cells["status"].isin(MEASURED)).sum())
 
 
 def test_frontier_marks_are_searches():
@@ -100,7 +101,7 @@ def test_frontier_marks_are_searches():
 def test_the_checker_catches_a_seaborn_mean():
     """The old memory_vs_seq: relplot(kind="line") averaged bfloat16 and float32 to 24.6 GiB."""
     cells = pd.read_csv(REFERENCE / "seed" / "tables" / "cells.csv")
-    measured = cells[cells["status"].isin(style.MEASURED)]
+    measured = cells[cells["status"].isin(MEASURED)]
     grid = sns.relplot(
         data=measured, kind="line", x="seq", y="prefill_peak_allocated_gib", hue="attn", col="quant"
     )

@@ -1,10 +1,8 @@
 import sys
 from pathlib import Path
 
-# The measurement package lives in src/: importable here, and (via the environment that
-# pipeline.export_environment sets) in every job this workflow starts.
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-
+# The package in src/ is importable here (the Snakefile put it on sys.path) and, through the
+# environment that pipeline.export_environment sets, in every job this workflow starts.
 from llmbench import frontier as llm_frontier
 from llmbench.grid import spec as llm_grid
 from llmbench.grid import plan as pipeline

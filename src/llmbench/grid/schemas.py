@@ -33,7 +33,7 @@ def validate_document(document: Any, schema_name: str, *, where: str) -> None:
     """Raise SchemaError naming ``where`` and the offending key path on the first violation."""
     error = first_error(document, schema_name)
     if error is not None:
-        key = ".".join(str(p) for p in error.absolute_path) or "<top level>"
+        key = _join(error.absolute_path) or "<top level>"
         raise SchemaError(f"{where}: {key}: {error.message}")
 
 

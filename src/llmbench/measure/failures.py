@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,30 @@ STATUSES: tuple[str, ...] = (
 """Cell statuses. ``check_failed``: the measurement ran but a truth check failed (for example a
 requested quantization that was not applied), so its numbers do not describe the cell's label."""
 
+MEASURED: tuple[str, ...] = ("ok", "check_failed")
+"""Statuses whose numbers were measured (check_failed: measured, but not what was asked)."""
+
 PHASES: tuple[str, ...] = ("setup", "load", "prefill", "decode")
 """Where a cell can fail: setup (imports, pre-flight checks), load, prefill, decode."""
+
+
+def in_status_order(statuses: Iterable[str]) -> list[str]:
+    """The distinct ``statuses`` in the order of :data:`STATUSES`, any others after them by
+    name (the order in which summaries and tables list them)."""
+    present = set(statuses)
+    return [s for s in STATUSES if s in present] + sorted(present - set(STATUSES))
+
+
+def phase_ran(phase: str, status: str | None, stopped_in: str | None) -> bool:
+    """Whether ``phase`` ran to its end in a cell of ``status`` whose JSON says it stopped in
+    ``stopped_in``: every phase of a measured cell (``ok``; ``check_failed``, which ran but
+    failed a truth check), else only the phases before the one it stopped in."""
+    if status in MEASURED:
+        return True
+    return (
+        phase in PHASES and stopped_in in PHASES and PHASES.index(phase) < PHASES.index(stopped_in)
+    )
+
 
 _OOM_PATTERNS = (
     re.compile(r"out of memory", re.IGNORECASE),

@@ -20,12 +20,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmbench.measure.failures import STATUSES
+from llmbench.measure.failures import STATUSES, in_status_order, phase_ran
 
 STATUS_ORDER = STATUSES
 """Statuses in the order the status table lists them (others follow, by name)."""
 
-PHASES = ("setup", "load", "prefill", "decode")
 NO_DATE = "not recorded in the cells (see the run's README)"
 NOT_RUN = "—"
 
@@ -91,15 +90,7 @@ def _commits(rows: Sequence[Mapping[str, str]]) -> str:
 
 def _statuses(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
     counts = Counter(row.get("status") or "unknown" for row in rows)
-    order = [s for s in STATUS_ORDER if s in counts] + sorted(set(counts) - set(STATUS_ORDER))
-    return [{"status": rst_text(status), "cells": counts[status]} for status in order]
-
-
-def _ran(phase: str | None, needed: str) -> bool:
-    """Whether a cell that stopped in ``phase`` (None: it did not stop) got through ``needed``."""
-    if not phase or phase not in PHASES:
-        return True
-    return PHASES.index(phase) > PHASES.index(needed)
+    return [{"status": rst_text(s), "cells": counts[s]} for s in in_status_order(counts)]
 
 
 def _seed_row(row: Mapping[str, str]) -> dict[str, str]:
@@ -107,7 +98,7 @@ def _seed_row(row: Mapping[str, str]) -> dict[str, str]:
     numbers = {}
     for column, needed, form in SEED_COLUMNS:
         source = HOST_COLUMNS.get(column, column) if row.get("device") == "cpu" else column
-        value = _number(row.get(source)) if status == "ok" or _ran(phase, needed) else None
+        value = _number(row.get(source)) if phase_ran(needed, status, phase) else None
         numbers[column] = NOT_RUN if value is None else form.format(value)
     shown = status if status == "ok" or not phase else f"{status} ({phase})"
     return {

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from llmbench.grid.spec import Cell
-from llmbench.measure.failures import STATUSES
+from llmbench.measure.failures import in_status_order
 
 SLOWEST = 5
 """How many of the slowest cells the summary names."""
@@ -82,8 +82,7 @@ def collect(folder: Path, cells: Iterable[Cell] | None) -> tuple[list[Outcome], 
 def status_counts(outcomes: Iterable[Outcome]) -> str:
     """``8 ok, 1 unsupported``: counts in the order of ``STATUSES``, unknown statuses last."""
     counts = Counter(o.status for o in outcomes)
-    order = [s for s in STATUSES if s in counts] + sorted(set(counts) - set(STATUSES))
-    return ", ".join(f"{counts[s]} {s}" for s in order)
+    return ", ".join(f"{counts[s]} {s}" for s in in_status_order(counts))
 
 
 def _wrapped(label: str, text: str) -> list[str]:

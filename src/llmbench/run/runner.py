@@ -250,7 +250,7 @@ def run_cell(
         "base_dir": base_dir,
         "prequantized_dir": prequantized_dir,
     }
-    with _gpus_for(cell, settings, model_entry, log_path) as lock:
+    with _gpus_for(cell, settings, log_path) as lock:
         waited = time.perf_counter()
         result, start_method = _measure_in_child(spec, limits, log_path, worker_module)
     breakdown = result.setdefault("timing_breakdown", {})
@@ -263,15 +263,10 @@ def run_cell(
     return _write(result, out_path, None, started, start_method)
 
 
-def _gpus_for(
-    cell: Cell, settings: Mapping[str, Any], model_entry: Mapping[str, Any], log_path: Path | None
-) -> Any:
+def _gpus_for(cell: Cell, settings: Mapping[str, Any], log_path: Path | None) -> Any:
     """The GPU locks a cell holds while its process runs (none for a CPU cell)."""
-    keys = (
-        []
-        if settings.get("device") == "cpu"
-        else gpulock.visible_gpus(worker_environment(model_entry))
-    )
+    # the worker inherits this process's CUDA_VISIBLE_DEVICES (run.child leaves it alone)
+    keys = [] if settings.get("device") == "cpu" else gpulock.visible_gpus()
     if not keys:
         return contextlib.nullcontext(None)
 

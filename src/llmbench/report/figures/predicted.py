@@ -3,9 +3,9 @@
 Every marker is one cell (no estimator); the cells left out (did not run, several GPUs, CPU,
 no prediction) are counted under the figure. Lines and bands carry ``style.REFERENCE``.
 
-May import ``llmbench.report.figures.style``, ``llmbench.report.figures.marks``, pandas,
-seaborn and matplotlib; it reads the predicted columns that ``aggregate`` wrote, it does not
-import ``llmbench.predict``.
+May import ``llmbench.measure.failures`` (statuses, phases), ``llmbench.report.figures.style``,
+``llmbench.report.figures.marks``, pandas, seaborn and matplotlib; it reads the predicted
+columns that ``aggregate`` wrote, it does not import ``llmbench.predict``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import pandas as pd
 import seaborn as sns
 
 from llmbench.grid.spec import QUANTS
+from llmbench.measure.failures import MEASURED
 from llmbench.report.figures.marks import NotDrawn
-from llmbench.report.figures.style import ATTN_COLORS, MEASURED, REFERENCE
+from llmbench.report.figures.style import ATTN_COLORS, REFERENCE
 
 COLUMNS = ("predicted_prefill_peak_allocated_gib", "prefill_peak_allocated_gib")
 RATIO = "prefill_measured_over_predicted"

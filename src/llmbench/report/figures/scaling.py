@@ -7,8 +7,8 @@ Attentions are dodged along x so that equal values stay visible. A configuration
 sequence length has nothing to draw along x: it gets no panel, a line under the figure says so
 (and a table with one length throughout is refused).
 
-May import ``llmbench.report.figures.style``, ``.marks`` and ``.unrun``, ``llmbench.grid``
-(``QUANTS``), pandas, numpy and matplotlib.
+May import ``llmbench.measure.failures`` (statuses, phases), ``llmbench.report.figures.style``,
+``.marks`` and ``.unrun``, ``llmbench.grid`` (``QUANTS``), pandas, numpy and matplotlib.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from llmbench.grid.spec import QUANTS
+from llmbench.measure.failures import MEASURED
 from llmbench.report.figures.marks import (
     CONFIGURATION,
     NotDrawn,
@@ -36,7 +37,6 @@ from llmbench.report.figures.style import (
     ATTN_COLORS,
     BATCH_LINESTYLES,
     BATCH_MARKERS,
-    MEASURED,
     REFERENCE,
     has_cuda_memory,
 )

@@ -2,8 +2,8 @@
 notebook's own readings. Each bar is one reading of one cell; a phase that did not run has no
 bar, its status and reason stand in its place.
 
-May import ``llmbench.report.figures.style``, ``llmbench.report.figures.marks``, pandas,
-seaborn and matplotlib.
+May import ``llmbench.measure.failures`` (statuses, phases), ``llmbench.report.figures.style``,
+``llmbench.report.figures.marks``, pandas, seaborn and matplotlib.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from llmbench.measure.failures import phase_ran
 from llmbench.report.figures.marks import NotDrawn, check_one_cell_per_mark
 from llmbench.report.figures.style import (
     DID_NOT_RUN,
-    MEASURED,
-    PHASES,
     STATUS_COLORS,
     has_cuda_memory,
 )
@@ -80,10 +79,7 @@ def ran(row: Mapping[str, Any] | None, column: str) -> bool:
     this cell: all of them in a measured cell, those before the failing one otherwise."""
     if row is None or not isinstance(row.get("status"), str):
         return False
-    if row["status"] in MEASURED:
-        return True
-    phase, failed = column.split("_", 1)[0], row.get("phase")
-    return phase in PHASES and failed in PHASES and PHASES.index(phase) < PHASES.index(failed)
+    return phase_ran(column.split("_", 1)[0], row["status"], row.get("phase"))
 
 
 def _reason(row: Mapping[str, Any]) -> str:

@@ -32,10 +32,6 @@ STATUS_COLORS = {
 }
 ATTN_COLORS = dict(zip(ATTNS, sns.color_palette("tab10", len(ATTNS)), strict=True))
 """One colour per attention implementation, the same in every figure."""
-MEASURED = ("ok", "check_failed")
-"""Statuses whose numbers were measured (check_failed: measured, but not what was asked)."""
-PHASES = ("setup", "load", "prefill", "decode")
-"""A cell's phases in the order they run: a cell that failed in one ran the ones before it."""
 
 REFERENCE = "reference"
 """gid of an artist that is no cell: a capacity line, y = x, a tolerance band."""

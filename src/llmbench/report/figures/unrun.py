@@ -3,7 +3,8 @@ per cell, never a data marker, side by side where several share a place, with th
 entries. They never sit where a measured value could: out-of-memory cells on the GPU's
 capacity line, the others just above the panel.
 
-May import ``llmbench.report.figures.style``, pandas and matplotlib.
+May import ``llmbench.measure.failures`` (statuses, phases), ``llmbench.report.figures.style``,
+pandas and matplotlib.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory, offset_copy
 
+from llmbench.measure.failures import MEASURED
 from llmbench.report.figures.style import (
     ATTN_COLORS,
     DID_NOT_RUN,
     FAILED_LABEL,
     FAILED_MARK,
-    MEASURED,
     OOM_LABEL,
     OOM_MARK,
 )
