@@ -37,11 +37,11 @@ rule measure_cell:
     input:
         unpack(get_cell_checkpoints),
     output:
-        "results/cells/{model}/{quant}/{attn}/{dtype}/b{batch}_s{seq}.json",
+        "results/cells/{model}/{quant}/{attn}/{dtype}/b{batch}_s{seq}{variant}.json",
     log:
-        "logs/cells/{model}/{quant}/{attn}/{dtype}/b{batch}_s{seq}.log",
+        "logs/cells/{model}/{quant}/{attn}/{dtype}/b{batch}_s{seq}{variant}.log",
     benchmark:
-        "results/benchmarks/cells/{model}/{quant}/{attn}/{dtype}/b{batch}_s{seq}.tsv"
+        "results/benchmarks/cells/{model}/{quant}/{attn}/{dtype}/b{batch}_s{seq}{variant}.tsv"
     conda:
         "../../envs/measure.yaml"
     threads: workflow.cores

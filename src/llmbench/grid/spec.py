@@ -1,7 +1,9 @@
 """The benchmark grid: named grid files, their validation, and expansion into cells.
 
 A grid file (``config/grids/<name>.yaml``) is a list of blocks; each block is a cartesian
-product over models × quant × attn × dtype × batch × seq. The grid is the union of its blocks.
+product over models × quant × attn × dtype × batch × seq, and over the optional axes
+decode_mode × allocator (:data:`OPTIONAL_AXES`; a block that omits one takes its default). The
+grid is the union of its blocks.
 Every combination becomes a cell, including ones that cannot run: those end as cells whose
 JSON says ``unsupported`` or ``unavailable`` rather than being dropped.
 """
@@ -39,10 +41,30 @@ one PyTorch SDPA backend."""
 
 DTYPES: tuple[str, ...] = ("bfloat16", "float16", "float32")
 
+DECODE_MODES: tuple[str, ...] = ("eager", "static", "graph")
+"""How the decode steps run: ``eager`` (a DynamicCache grown by ``torch.cat``, eager kernel
+launches: the loop ``generate`` runs by default), ``static`` (a preallocated ``StaticCache``,
+eager launches) or ``graph`` (the static cache, one decode step captured once as a CUDA graph
+and replayed; CUDA only)."""
+
+ALLOCATORS: tuple[str, ...] = ("default", "expandable_segments")
+"""PyTorch CUDA caching-allocator mode of the cell's process: ``default``, or
+``expandable_segments`` (``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``)."""
+
+OPTIONAL_AXES: dict[str, tuple[str, ...]] = {"decode_mode": DECODE_MODES, "allocator": ALLOCATORS}
+"""Axes a grid block may omit; the first value is the default. A cell at every default has
+the path it had before these axes existed; other values add a suffix (:attr:`Cell.variant`)."""
+
+_VARIANT_TAGS: dict[str, dict[str, str]] = {
+    "decode_mode": {"static": "_decode-static", "graph": "_decode-graph"},
+    "allocator": {"expandable_segments": "_alloc-expandable"},
+}
+"""Path suffix of each non-default optional-axis value, in path order."""
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 """Model and grid names become path components: no slashes, no leading dot."""
 
-AXES: tuple[str, ...] = ("models", "quant", "attn", "dtype", "batch", "seq")
+AXES: tuple[str, ...] = ("models", "quant", "attn", "dtype", "batch", "seq", *OPTIONAL_AXES)
 
 
 @dataclass(frozen=True, order=True)
@@ -55,6 +77,8 @@ class Cell:
     dtype: str
     batch: int
     seq: int
+    decode_mode: str = DECODE_MODES[0]
+    allocator: str = ALLOCATORS[0]
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.model):
@@ -63,6 +87,8 @@ class Cell:
             ("quant", self.quant, QUANTS),
             ("attn", self.attn, ATTNS),
             ("dtype", self.dtype, DTYPES),
+            ("decode_mode", self.decode_mode, DECODE_MODES),
+            ("allocator", self.allocator, ALLOCATORS),
         ):
             if value not in allowed:
                 raise ValueError(f"{axis} {value!r} is not one of {', '.join(allowed)}")
@@ -81,13 +107,26 @@ class Cell:
         return self.attn.split("-", 1)[1] if self.attn.startswith("sdpa-") else None
 
     @property
+    def variant(self) -> str:
+        """The optional axes' path suffix: ``""`` at their defaults, else e.g.
+        ``"_decode-graph_alloc-expandable"``."""
+        return "".join(tags.get(getattr(self, axis), "") for axis, tags in _VARIANT_TAGS.items())
+
+    @property
     def relpath(self) -> str:
-        """Path of this cell's JSON below the cells directory; one level per axis."""
-        return f"{self.model}/{self.quant}/{self.attn}/{self.dtype}/b{self.batch}_s{self.seq}.json"
+        """Path of this cell's JSON below the cells directory; one level per axis, the
+        optional axes as a suffix of the file name."""
+        stem = f"b{self.batch}_s{self.seq}{self.variant}"
+        return f"{self.model}/{self.quant}/{self.attn}/{self.dtype}/{stem}.json"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Cell:
-        """Build a cell from wildcards or a JSON ``cell`` block (strings are coerced)."""
+        """Build a cell from wildcards (``variant`` parsed by :func:`parse_variant`) or a JSON
+        ``cell`` block (strings are coerced; an optional axis absent, as in cells written
+        before it existed, takes its default). Raises ValueError for an invalid value."""
+        optional = parse_variant(str(values.get("variant", "")))
+        for axis, allowed in OPTIONAL_AXES.items():
+            optional.setdefault(axis, str(values.get(axis, allowed[0])))
         return cls(
             model=str(values["model"]),
             quant=str(values["quant"]),
@@ -95,6 +134,7 @@ class Cell:
             dtype=str(values["dtype"]),
             batch=int(values["batch"]),
             seq=int(values["seq"]),
+            **optional,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +144,23 @@ class Cell:
             "attn_implementation": self.attn_implementation,
             "sdpa_backend": self.sdpa_backend,
         }
+
+
+def parse_variant(variant: str) -> dict[str, str]:
+    """The optional-axis values a path suffix names (``"_decode-graph"`` →
+    ``{"decode_mode": "graph"}``); axes it does not name are absent. Raises ValueError for a
+    suffix that is not a concatenation of known tags in path order."""
+    values: dict[str, str] = {}
+    rest = variant
+    for axis, tags in _VARIANT_TAGS.items():
+        for value, tag in tags.items():
+            if rest.startswith(tag):
+                values[axis] = value
+                rest = rest[len(tag) :]
+                break
+    if rest:
+        raise ValueError(f"cell path suffix {variant!r}: {rest!r} is not a known tag")
+    return values
 
 
 def grid_path(grid: str, config_dir: Path) -> Path:
@@ -136,10 +193,11 @@ def expand_blocks(blocks: Iterable[Mapping[str, Any]]) -> list[Cell]:
     """Union of the cartesian products of all blocks, sorted, without duplicates."""
     cells: set[Cell] = set()
     for block in blocks:
-        for model, quant, attn, dtype, batch, seq in itertools.product(
-            *(block[axis] for axis in AXES)
+        axes = [block[axis] if axis in block else OPTIONAL_AXES[axis][:1] for axis in AXES]
+        for model, quant, attn, dtype, batch, seq, decode_mode, allocator in itertools.product(
+            *axes
         ):
-            cells.add(Cell(model, quant, attn, dtype, batch, seq))
+            cells.add(Cell(model, quant, attn, dtype, batch, seq, decode_mode, allocator))
     return sorted(cells)
 
 
@@ -161,4 +219,6 @@ def wildcard_constraints() -> dict[str, str]:
         "dtype": alternation(DTYPES),
         "batch": r"[1-9][0-9]*",
         "seq": r"[1-9][0-9]*",
+        # empty at every default: the path cells had before the optional axes existed
+        "variant": "".join(f"({alternation(tags.values())})?" for tags in _VARIANT_TAGS.values()),
     }

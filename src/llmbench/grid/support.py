@@ -13,4 +13,11 @@ def static_unsupported(cell: Cell, device: str) -> str | None:
     """Reason a cell cannot run on ``device`` ("cuda" or "cpu"), or None to attempt it."""
     if cell.attn == "flash_attention_2" and device != "cuda":
         return "flash-attn kernels run only on NVIDIA CUDA GPUs; this cell runs on the CPU"
+    if cell.decode_mode == "graph" and device != "cuda":
+        return "decode_mode graph captures a CUDA graph; this cell runs on the CPU"
+    if cell.allocator != "default" and device != "cuda":
+        return (
+            f"allocator {cell.allocator} configures PyTorch's CUDA allocator; "
+            "this cell runs on the CPU"
+        )
     return None

@@ -11,6 +11,10 @@ Conventions (recorded with every result):
   context and written for the new token. Activations are left out (small at decode).
 MFU = achieved FLOP/s ÷ peak dense tensor FLOP/s of the compute dtype; MBU = achieved bytes/s ÷
 peak memory bandwidth. Peaks are datasheet figures (source recorded); unknown GPUs get None.
+Where the cell measured its device (``roofline.Roofline``), the same ratios against the
+measured copy bandwidth and bf16 matmul rate are given too (``*_measured``), and the decode
+floor: one step's bytes ÷ the measured bandwidth (ms), the fastest a step can be when it
+must read those bytes.
 """
 
 from __future__ import annotations
@@ -141,6 +145,13 @@ class Efficiency:
     peak_memory_bandwidth_bytes_s: float | None
     peak_source: str | None
     conventions: str
+    measured_copy_bandwidth_bytes_s: float | None = None
+    measured_bf16_matmul_flops: float | None = None
+    decode_floor_ms: float | None = None
+    """Decode bytes per step ÷ measured copy bandwidth (ms)."""
+    mbu_measured: float | None = None
+    mfu_measured: float | None = None
+    """Against the measured bf16 matmul rate (None for float32 compute)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -160,6 +171,7 @@ def efficiency(
     decode_tokens: int,
     device_name: str | None,
     n_devices: int,
+    measured: Mapping[str, Any] | None = None,
 ) -> Efficiency:
     """MFU of prefill and MBU of decode for one cell.
 
@@ -179,6 +191,8 @@ def efficiency(
     step_flops = decode_step_flops(shape, batch, middle_context)
     tflops = None if not prefill_ms else flops / (prefill_ms / 1000.0) / 1e12
     gbps = None if not decode_ms_per_step else step_bytes / (decode_ms_per_step / 1000.0) / 1e9
+    bandwidth = (measured or {}).get("copy_bandwidth_bytes_s")
+    matmul = (measured or {}).get("bf16_matmul_flops") if compute_dtype != "float32" else None
     return Efficiency(
         prefill_flops=flops,
         prefill_tflops_per_s=tflops,
@@ -195,4 +209,9 @@ def efficiency(
             "half of attention; decode bytes: weights once + KV cache read/write; "
             f"n_devices={n_devices}, peak of one device"
         ),
+        measured_copy_bandwidth_bytes_s=bandwidth,
+        measured_bf16_matmul_flops=(measured or {}).get("bf16_matmul_flops"),
+        decode_floor_ms=None if not bandwidth else step_bytes / bandwidth * 1000.0,
+        mbu_measured=None if gbps is None or not bandwidth else gbps * 1e9 / bandwidth,
+        mfu_measured=None if tflops is None or not matmul else tflops * 1e12 / matmul,
     )

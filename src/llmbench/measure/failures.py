@@ -29,8 +29,9 @@ requested quantization that was not applied), so its numbers do not describe the
 MEASURED: tuple[str, ...] = ("ok", "check_failed")
 """Statuses whose numbers were measured (check_failed: measured, but not what was asked)."""
 
-PHASES: tuple[str, ...] = ("setup", "load", "prefill", "decode")
-"""Where a cell can fail: setup (imports, pre-flight checks), load, prefill, decode."""
+PHASES: tuple[str, ...] = ("setup", "load", "prefill", "decode", "generate")
+"""Where a cell can fail: setup (imports, pre-flight checks), load, prefill, decode, and
+generate (``model.generate``'s own numbers, eager decode_mode cells only)."""
 
 
 def in_status_order(statuses: Iterable[str]) -> list[str]:

@@ -21,15 +21,17 @@ from typing import Any
 
 from llmbench.host import nvml
 from llmbench.measure import attention, quantization
+from llmbench.measure.allocator import AllocatorTrace, allocator_check
 from llmbench.measure.checks import gpu_clean_check
 from llmbench.measure.failures import classify
-from llmbench.measure.phases import decode, load, prefill, setup, summary
+from llmbench.measure.phases import decode, hf_generate, load, prefill, setup, summary
 from llmbench.measure.phases.decode import DecodeResult
 from llmbench.measure.phases.generation import Generation, prefill_kwargs
 from llmbench.measure.phases.load import Loaded, make_inputs
 from llmbench.measure.phases.prefill import PrefillResult
 from llmbench.measure.phases.setup import Cancelled, Session, resolve_device
 from llmbench.measure.phases.spec import CellSpec
+from llmbench.measure.roofline import measure_roofline
 from llmbench.measure.timing import LatencyStats
 from llmbench.record.cell import new_result, read_json, write_json_atomic
 
@@ -46,16 +48,36 @@ def measure(spec: CellSpec, result: Record, save: Save) -> None:
     partial JSON) tells which phase it ended in; each phase saves the partial JSON when done.
     """
     session = _set_up(spec, result, save)
+    trace = AllocatorTrace(session.torch, spec.cell) if session.device == "cuda" else None
+    try:
+        _measure_loaded(spec, session, result, save)
+    finally:
+        if trace is not None:
+            result["timing_breakdown"]["allocator_trace"] = trace.dump()
+
+
+def _measure_loaded(spec: CellSpec, session: Session, result: Record, save: Save) -> None:
+    """Load, prefill, decode, generate (eager decode_mode with ``measurement.generate``)."""
     result["phase"] = "load"
     save()  # start-up is over: the parent's cell time limit counts from here (run.runner)
     loaded = _load(spec, session, result, save)
+    generated = None
     with session.torch.inference_mode(), attention.sdpa_context(spec.cell.sdpa_backend):
         result["phase"] = "prefill"
         prefilled = _prefill(spec, session, loaded, result, save)
         result["phase"] = "decode"
         decoded = _decode(spec, session, loaded, result)
-    result["memory"] = session.tracker.to_dict()  # with decode's phase, the generation gone
+        if decoded.truth is not None:
+            result["checks"]["decode_truth"] = decoded.truth
+        result["memory"] = session.tracker.to_dict()  # with decode's phase
+        if spec.cell.decode_mode == "eager" and spec.measurement.get("generate"):
+            save()
+            result["phase"] = "generate"
+            generated = hf_generate.measure_generate(loaded, spec.cell, spec.measurement, session)
+    result["memory"] = session.tracker.to_dict()  # every phase, the generations gone
     _summarise(spec, session, loaded, prefilled, decoded, result)
+    if generated is not None:
+        result["latency"]["generate"] = generated
     result["phase"] = None
 
 
@@ -91,6 +113,8 @@ def _load(spec: CellSpec, session: Session, result: Record, save: Save) -> Loade
     checks = result["checks"]
     checks["quantization"] = quantization.check_quantization(spec.cell.quant, facts.inspection)
     checks["attention"] = load.attention_check(spec.cell, facts.attn_in_config)
+    if session.device == "cuda":
+        checks["allocator"] = allocator_check(session.torch, spec.cell)
     save()
     input_ids = load.make_prompt(model, spec, facts.shape.vocab_size, session.torch)
     return Loaded(model, input_ids, facts, measure_started)
@@ -123,7 +147,9 @@ def _decode(spec: CellSpec, session: Session, loaded: Loaded, result: Record) ->
 
     uses_sdpa = spec.cell.attn_implementation == "sdpa"
     warmup_tokens = spec.measurement["decode_warmup_tokens"]
-    decode.warm_up(loaded, keep_last, warmup_tokens, uses_sdpa, record_decode_choice)
+    decode.warm_up(
+        loaded, keep_last, warmup_tokens, uses_sdpa, record_decode_choice, spec.cell.decode_mode
+    )
     return decode.time_decode(loaded, keep_last, spec.measurement, spec.cell, session)
 
 
@@ -135,8 +161,11 @@ def _summarise(
     decoded: DecodeResult,
     result: Record,
 ) -> None:
-    """Decode latency, energy, efficiency and the verdict, in that order."""
+    """Decode latency, energy, the device's roofline, efficiency and the verdict, in that
+    order (the roofline after the memory record: it allocates)."""
     stats = LatencyStats.from_samples(decoded.step_ms)
+    roofline = _roofline(session)
+    result["environment"]["measured_roofline"] = roofline
     result["latency"].update(decode.latency_record(decoded, stats, spec.cell, spec.measurement))
     result["energy"] = summary.energy_summary(
         session.energy.to_dict(), spec.cell, spec.measurement, decoded.steps
@@ -150,12 +179,24 @@ def _summarise(
         stats,
         decoded.kv_dtype,
         session,
+        roofline if roofline and "error" not in roofline else None,
     )
     result["timing_breakdown"]["measure_s"] = time.perf_counter() - loaded.measure_started
     status, reason = summary.verdict(result["checks"])
     result["status"] = status
     if reason is not None:
         result["reason"] = reason
+
+
+def _roofline(session: Session) -> dict[str, Any] | None:
+    """The first device's measured copy bandwidth and bf16 matmul rate (None on the CPU;
+    ``{"error": ...}`` when it could not be measured, e.g. too little memory left)."""
+    if session.device != "cuda":
+        return None
+    try:
+        return measure_roofline(session.torch).to_dict()
+    except Exception as exc:  # noqa: BLE001 - the cell's own numbers stand without it
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:

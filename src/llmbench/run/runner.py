@@ -60,12 +60,16 @@ class TimeLimits:
 
 
 def _start_worker(
-    argv: list[str], log: Any, log_path: str | None, model_entry: Mapping[str, Any]
+    argv: list[str],
+    log: Any,
+    log_path: str | None,
+    model_entry: Mapping[str, Any],
+    allocator: str | None = None,
 ) -> tuple[Any, str]:
     """Start ``python -m argv...``: forked by the warm-start server when one is running
     (torch and transformers already imported), else as a fresh interpreter. Returns the
     process and how it was started (recorded in the cell's ``timing_breakdown``)."""
-    env = worker_environment(model_entry)
+    env = worker_environment(model_entry, allocator)
     socket_path = os.environ.get(warmstart.SOCKET_VARIABLE)
     fallback = "spawn"
     if socket_path:
@@ -295,6 +299,7 @@ def _measure_in_child(
                 log,
                 None if log_path is None else str(log_path),
                 spec["model_entry"],
+                spec["cell"].get("allocator", "default"),
             )
             returncode, limit = _wait(process, limits, partial_path)
         finally:

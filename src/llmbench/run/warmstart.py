@@ -65,9 +65,12 @@ STARTUP_ONLY_PREFIXES = (
     "KMP_",
     "MKL_",
     "HF_HUB_OFFLINE",
+    "PYTORCH_CUDA_ALLOC_CONF",
+    "PYTORCH_ALLOC_CONF",
 )
 """Variables read when a process starts (or, like huggingface_hub's ``HF_HUB_OFFLINE``, once
-at import, which the server has done): a child whose value differs must exec afresh."""
+at import, which the server has done; PyTorch may parse its allocator configuration at
+import): a child whose value differs must exec afresh."""
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """Start-up variables a forked child can still honour (``torch.set_num_threads``); Snakemake

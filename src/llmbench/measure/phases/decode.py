@@ -2,9 +2,15 @@
 
 Owns: ``warm_up`` (finds the SDPA backend chosen for decode), ``DecodeResult``/
 ``time_decode`` (latency of each step inside the tracker's and the energy meter's ``decode``
-region) and ``latency_record``.
+region, in the cell's ``decode_mode``) and ``latency_record``.
 May import: ``llmbench.grid``, ``llmbench.measure`` (attention, timing) and
-``llmbench.measure.phases`` (generation, load, setup).
+``llmbench.measure.phases`` (generation, load, setup, static).
+
+decode_mode ``eager`` grows a DynamicCache (``generation.Generation``); ``static`` and
+``graph`` decode into a ``StaticCache`` (``static.StaticGeneration``). ``graph`` first runs
+the same steps eagerly from the same prompt (the reference, which also warms up), then
+captures one step, replays ``TRUTH_STEPS`` steps whose logits must match the reference's
+(``truth`` check), then times further replays.
 """
 
 from __future__ import annotations
@@ -18,7 +24,16 @@ from llmbench.measure import attention
 from llmbench.measure.phases.generation import Generation
 from llmbench.measure.phases.load import Loaded
 from llmbench.measure.phases.setup import Session
+from llmbench.measure.phases.static import StaticGeneration, logits_agree
 from llmbench.measure.timing import LatencyStats
+
+TRUTH_STEPS = 4
+"""Graph replays whose logits are compared with eager static-cache steps."""
+
+TRUTH_REL_TOLERANCE = 2.0**-8
+"""Largest |graph - eager| logit over the largest |eager| logit of the step: one bfloat16
+unit in the last place (8 significand bits). A replay runs the kernels the eager step
+launched, so any larger difference means the graph computes something else."""
 
 
 def warm_up(
@@ -27,15 +42,21 @@ def warm_up(
     tokens: int,
     uses_sdpa: bool,
     on_sdpa_choice: Callable[[dict[str, str]], None],
+    decode_mode: str = "eager",
 ) -> None:
-    """Generate ``tokens`` tokens untimed (nothing for 0).
+    """Generate ``tokens`` tokens untimed (nothing for 0), through the cache of
+    ``decode_mode`` (a static cache for ``static`` and ``graph``), eagerly.
 
     For sdpa cells, ``on_sdpa_choice`` gets the backend PyTorch picks for a one-token query
     as soon as the first step has run, so a later failing step still leaves it recorded.
     """
     if not tokens:
         return
-    warm = Generation(loaded.model, loaded.input_ids, prefill_kwargs)
+    warm: Generation | StaticGeneration
+    if decode_mode == "eager":
+        warm = Generation(loaded.model, loaded.input_ids, prefill_kwargs)
+    else:
+        warm = StaticGeneration(loaded.model, loaded.input_ids, prefill_kwargs, tokens)
     warm.prefill()
     with attention.record_sdpa_choice(uses_sdpa) as decode_chosen:
         warm.step()  # untimed: the decode choice is recorded here, not in timed steps
@@ -48,11 +69,15 @@ def warm_up(
 
 @dataclass(frozen=True)
 class DecodeResult:
-    """Time to first token and each later step (ms), and the dtype the cache held."""
+    """Time to first token and each later step (ms), and the dtype the cache held.
+
+    Graph mode adds the capture time (s) and the truth check's record."""
 
     ttft_ms: float
     step_ms: list[float]
     kv_dtype: str
+    capture_s: float | None = None
+    truth: dict[str, Any] | None = None
 
     @property
     def steps(self) -> int:
@@ -70,18 +95,84 @@ def time_decode(
     """Time the prefill of a fresh generation (TTFT), then ``measurement["decode_tokens"] - 1``
     steps inside the tracker's and the energy meter's ``decode`` region.
 
-    Raises what the model raises, and MemoryBudgetExceeded when decode outgrew a CPU budget.
+    In ``graph`` mode the capture (with its warm-up steps) and the truth-check replays run
+    inside the ``decode`` memory phase but outside the timed steps and the energy region.
+
+    Raises what the model raises, CaptureUnsupported for a step that cannot be captured, and
+    MemoryBudgetExceeded when decode outgrew a CPU budget.
     """
+    if cell.decode_mode == "graph":
+        return _time_graph_decode(loaded, prefill_kwargs, measurement, cell, session)
     tracker, stopwatch, energy = session.tracker, session.stopwatch, session.energy
-    generation = Generation(loaded.model, loaded.input_ids, prefill_kwargs)
+    steps = measurement["decode_tokens"] - 1
+    generation: Generation | StaticGeneration
+    if cell.decode_mode == "static":
+        generation = StaticGeneration(loaded.model, loaded.input_ids, prefill_kwargs, steps + 1)
+    else:
+        generation = Generation(loaded.model, loaded.input_ids, prefill_kwargs)
     ttft_ms = stopwatch.time(generation.prefill)[1]
     step_ms = []
     with tracker.phase("decode"), energy.measure("decode", stopwatch.synchronize):
-        for _ in range(measurement["decode_tokens"] - 1):
+        for _ in range(steps):
             step_ms.append(stopwatch.time(generation.step)[1])
     kv_dtype = generation.kv_dtype() or cell.dtype
     del generation
     return DecodeResult(ttft_ms, step_ms, kv_dtype)
+
+
+def _reference_logits(
+    loaded: Loaded, prefill_kwargs: dict[str, Any], skip: int, keep: int
+) -> list[Any]:
+    """Eager static-cache steps from the prompt: the float32 logits (on the host) of steps
+    ``skip + 1 .. skip + keep``."""
+    reference = StaticGeneration(
+        loaded.model, loaded.input_ids, prefill_kwargs, skip + keep + 1, keep_logits=True
+    )
+    reference.prefill()
+    logits = []
+    for index in range(skip + keep):
+        reference.step()
+        if index >= skip:
+            logits.append(reference.last_logits.cpu())
+    del reference
+    return logits
+
+
+def _time_graph_decode(
+    loaded: Loaded,
+    prefill_kwargs: dict[str, Any],
+    measurement: Mapping[str, Any],
+    cell: Cell,
+    session: Session,
+) -> DecodeResult:
+    """Reference steps, prefill (TTFT), capture, truth-check replays, timed replays."""
+    tracker, stopwatch, energy = session.tracker, session.stopwatch, session.energy
+    warmup = max(1, measurement["decode_warmup_tokens"])
+    steps = measurement["decode_tokens"] - 1
+    reference = _reference_logits(loaded, prefill_kwargs, warmup, TRUTH_STEPS)
+    generation = StaticGeneration(
+        loaded.model,
+        loaded.input_ids,
+        prefill_kwargs,
+        warmup + TRUTH_STEPS + steps + 1,
+        keep_logits=True,
+    )
+    ttft_ms = stopwatch.time(generation.prefill)[1]
+    step_ms = []
+    with tracker.phase("decode"):
+        generation.capture(warmup)
+        replayed = []
+        for _ in range(TRUTH_STEPS):
+            generation.step()
+            replayed.append(generation.last_logits.cpu())
+        truth = logits_agree(reference, replayed, TRUTH_REL_TOLERANCE)
+        with energy.measure("decode", stopwatch.synchronize):
+            for _ in range(steps):
+                step_ms.append(stopwatch.time(generation.step)[1])
+    kv_dtype = generation.kv_dtype() or cell.dtype
+    capture_s = generation.capture_s
+    del generation
+    return DecodeResult(ttft_ms, step_ms, kv_dtype, capture_s, truth)
 
 
 def latency_record(
@@ -89,6 +180,8 @@ def latency_record(
 ) -> dict[str, Any]:
     """What decode adds to the ``latency`` record: TTFT, per-token latency (ms), tokens/s."""
     return {
+        "decode_mode": cell.decode_mode,
+        "graph_capture_s": decoded.capture_s,
         "ttft_ms": decoded.ttft_ms,
         "decode_per_token": stats.to_dict(),
         "decode_tokens": measurement["decode_tokens"],

@@ -53,11 +53,12 @@ def efficiency_record(
     decode: LatencyStats,
     kv_dtype: str,
     session: Session,
+    measured: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """MFU of the median prefill and MBU of the median decode step (``efficiency``'s record).
 
     Decode reads every weight byte once per step; the input embedding table is not read
-    unless it is tied to lm_head.
+    unless it is tied to lm_head. ``measured`` is the cell's ``Roofline`` record, if any.
     """
     weight_bytes = facts.inspection["weight_bytes_total"]
     if not facts.shape.tie_word_embeddings:
@@ -75,6 +76,7 @@ def efficiency_record(
         decode_tokens=measurement["decode_tokens"],
         device_name=gpus[0]["name"] if gpus else None,
         n_devices=session.n_devices,
+        measured=measured,
     ).to_dict()
 
 

@@ -1,0 +1,191 @@
+"""Decode through a preallocated ``StaticCache``: eager steps, or one step as a CUDA graph.
+
+Owns: ``StaticGeneration`` (decode_mode ``static`` and ``graph``), ``CaptureUnsupported`` and
+``logits_agree`` (the truth check of a graph against eager steps).
+May import: nothing of llmbench (torch and transformers come in through the model).
+
+Why the step looks the way it does (transformers 5.17, ``masking_utils`` and
+``cache_utils.StaticLayer``):
+
+- A ``StaticCache`` holds ``max_cache_len`` positions per layer from the prefill on; its
+  write position (``StaticLayer.cumulative_length``) is a device tensor advanced in place, and
+  the model derives ``position_ids`` from it on the device, so one captured step replays at
+  every position.
+- The step passes a 2-D ``attention_mask`` of fixed shape ``(batch, max_cache_len)``, one for
+  every written position. Without it, sdpa at a one-token query skips the mask
+  (``_ignore_causal_mask_sdpa``) and attends to the cache's unwritten zero rows, while under
+  stream capture (``is_tracing``) it builds the mask: eager and graph steps would compute
+  different things. The mask's next position is set inside the step (``index_fill_`` at the
+  write position), so the graph advances it too.
+- The prefill passes the first ``seq`` columns of that mask (a view), as ``generate`` passes
+  its 2-D mask of the prompt's length: sdpa keeps ``is_causal`` there.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+class CaptureUnsupported(NotImplementedError):
+    """A decode step that cannot be captured as a CUDA graph (the cell is ``unsupported``:
+    ``failures.classify`` maps NotImplementedError there).
+
+    Carries the reason: the first error CUDA or the model raised during capture. Running out
+    of memory during capture is not this: it propagates as the OutOfMemoryError it is.
+    """
+
+
+class StaticGeneration:
+    """Greedy generation through a ``StaticCache`` of ``prompt + max_new_tokens`` positions.
+
+    ``prefill()`` then ``step()`` as ``phases.generation.Generation``; ``capture()`` turns
+    ``step`` into the replay of one captured CUDA graph (CUDA only). ``last_logits`` holds
+    the last step's float32 logits ``(batch, vocab)`` when ``keep_logits`` is set.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        input_ids: Any,
+        prefill_kwargs: dict[str, Any],
+        max_new_tokens: int,
+        keep_logits: bool = False,
+    ) -> None:
+        import torch
+        from transformers import StaticCache
+
+        self.torch = torch
+        self.model = model
+        self.input_ids = input_ids
+        self.prefill_kwargs = prefill_kwargs
+        batch, seq = input_ids.shape
+        self.max_cache_len = seq + max_new_tokens
+        self.cache = StaticCache(config=model.config, max_cache_len=self.max_cache_len)
+        self.mask = torch.zeros(
+            (batch, self.max_cache_len), dtype=torch.long, device=input_ids.device
+        )
+        self.mask[:, :seq] = 1
+        self.token = torch.zeros((batch, 1), dtype=input_ids.dtype, device=input_ids.device)
+        self.keep_logits = keep_logits
+        self.last_logits: Any = None
+        self.graph: Any = None
+        self.capture_s: float | None = None
+
+    def _advance(self, outputs: Any) -> None:
+        logits = outputs.logits[:, -1, :]
+        self.token.copy_(logits.argmax(dim=-1, keepdim=True))
+        if self.keep_logits:
+            if self.last_logits is None:
+                self.last_logits = logits.float().clone()
+            else:
+                self.last_logits.copy_(logits)
+
+    def prefill(self) -> None:
+        """Run the prompt into the static cache; pick the first new token."""
+        seq = self.input_ids.shape[1]
+        self._advance(
+            self.model(
+                input_ids=self.input_ids,
+                attention_mask=self.mask[:, :seq],
+                past_key_values=self.cache,
+                use_cache=True,
+                **self.prefill_kwargs,
+            )
+        )
+
+    def _eager_step(self) -> None:
+        position = self.cache.layers[0].cumulative_length.reshape(1)
+        self.mask.index_fill_(1, position, 1)
+        self._advance(
+            self.model(
+                input_ids=self.token,
+                attention_mask=self.mask,
+                past_key_values=self.cache,
+                use_cache=True,
+            )
+        )
+
+    def step(self) -> None:
+        """Decode one token per sequence: a graph replay once captured, else eager launches."""
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._eager_step()
+
+    def capture(self, warmup_steps: int) -> None:
+        """Run ``warmup_steps`` eager steps on a side stream (at least one: lazy state such as
+        cuBLAS handles is created outside the capture), then capture one step.
+
+        The capture itself launches nothing, so the cache advances only on replays. Records
+        ``capture_s`` (s, warm-up steps excluded). Raises CaptureUnsupported with the error
+        that capture raised, and RuntimeError on the CPU.
+        """
+        torch = self.torch
+        if self.input_ids.device.type != "cuda":
+            raise RuntimeError("CUDA graphs need a CUDA device")
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(max(1, warmup_steps)):
+                self._eager_step()
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        began = time.perf_counter()
+        try:
+            with torch.cuda.graph(graph):
+                self._eager_step()
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any capture failure is the reason
+            torch.cuda.synchronize()
+            raise CaptureUnsupported(
+                f"decode step not capturable as a CUDA graph: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}"
+            ) from exc
+        torch.cuda.synchronize()
+        self.capture_s = time.perf_counter() - began
+        self.graph = graph
+
+    def kv_dtype(self) -> str | None:
+        """dtype of the cached keys once the prefill has filled them."""
+        keys = getattr(self.cache.layers[0], "keys", None)
+        return None if keys is None else str(keys.dtype).removeprefix("torch.")
+
+
+def logits_agree(
+    reference: list[Any], candidate: list[Any], rel_tolerance: float
+) -> dict[str, Any]:
+    """Compare two runs' per-step logits (float32 ``(batch, vocab)`` each, same steps).
+
+    Passes when every step's largest absolute difference is at most ``rel_tolerance`` times
+    that step's largest absolute reference logit, and the greedy tokens agree. Returns the
+    check record (``passed``, ``max_abs_diff``, ``max_rel_diff``, ``steps``, ``tolerance``).
+    """
+    if len(reference) != len(candidate) or not reference:
+        return {"passed": False, "reason": "no steps to compare", "steps": len(reference)}
+    worst_abs = worst_rel = 0.0
+    tokens_agree = True
+    for ref, cand in zip(reference, candidate, strict=True):
+        diff = float((ref - cand).abs().max())
+        scale = float(ref.abs().max()) or 1.0
+        worst_abs = max(worst_abs, diff)
+        worst_rel = max(worst_rel, diff / scale)
+        tokens_agree &= bool((ref.argmax(-1) == cand.argmax(-1)).all())
+    passed = worst_rel <= rel_tolerance and tokens_agree
+    record: dict[str, Any] = {
+        "passed": passed,
+        "steps": len(reference),
+        "max_abs_diff": worst_abs,
+        "max_rel_diff": worst_rel,
+        "tolerance_rel": rel_tolerance,
+        "greedy_tokens_agree": tokens_agree,
+    }
+    if not passed:
+        record["reason"] = (
+            f"graph decode logits differ from eager static-cache decode: max relative "
+            f"difference {worst_rel:.3g} (tolerance {rel_tolerance:g}), greedy tokens "
+            f"{'agree' if tokens_agree else 'differ'}"
+        )
+    return record
