@@ -7,10 +7,10 @@ May import: ``llmbench.grid``, ``llmbench.measure`` (attention, timing) and
 ``llmbench.measure.phases`` (generation, load, setup, static).
 
 decode_mode ``eager`` grows a DynamicCache (``generation.Generation``); ``static`` and
-``graph`` decode into a ``StaticCache`` (``static.StaticGeneration``). ``graph`` first runs
-the same steps eagerly from the same prompt (the reference, which also warms up), then
-captures one step, replays ``TRUTH_STEPS`` steps whose logits must match the reference's
-(``truth`` check), then times further replays.
+``graph`` decode into a ``StaticCache`` (``static.StaticGeneration``). ``graph`` captures one
+step, then for ``TRUTH_STEPS`` cache states compares a replay's logits with an eager step's
+from the same state (``static.truth_steps``; the ``decode_truth`` check), then times further
+replays.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from llmbench.measure import attention
 from llmbench.measure.phases.generation import Generation
 from llmbench.measure.phases.load import Loaded
 from llmbench.measure.phases.setup import Session
-from llmbench.measure.phases.static import StaticGeneration, logits_agree
+from llmbench.measure.phases.static import StaticGeneration, logits_agree, truth_steps
 from llmbench.measure.timing import LatencyStats
 
 TRUTH_STEPS = 4
@@ -120,24 +120,6 @@ def time_decode(
     return DecodeResult(ttft_ms, step_ms, kv_dtype)
 
 
-def _reference_logits(
-    loaded: Loaded, prefill_kwargs: dict[str, Any], skip: int, keep: int
-) -> list[Any]:
-    """Eager static-cache steps from the prompt: the float32 logits (on the host) of steps
-    ``skip + 1 .. skip + keep``."""
-    reference = StaticGeneration(
-        loaded.model, loaded.input_ids, prefill_kwargs, skip + keep + 1, keep_logits=True
-    )
-    reference.prefill()
-    logits = []
-    for index in range(skip + keep):
-        reference.step()
-        if index >= skip:
-            logits.append(reference.last_logits.cpu())
-    del reference
-    return logits
-
-
 def _time_graph_decode(
     loaded: Loaded,
     prefill_kwargs: dict[str, Any],
@@ -145,29 +127,25 @@ def _time_graph_decode(
     cell: Cell,
     session: Session,
 ) -> DecodeResult:
-    """Reference steps, prefill (TTFT), capture, truth-check replays, timed replays."""
+    """Prefill (TTFT), capture, truth-check steps, timed replays."""
     tracker, stopwatch, energy = session.tracker, session.stopwatch, session.energy
     warmup = max(1, measurement["decode_warmup_tokens"])
     steps = measurement["decode_tokens"] - 1
-    reference = _reference_logits(loaded, prefill_kwargs, warmup, TRUTH_STEPS)
-    repeat = _reference_logits(loaded, prefill_kwargs, warmup, TRUTH_STEPS)
     generation = StaticGeneration(
         loaded.model,
         loaded.input_ids,
         prefill_kwargs,
-        warmup + TRUTH_STEPS + steps + 1,
+        warmup + TRUTH_STEPS + steps + 1,  # eager truth steps are rewound
         keep_logits=True,
     )
     ttft_ms = stopwatch.time(generation.prefill)[1]
     step_ms = []
     with tracker.phase("decode"):
         generation.capture(warmup)
-        replayed = []
-        for _ in range(TRUTH_STEPS):
-            generation.step()
-            replayed.append(generation.last_logits.cpu())
+        runs = truth_steps(generation, TRUTH_STEPS)
         logits_dtype = str(loaded.model.dtype).removeprefix("torch.")
-        truth = logits_agree(reference, repeat, replayed, TRUTH_RTOL.get(logits_dtype, 1.6e-2))
+        rtol = TRUTH_RTOL.get(logits_dtype, 1.6e-2)
+        truth = logits_agree(runs["eager"], runs["eager_repeat"], runs["graph"], rtol)
         with energy.measure("decode", stopwatch.synchronize):
             for _ in range(steps):
                 step_ms.append(stopwatch.time(generation.step)[1])

@@ -106,6 +106,19 @@ class StaticGeneration:
             )
         )
 
+    def eager_step(self) -> None:
+        """Decode one token per sequence with eager launches, captured or not."""
+        self._eager_step()
+
+    def rewind(self, token: Any) -> None:
+        """Undo the last step: every layer's write position back by one, that position
+        masked again, the step's input ``token`` ``(batch, 1)`` restored. The keys and values
+        it wrote stay, and are overwritten by the next step, which writes the same position."""
+        for layer in self.cache.layers:
+            layer.cumulative_length.sub_(1)
+        self.mask.index_fill_(1, self.cache.layers[0].cumulative_length.reshape(1), 0)
+        self.token.copy_(token)
+
     def step(self) -> None:
         """Decode one token per sequence: a graph replay once captured, else eager launches."""
         if self.graph is not None:
@@ -181,12 +194,35 @@ def max_rel_diff(reference: list[Any], candidate: list[Any]) -> tuple[float, flo
     return worst_abs, worst_rel, tokens_agree
 
 
+def truth_steps(generation: StaticGeneration, steps: int) -> dict[str, list[Any]]:
+    """From each of ``steps`` successive cache states of a captured generation: one eager
+    step, rewound; the same eager step again, rewound; then the graph replay, which the
+    generation keeps. Each run's float32 logits ``(batch, vocab)`` on the host, by run name
+    (``eager``, ``eager_repeat``, ``graph``).
+
+    The three runs see the same cache and the same input token, so their difference is the
+    kernels' alone: greedy decoding of a random-weight model amplifies any difference into
+    other tokens within a few steps, so runs that each pick their own tokens cannot be
+    compared.
+    """
+    runs: dict[str, list[Any]] = {"eager": [], "eager_repeat": [], "graph": []}
+    for _ in range(steps):
+        token = generation.token.clone()
+        for name in ("eager", "eager_repeat"):
+            generation.eager_step()
+            runs[name].append(generation.last_logits.cpu())
+            generation.rewind(token)
+        generation.step()
+        runs["graph"].append(generation.last_logits.cpu())
+    return runs
+
+
 def logits_agree(
     reference: list[Any], repeat: list[Any], candidate: list[Any], rel_tolerance: float
 ) -> dict[str, Any]:
     """The truth check of a graph decode: ``candidate`` (graph replays) against
-    ``reference`` (eager static-cache steps), with ``repeat`` (the same eager steps run
-    again) measuring how far eager differs from itself.
+    ``reference`` (eager static-cache steps from the same states, ``truth_steps``), with
+    ``repeat`` (the same eager steps run again) measuring how far eager differs from itself.
 
     Passes when the greedy tokens agree and the largest difference, relative to each step's
     largest reference logit, is at most ``max(rel_tolerance, 2 x eager's own)``. Returns the
