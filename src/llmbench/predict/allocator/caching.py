@@ -35,7 +35,7 @@ def malloc(state: AllocatorState, orig_size: int, stream: int) -> Block | None:
     ``orig_size`` bytes on ``stream``, or None on out-of-memory (``num_ooms`` counts it)."""
     size = round_size(orig_size, state.config)
     pool = state.pool(size <= K_SMALL_SIZE)
-    alloc_size = get_allocation_size(size)
+    alloc_size = get_allocation_size(size, state.config)
     block = get_free_block(state, pool, stream, size)
     if block is None:
         if _gc_enabled(state):
@@ -169,14 +169,14 @@ def release_available_cached_blocks(
     """``release_available_cached_blocks`` (only with ``max_split_size``): free the smallest
     cached oversize block of at least max(``size``, ``max_split_size``), else the largest
     ones, largest first, until that much is freed; True when enough was freed (blocks freed
-    on the way stay freed either way)."""
+    on the way stay freed either way). Expandable blocks are skipped."""
     max_split = state.config.max_split_size
     if max_split == UNLIMITED:
         return False
     key_size = max(size, max_split)
     items = pool.blocks.items
     index = pool.blocks.lower_bound(stream, key_size)
-    if index < len(items) and items[index].stream == stream:
+    if index < len(items) and items[index].stream == stream and items[index].expandable is None:
         release_block(state, items[index])
         return True
     if index == 0:
@@ -184,14 +184,17 @@ def release_available_cached_blocks(
     released = 0
     index -= 1
     while released < key_size and items[index].size >= max_split:
-        if items[index].stream != stream:
-            break
         current = items[index]
-        released += current.size
-        release_block(state, current)
-        if index == 0:
+        if current.stream != stream:
             break
-        index -= 1
+        first = index == 0
+        if not first:
+            index -= 1
+        if current.expandable is None:
+            released += current.size
+            release_block(state, current)
+        if first:
+            break
     return released >= key_size
 
 
@@ -224,7 +227,8 @@ def garbage_collect_cached_blocks(state: AllocatorState) -> None:
     """``garbage_collect_cached_blocks``: with a memory fraction and
     ``garbage_collection_threshold``, once reserved bytes pass threshold x allowed maximum,
     free unsplit large-pool segments not reused for at least the average age (in
-    ``get_free_block`` calls), repeating until the excess is reclaimed."""
+    ``get_free_block`` calls), repeating until the excess is reclaimed (never expandable
+    blocks)."""
     limit = state.allowed_memory_maximum()
     assert limit is not None
     gc_threshold = int(state.config.garbage_collection_threshold * limit)
@@ -232,7 +236,8 @@ def garbage_collect_cached_blocks(state: AllocatorState) -> None:
         return
     target = state.stats.reserved - gc_threshold
     pool = state.large
-    freeable = [block for block in pool.blocks if not block.is_split()]
+    freeable = [block for block in pool.blocks if not block.is_split()]  # as the C++: counts
+    # expandable blocks' ages too, though it never frees them
     total_age = sum(pool.gc_count(block) for block in freeable)
     count = len(freeable)
     reclaimed, freed = 0, True
@@ -240,7 +245,11 @@ def garbage_collect_cached_blocks(state: AllocatorState) -> None:
         age_threshold = total_age / count
         freed = False
         for block in pool.blocks:
-            if not block.is_split() and pool.gc_count(block) >= age_threshold:
+            if (
+                not block.is_split()
+                and block.expandable is None
+                and pool.gc_count(block) >= age_threshold
+            ):
                 freed = True
                 reclaimed += block.size
                 total_age -= pool.gc_count(block)

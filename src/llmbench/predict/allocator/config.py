@@ -39,7 +39,10 @@ ROUNDUP_INTERVALS = 16
 class AllocatorConfig:
     """The options of ``PYTORCH_CUDA_ALLOC_CONF`` that change where memory goes.
 
-    ``max_split_size`` and ``max_non_split_rounding`` are bytes; ``roundup_power2_divisions``
+    ``max_split_size``, ``max_non_split_rounding`` and ``large_segment_size`` (the segment of
+    a 1-10 MiB request and the large pool's expandable page, ``kLargeBuffer`` unless
+    ``large_segment_size_mb`` is set: an option of recent torch, unverified for 2.11) are
+    bytes; ``roundup_power2_divisions``
     has one entry per interval (``ROUNDUP_INTERVALS``), 0 or 1 meaning plain 512-byte rounding.
     ``memory_fraction`` is ``torch.cuda.set_per_process_memory_fraction`` (``set_fraction`` in
     the C++), needed for ``garbage_collection_threshold`` to do anything.
@@ -47,6 +50,7 @@ class AllocatorConfig:
 
     max_split_size: int = UNLIMITED
     max_non_split_rounding: int = K_LARGE_BUFFER
+    large_segment_size: int = K_LARGE_BUFFER
     roundup_power2_divisions: tuple[int, ...] = field(default=(0,) * ROUNDUP_INTERVALS)
     garbage_collection_threshold: float = 0.0
     expandable_segments: bool = False
@@ -66,6 +70,8 @@ class AllocatorConfig:
                 values["max_split_size"] = _megabytes(key, value)
             elif key == "max_non_split_rounding_mb":
                 values["max_non_split_rounding"] = _megabytes(key, value)
+            elif key == "large_segment_size_mb":
+                values["large_segment_size"] = int(value) * MB
             elif key == "garbage_collection_threshold":
                 threshold = float(value)
                 if not 0.0 < threshold < 1.0:
@@ -189,12 +195,12 @@ def round_size(size: int, config: AllocatorConfig) -> int:
     return -(-size // K_MIN_BLOCK_SIZE) * K_MIN_BLOCK_SIZE
 
 
-def get_allocation_size(size: int) -> int:
+def get_allocation_size(size: int, config: AllocatorConfig | None = None) -> int:
     """``get_allocation_size``: the segment ``cudaMalloc`` gets for a rounded request of
-    ``size`` bytes: 2 MiB (small pool), 20 MiB (under 10 MiB), else ``size`` rounded up to
-    2 MiB."""
+    ``size`` bytes: 2 MiB (small pool), 20 MiB (``large_segment_size``) under 10 MiB, else
+    ``size`` rounded up to 2 MiB."""
     if size <= K_SMALL_SIZE:
         return K_SMALL_BUFFER
     if size < K_MIN_LARGE_ALLOC:
-        return K_LARGE_BUFFER
+        return config.large_segment_size if config else K_LARGE_BUFFER
     return -(-size // K_ROUND_LARGE) * K_ROUND_LARGE

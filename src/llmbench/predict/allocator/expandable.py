@@ -13,7 +13,7 @@ whole pages inside a free block to the driver. Imports ``.blocks``, ``.config``,
 from __future__ import annotations
 
 from llmbench.predict.allocator.blocks import Block, BlockPool, try_merge_blocks
-from llmbench.predict.allocator.config import K_LARGE_BUFFER, K_SMALL_BUFFER
+from llmbench.predict.allocator.config import K_SMALL_BUFFER
 from llmbench.predict.allocator.state import AllocatorState
 
 DEFAULT_DEVICE_TOTAL = 1 << 40
@@ -21,9 +21,10 @@ DEFAULT_DEVICE_TOTAL = 1 << 40
 unmapped tail depends on it)."""
 
 
-def page_size(pool: BlockPool) -> int:
-    """``segment_size_`` of a pool's expandable segments: 2 MiB small, 20 MiB large."""
-    return K_SMALL_BUFFER if pool.small else K_LARGE_BUFFER
+def page_size(state: AllocatorState, pool: BlockPool) -> int:
+    """``segment_size_`` of a pool's expandable segments: 2 MiB small, 20 MiB large
+    (``large_segment_size``)."""
+    return K_SMALL_BUFFER if pool.small else state.config.large_segment_size
 
 
 def _allocatable(block: Block | None) -> bool:
@@ -47,7 +48,7 @@ def find_expandable_block(state: AllocatorState, stream: int, pool: BlockPool, s
         if room >= size:
             return candidate
         index += 1
-    page = page_size(pool)
+    page = page_size(state, pool)
     total = state.device_total or DEFAULT_DEVICE_TOTAL
     reservation = page * -(-(total + total // 8) // page)
     base = state.new_address(reservation)
@@ -62,7 +63,7 @@ def map_block(state: AllocatorState, to_map: Block, size: int) -> bool:
     pages (``ExpandableSegment::map``), split off the rest as unmapped, merge with free
     neighbours and cache the result. False (nothing mapped) when the device lacks the pages."""
     pool = state.pool_of(to_map)
-    page, base = page_size(pool), to_map.expandable
+    page, base = page_size(state, pool), to_map.expandable
     assert base is not None and not to_map.mapped and size <= to_map.size
     begin = (to_map.ptr - base) // page
     end = -(-(to_map.ptr + size - base) // page)
@@ -116,7 +117,7 @@ def unmap_block(state: AllocatorState, block: Block) -> None:
     before and after stay mapped as free blocks, the unmapped part merges with unmapped
     neighbours."""
     pool = state.pool_of(block)
-    page, base = page_size(pool), block.expandable
+    page, base = page_size(state, pool), block.expandable
     assert base is not None
     begin = -(-(block.ptr - base) // page)
     end = (block.ptr + block.size - base) // page
