@@ -15,7 +15,15 @@ fragmentation inside the driver.
 Modules, each importing only those above it: ``config`` (constants, options, rounding),
 ``blocks`` (blocks, pools, merging), ``state`` (allocator state, statistics, segment events),
 ``expandable``, ``caching`` (malloc / free), ``simulate`` (event replay), ``trace`` (reading
-``torch.cuda.memory._snapshot()`` pickles and comparing a replay with them).
+``torch.cuda.memory._snapshot()`` pickles), ``compare`` (a replay against the recording),
+``replayfile`` (compact replay files: tests/fixtures/allocator/).
+
+Verified: the recorded H200 runs in tests/fixtures/allocator/ (torch 2.11.0+cu130, default
+allocator and ``expandable_segments:True``, 0.2-0.4 M allocator events each) replay with every
+segment event identical and peak reserved / allocated equal to torch's to the byte
+(tests/predict/test_allocator_replayfile.py). Rules no recorded run exercised
+(``max_split_size_mb``, ``roundup_power2_divisions``, ``garbage_collection_threshold``,
+several streams) are checked only against hand-derived sequences.
 
 May import nothing outside this subpackage (no torch: snapshots are plain pickled dicts).
 """
