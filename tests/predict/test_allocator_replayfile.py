@@ -8,11 +8,13 @@ must reproduce every segment event (same input event, action, size, stream), the
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import pytest
 
-from llmbench.predict.allocator import Alloc, AllocatorConfig, Free, simulate
+from llmbench.predict import CUDA_CONTEXT_BYTES
+from llmbench.predict.allocator import K_SMALL_BUFFER, Alloc, AllocatorConfig, Free, simulate
 from llmbench.predict.allocator.compare import compare, replay_trace
 from llmbench.predict.allocator.replayfile import read_replay, write_replay
 from llmbench.predict.allocator.trace import read_trace
@@ -81,3 +83,62 @@ def test_a_trace_that_disagrees_is_reported_not_hidden():
     result = simulate(events, AllocatorConfig(), device_total=meta["device_total_bytes"])
     assert compare(trace, result).divergence is not None
     assert read_trace  # the reader is what made the fixtures (replayfile.convert_snapshot)
+
+
+@pytest.mark.parametrize("path", REPLAYS, ids=lambda p: p.name.removesuffix(".replay.xz"))
+def test_without_the_recorded_addresses_the_peak_is_still_exact(path):
+    # The simulator's own segment placement (top-down, AllocatorState) instead of the
+    # recorded cudaMalloc addresses: what a prediction without a trace has.
+    trace, meta = load(path)
+    config = AllocatorConfig.parse(meta["PYTORCH_CUDA_ALLOC_CONF"])
+    _, comparison = replay_trace(
+        trace, config, device_total=meta["device_total_bytes"], use_addresses=False
+    )
+    assert comparison.peak_reserved_simulated == meta["max_memory_reserved"]
+    assert comparison.ooms_simulated == comparison.ooms_recorded
+
+
+REPO = Path(__file__).parents[2]
+H100_ALLOCATOR = REPO / "results" / "reference" / "h100" / "diagnostics" / "allocator"
+
+
+def _late_non_pytorch_bytes():
+    """Device memory taken outside PyTorch after the first allocation (cuBLAS/cuDNN handles,
+    lazily loaded kernels), from the H200 OOM trace: free before the run minus what the
+    allocator could still reserve at the OOM (reserved + CUDA's free then)."""
+    trace, meta = load(next(p for p in REPLAYS if p.name.endswith("b2_s16384.replay.xz")))
+    return meta["device_free_before_bytes"] - trace.capacity_at_oom()
+
+
+@pytest.mark.parametrize(
+    ("conf", "cell_json"),
+    [
+        ("", "eager_b2_s8192_default_alloc.json"),
+        ("expandable_segments:True", "eager_b2_s8192_expandable_segments.json"),
+    ],
+)
+def test_the_h200_trace_predicts_the_h100_outcome(conf, cell_json):
+    # The same cell (none/eager/bf16, b2 x 8192) ran on an H100 80GB (results/reference/h100/
+    # diagnostics, section 2): out of memory asking 16 GiB with the default allocator, fine
+    # with expandable segments. Replaying the H200's allocation sequence with the H100's
+    # capacity (its total memory - the measured CUDA context - late non-PyTorch memory)
+    # reproduces both, the default run's failure to the byte.
+    measured = json.loads((H100_ALLOCATOR / cell_json).read_text())
+    total = measured["environment"]["gpus"][0]["total_memory_bytes"]
+    prefill = measured["memory"]["phases"]["prefill"]["devices"][0]
+    trace, meta = load(
+        next(p for p in REPLAYS if p.name.endswith("eager__bfloat16__b2_s8192.replay.xz"))
+    )
+    capacity = total - CUDA_CONTEXT_BYTES - _late_non_pytorch_bytes()
+    result = simulate(
+        trace.events, AllocatorConfig.parse(conf), capacity=capacity, device_total=total
+    )
+    if measured["status"] == "oom":
+        assert result.first_oom is not None
+        assert result.first_oom.size == measured["error"]["requested_bytes"]
+        assert result.first_oom.reserved == prefill["peak_reserved_bytes"]
+        assert result.peak_allocated == prefill["peak_allocated_bytes"]
+    else:
+        assert result.first_oom is None
+        # Whole run vs the prefill phase: a later 2 MiB small-pool segment (generate) at most.
+        assert 0 <= result.peak_reserved - prefill["peak_reserved_bytes"] <= K_SMALL_BUFFER
