@@ -2,14 +2,19 @@
 order) run through the caching-allocator simulator (``llmbench.predict.allocator``).
 
 The replay is what ``predict`` replays for peak allocated: one phase from an empty cache, its
-resident tensors first (the weights as one tensor, the KV cache of the earlier layers as one
-tensor per layer and K/V), then the last decoder layer allocation by allocation. So the
-simulated reserved bytes carry the replay's simplifications: the segments the weights really
-occupy (one per tensor), the earlier layers' transients (freed, but leaving cached segments of
-their sizes) and the phases before this one (memory pass, warm-up; the cache is not emptied
-between them) are not simulated. On the H200 traces of Mistral-7B-v0.3 (b2/b4, 8192 tokens)
-this gives the prefill peak reserved within -1.0 % for sdpa and FlashAttention-2 but -18 % for
-eager, whose 31 earlier layers fragment the cache (see the report of issue 14).
+resident tensors first (the weights as one tensor - the recorded H200 runs also load them with
+one request, one 13,824 MiB segment for Mistral-7B in bf16 - and the KV cache of the earlier
+layers), then the last decoder layer allocation by allocation. So the simulated reserved bytes
+carry the replay's simplifications: the earlier layers' transients (freed, but leaving cached
+segments of their sizes) and the phases before this one (memory pass, warm-up; the cache is
+not emptied between them) are not simulated. Against the 84 ``ok`` H100 reference prefills (default
+allocator) the simulated prefill peak reserved is, by quantization and attention:
+none sdpa/flash -1.0..-0.1 % (the fit rule's reserved need: +3.0..+5.4 %), nf4 sdpa/flash
+-1.7..+2.1 %, int8 sdpa/flash -12.4..+1.7 %, eager -20.1..+0.5 %. The shortfall is the
+collapsed layers: fed the full recorded sequence, the simulator gives eager's peak exactly
+(tests/predict/test_allocator_replayfile.py); the recorded eager b2/s8192 run reaches it at
+allocator event 585 of 246,628, early in the first forward. So this is not yet a safe
+(upper) bound and is not used by ``llmbench predict`` or the frontier.
 
 Imports ``llmbench.grid.spec.Cell`` and ``llmbench.predict.allocator``, ``prediction``,
 ``replay``.
