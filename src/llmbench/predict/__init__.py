@@ -33,6 +33,12 @@ Modules, each importing only those above it in this list:
 - ``prediction``: the phases load / prefill / decode of one cell (``predict``, ``Prediction``).
 - ``output``: rows, text table and CSV for ``llmbench predict`` and Snakemake.
 - ``columns``: predicted and measured / predicted columns of a cells table.
+- ``reserved``: predicted peak reserved bytes: each phase's replay run through ``allocator``
+  (close for sdpa/flash, short by up to 20 % for eager: see its docstring); not yet used by
+  ``llmbench predict`` or the frontier.
+- ``allocator`` (subpackage, imports nothing else from llmbench): a simulator of PyTorch's CUDA
+  caching allocator (segments, reserved bytes, the OOM point for a given capacity) and a
+  reader of ``torch.cuda.memory._snapshot()`` traces to check it against.
 
 May import: ``llmbench`` itself (REPO_ROOT) and the stages below it that it needs:
 ``llmbench.host``, ``llmbench.grid`` (``Cell``, grids), ``llmbench.record``,

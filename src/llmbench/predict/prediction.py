@@ -139,13 +139,7 @@ def predict(
     ``decode_tokens - 1`` steps); ``prequantized=False`` adds the on-load quantization
     transient to the load phase.
     """
-    arch = Architecture.from_config(model_config)
-    weights = weight_breakdown(
-        arch, cell.quant if cell.quant != "nf4-not-passed" else "none", cell.dtype
-    )
-    ctx = _Context(
-        arch=arch, cell=cell, a=DTYPE_BYTES[cell.dtype], compute_dtype=bnb_4bit_compute_dtype
-    )
+    ctx, weights = _context(model_config, cell, bnb_4bit_compute_dtype)
     return Prediction(
         cell=cell,
         weights=weights,
@@ -155,40 +149,68 @@ def predict(
     )
 
 
+def _context(
+    model_config: Mapping[str, Any], cell: Cell, bnb_4bit_compute_dtype: str
+) -> tuple[_Context, WeightBreakdown]:
+    """What every phase's replay needs: the cell's context and its weights."""
+    arch = Architecture.from_config(model_config)
+    weights = weight_breakdown(
+        arch, cell.quant if cell.quant != "nf4-not-passed" else "none", cell.dtype
+    )
+    ctx = _Context(
+        arch=arch, cell=cell, a=DTYPE_BYTES[cell.dtype], compute_dtype=bnb_4bit_compute_dtype
+    )
+    return ctx, weights
+
+
 def _load_phase(ctx: _Context, weights: WeightBreakdown, *, prequantized: bool) -> PhasePrediction:
     """The weights; quantizing on load adds the largest weight at checkpoint precision."""
+    return _phase("load", _load_replay(ctx, weights, prequantized=prequantized))
+
+
+def _load_replay(ctx: _Context, weights: WeightBreakdown, *, prequantized: bool) -> _Replay:
     load = _Replay()
     _base(load, weights, workspace=False, inputs=0)
     if not prequantized and ctx.quant != "none":
         largest = max(o * i for o, i in ctx.arch.projection_shapes().values())
         load.stage = "quantize on load"
         load.alloc("load_staging", largest * DTYPE_BYTES[ctx.cell.dtype])
-    return _phase("load", load)
+    return load
 
 
 def _prefill_phase(ctx: _Context, weights: WeightBreakdown) -> PhasePrediction:
     """One full forward, logits for every position."""
+    return _phase("prefill", _prefill_replay(ctx, weights))
+
+
+def _prefill_replay(ctx: _Context, weights: WeightBreakdown) -> _Replay:
     cell = ctx.cell
     prefill = _Replay()
     _base(prefill, weights, workspace=True, inputs=cell.batch * cell.seq * 8)
     _forward(prefill, ctx, q_len=cell.seq, past=0, logits_positions=cell.seq)
-    return _phase("prefill", prefill)
+    return prefill
 
 
 def _decode_phase(ctx: _Context, weights: WeightBreakdown, decode_tokens: int) -> PhasePrediction:
     """Steps through the cache; the peak is at the last step (largest cache) unless the first
     step's leftovers (int8 outlier state of the prompt's forward) weigh more."""
+    decode_peaks = [_phase("decode", r) for r in _decode_replays(ctx, weights, decode_tokens)]
+    return max(decode_peaks, key=lambda phase: phase.peak_allocated)
+
+
+def _decode_replays(ctx: _Context, weights: WeightBreakdown, decode_tokens: int) -> list[_Replay]:
+    """The first and the last decode step."""
     cell = ctx.cell
     steps = max(decode_tokens - 1, 1)
-    decode_peaks = []
+    replays = []
     for step in sorted({1, steps}):
         r = _Replay()
         _base(r, weights, workspace=True, inputs=cell.batch * cell.seq * 8)
         r.alloc("inputs", cell.batch * 8, name="token")
         previous_rows = cell.batch * (cell.seq if step == 1 else 1)
         _decode_step(r, ctx, past=cell.seq + step - 1, previous_rows=previous_rows)
-        decode_peaks.append(_phase("decode", r))
-    return max(decode_peaks, key=lambda phase: phase.peak_allocated)
+        replays.append(r)
+    return replays
 
 
 def _decode_step(r: _Replay, ctx: _Context, past: int, previous_rows: int) -> None:

@@ -133,6 +133,10 @@ class _Replay:
         self.best_stage = ""
         self.stage = ""
         self._counter = 0
+        self.log: list[tuple[str, int]] = []
+        """Program order of the replay: ``(handle, bytes)`` per allocation, ``(handle, -1)``
+        per free of a live tensor (``llmbench.predict.reserved`` feeds it to the allocator
+        simulator)."""
 
     def alloc(self, term: str, nbytes: int | float, name: str | None = None) -> str:
         """A new tensor of ``nbytes`` counted under ``term``; returns its handle."""
@@ -141,14 +145,15 @@ class _Replay:
             name = f"t{self._counter}"
         assert term in TERM_NAMES, term
         self.live[name] = (term, granule(nbytes))
+        self.log.append((name, self.live[name][1]))
         self._check()
         return name
 
     def free(self, *names: str | None) -> None:
         """Release tensors (``None`` handles are ignored: views and no-op casts)."""
         for name in names:
-            if name is not None:
-                self.live.pop(name, None)
+            if name is not None and self.live.pop(name, None) is not None:
+                self.log.append((name, -1))
 
     def _check(self) -> None:
         total = sum(nbytes for _, nbytes in self.live.values())
