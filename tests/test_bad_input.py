@@ -256,3 +256,13 @@ def test_killed_run_says_unlock_and_leaves_no_scratch_folder(tmp_path):
         assert not list(scratch_dir.glob("llmbench-*"))
     finally:
         subprocess.run(["rm", "-rf", str(scratch_dir)], check=False)
+
+
+def test_the_allocator_axis_sets_or_clears_the_cells_alloc_conf(monkeypatch):
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
+    assert worker_environment(None, "expandable_segments")["PYTORCH_CUDA_ALLOC_CONF"] == (
+        "expandable_segments:True"
+    )
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in worker_environment(None, "default")
+    # no axis given (the warm-start server): the environment is left as it is
+    assert worker_environment()["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128"

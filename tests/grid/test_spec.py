@@ -7,7 +7,14 @@ import pytest
 import yaml
 
 from llmbench.grid.schemas import SchemaError
-from llmbench.grid.spec import Cell, expand_blocks, expand_grid, load_grid, wildcard_constraints
+from llmbench.grid.spec import (
+    Cell,
+    expand_blocks,
+    expand_grid,
+    load_grid,
+    parse_variant,
+    wildcard_constraints,
+)
 
 MODELS = {"tiny-mistral": {"architecture": "x.json"}, "m2": {"architecture": "y.json"}}
 
@@ -130,3 +137,54 @@ def test_wildcard_constraints_match_every_cell_path_and_nothing_else():
     assert pattern.fullmatch(cell.relpath)
     assert not pattern.fullmatch("m/int4/sdpa/bfloat16/b1_s1.json")
     assert not pattern.fullmatch("m/none/sdpa/bfloat16/b0_s1.json")
+
+
+def test_optional_axes_default_and_keep_the_old_path():
+    cell = Cell("m", "none", "sdpa", "bfloat16", 1, 512)
+    assert (cell.decode_mode, cell.allocator) == ("eager", "default")
+    assert cell.relpath == "m/none/sdpa/bfloat16/b1_s512.json"
+
+
+def test_optional_axes_become_a_path_suffix_that_parses_back():
+    cell = Cell("m", "nf4", "sdpa", "bfloat16", 4, 64, "graph", "expandable_segments")
+    assert cell.relpath == "m/nf4/sdpa/bfloat16/b4_s64_decode-graph_alloc-expandable.json"
+    wildcards = {
+        "model": "m",
+        "quant": "nf4",
+        "attn": "sdpa",
+        "dtype": "bfloat16",
+        "batch": "4",
+        "seq": "64",
+        "variant": cell.variant,
+    }
+    assert Cell.from_mapping(wildcards) == cell
+    pattern = re.compile(wildcard_constraints()["variant"])
+    for variant in ("", "_decode-static", "_alloc-expandable", "_decode-graph_alloc-expandable"):
+        assert pattern.fullmatch(variant)
+    assert not pattern.fullmatch("_alloc-expandable_decode-graph")  # one order only
+
+
+def test_an_unknown_suffix_or_value_is_refused():
+    with pytest.raises(ValueError, match="not a known tag"):
+        parse_variant("_decode-turbo")
+    with pytest.raises(ValueError, match="decode_mode"):
+        Cell("m", "none", "sdpa", "bfloat16", 1, 1, decode_mode="turbo")
+
+
+def test_a_cell_json_without_the_optional_axes_reads_with_their_defaults():
+    old = {"model": "m", "quant": "none", "attn": "eager", "dtype": "float32", "batch": 2, "seq": 8}
+    assert Cell.from_mapping(old) == Cell("m", "none", "eager", "float32", 2, 8)
+
+
+def test_blocks_expand_over_the_optional_axes_they_name():
+    block = {
+        "models": ["m"],
+        "quant": ["none"],
+        "attn": ["sdpa"],
+        "dtype": ["bfloat16"],
+        "batch": [1],
+        "seq": [8],
+    }
+    assert [c.decode_mode for c in expand_blocks([block])] == ["eager"]
+    modes = expand_blocks([{**block, "decode_mode": ["static", "graph"]}])
+    assert sorted(c.decode_mode for c in modes) == ["graph", "static"]

@@ -75,3 +75,28 @@ def test_mfu_and_mbu_from_timings(mistral):
         n_devices=0,
     )
     assert unknown.mfu is None and unknown.mbu is None and unknown.prefill_tflops_per_s > 0
+
+
+def test_floor_and_utilisation_against_the_measured_limits(mistral):
+    measured = {"copy_bandwidth_bytes_s": 4.0e12, "bf16_matmul_flops": 800e12}
+    arguments = dict(
+        batch=1,
+        seq=512,
+        kv_dtype="bfloat16",
+        weight_bytes_read_per_step=14_000_000_000,
+        prefill_ms=50.0,
+        decode_ms_per_step=7.0,
+        decode_tokens=32,
+        device_name="NVIDIA H200",
+        n_devices=1,
+        measured=measured,
+    )
+    result = efficiency(mistral, compute_dtype="bfloat16", **arguments)
+    assert result.decode_floor_ms == pytest.approx(result.decode_bytes_per_step / 4.0e12 * 1e3)
+    assert result.decode_floor_ms > 14_000_000_000 / 4.0e12 * 1e3  # the KV cache counts too
+    assert result.mbu_measured == pytest.approx(result.decode_floor_ms / 7.0)
+    assert result.mfu_measured == pytest.approx(result.mfu * 989.4e12 / 800e12)
+    fp32 = efficiency(mistral, compute_dtype="float32", **arguments)
+    assert fp32.mfu_measured is None  # a bf16 matmul rate says nothing of float32 compute
+    none = efficiency(mistral, compute_dtype="bfloat16", **{**arguments, "measured": None})
+    assert none.decode_floor_ms is None and none.mbu_measured is None

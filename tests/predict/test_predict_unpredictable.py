@@ -104,3 +104,16 @@ def test_table_columns_of_an_unpredictable_model_carry_the_reason(repo_root, mon
     assert set(values) == {*predict.PREDICTED_COLUMNS, "predicted_error"}
     assert "'intermediate_size'" in values["predicted_error"]
     assert all(values[k] is None for k in predict.PREDICTED_COLUMNS)
+
+
+def test_static_and_graph_decode_are_unknown_not_the_eager_numbers(repo):
+    from llmbench.grid.spec import Cell
+    from llmbench.predict.prediction import Unpredictable, predict_cell
+
+    models = {"tiny-mistral": {"architecture": "config/models/tiny-mistral.json"}}
+    eager = Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 64)
+    assert not isinstance(predict_cell(eager, models, repo), Unpredictable)
+    for mode in ("static", "graph"):
+        cell = Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 64, decode_mode=mode)
+        answer = predict_cell(cell, models, repo)
+        assert isinstance(answer, Unpredictable) and "DynamicCache" in answer.reason

@@ -70,6 +70,8 @@ def allowed(cells: pd.DataFrame, key: str) -> list[float]:
         for _, row in seeds.iterrows():
             values += [row[c] for c in SEED_COLUMNS if c in row and phase_ran(row, c)]
         return values
+    if key == "decode":
+        return list(measured["decode_over_floor"]) if "decode_over_floor" in measured else []
     return []  # the status map plots no value
 
 
@@ -136,6 +138,7 @@ def synthetic() -> pd.DataFrame:
                             "load_host_rss_gib": 0.4 + 0.017 * i,
                             "prefill_host_peak_rss_gib": 0.5 + 0.019 * i,
                             "prefill_ms_p50": 50 + 13.1 * i,
+                            "decode_over_floor": 3 + 0.37 * i if cuda else np.nan,
                             "predicted_prefill_peak_allocated_gib": 3 + 0.73 * i if cuda else None,
                             "prefill_measured_over_predicted": 1 + 0.001 * i if cuda else None,
                             "seed_case": "1 standard" if seq == 1024 and attn == "sdpa" else None,

@@ -162,6 +162,7 @@ def test_first_page_without_tables_still_renders(repo, tmp_path):
         "latency_vs_seq",
         "status_map",
         "predicted_vs_measured",
+        "decode_vs_floor",
         "frontier",
         "cells_table",
     ],

@@ -31,6 +31,7 @@ FIGURES = (
     "latency_vs_seq",
     "status_map",
     "predicted_vs_measured",
+    "decode_vs_floor",
 )
 
 

@@ -41,6 +41,13 @@ rule plot_figures:
             labels=figure_labels("predicted vs measured memory"),
         ),
         predicted_svg="{figures_root}/figures/predicted_vs_measured.svg",
+        decode_png=report(
+            "{figures_root}/figures/decode_vs_floor.png",
+            caption="../report/decode_vs_floor.rst",
+            category="Latency",
+            labels=figure_labels("decode vs its floor"),
+        ),
+        decode_svg="{figures_root}/figures/decode_vs_floor.svg",
     log:
         "logs/plots/{figures_root}/plot_figures.log",
     conda:

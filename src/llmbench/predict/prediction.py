@@ -256,7 +256,16 @@ def predict_cell(
     """``predict`` for a cell of the model registry ``models`` (config.yaml's ``models``):
     None when its model has no local architecture config (unknown, or pretrained without a
     config.json); ``Unpredictable`` when reading the config or predicting raised, so that one
-    model the memory model cannot handle costs its own cells only. Never raises ``Exception``."""
+    model the memory model cannot handle costs its own cells only; ``Unpredictable`` too for
+    a static-cache or graph decode (``decode_mode`` other than eager), which the replay does
+    not model. Never raises ``Exception``."""
+    if cell.decode_mode != "eager":
+        return Unpredictable(
+            cell,
+            f"decode_mode {cell.decode_mode}: the memory model replays DynamicCache decode "
+            "(decode_mode eager) only; a StaticCache's preallocated cache and a CUDA graph's "
+            "private memory pool are not modelled",
+        )
     try:
         config = model_config_for(cell.model, models, repo_root)
         if config is None:

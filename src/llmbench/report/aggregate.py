@@ -25,11 +25,23 @@ from typing import Any
 
 from llmbench import GIB
 from llmbench.grid.schemas import SchemaError
+from llmbench.grid.spec import OPTIONAL_AXES
 from llmbench.measure.checks import gpu_clean_check
 from llmbench.predict import table_columns as predicted_columns
 from llmbench.record.cell import read_cell_result
 
-CELL_KEYS = ("model", "quant", "attn", "dtype", "batch", "seq")
+CELL_KEYS = ("model", "quant", "attn", "dtype", "batch", "seq", *OPTIONAL_AXES)
+"""What tells cells apart (``grid.spec.Cell``'s fields)."""
+
+
+def cell_identity(cell: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`CELL_KEYS` of a JSON ``cell`` block or a seed case; an optional axis that is
+    absent (cells written before it existed) takes its default, the value they ran with."""
+    return {
+        key: cell[key] if key in cell or key not in OPTIONAL_AXES else OPTIONAL_AXES[key][0]
+        for key in CELL_KEYS
+    }
+
 
 REQUIRED_COLUMNS = (
     "model",
@@ -98,7 +110,7 @@ def _memory_columns(result: Mapping[str, Any]) -> dict[str, float | None]:
         ("nvml_device_used", "nvml_device_used_bytes"),
         ("nvml_process_used", "nvml_process_used_bytes"),
     )
-    for phase in ("load", "prefill", "decode"):
+    for phase in ("load", "prefill", "decode", "generate_prefill"):
         record = _phase(result, phase) or {}
         devices = record.get("devices") or []
         for view, key in views:
@@ -130,18 +142,33 @@ def _latency_columns(result: Mapping[str, Any]) -> dict[str, float | None]:
         "tokens_per_s": latency.get("decode_tokens_per_s"),
         "prefill_tokens_per_s": latency.get("prefill_tokens_per_s"),
         "timer": latency.get("timer"),
+        "graph_capture_s": latency.get("graph_capture_s"),
+        # model.generate itself (eager decode_mode cells with measurement.generate)
+        "generate_ttft_ms": (latency.get("generate") or {}).get("ttft_ms"),
+        "generate_ms_per_token": (latency.get("generate") or {}).get("ms_per_token"),
     }
 
 
 def _efficiency_columns(result: Mapping[str, Any]) -> dict[str, Any]:
     efficiency = result.get("efficiency") or {}
     energy = result.get("energy") or {}
+    decode_p50 = ((result.get("latency") or {}).get("decode_per_token") or {}).get("p50")
+    floor = efficiency.get("decode_floor_ms")
     return {
         "prefill_tflops_per_s": efficiency.get("prefill_tflops_per_s"),
         "mfu": efficiency.get("mfu"),
         "decode_gb_per_s": efficiency.get("decode_gb_per_s"),
         "mbu": efficiency.get("mbu"),
         "peak_source": efficiency.get("peak_source"),
+        # against the device's own measured limits (measure.roofline)
+        "decode_floor_ms": floor,
+        # this cell's median decode step over its own floor (1 = at the floor)
+        "decode_over_floor": decode_p50 / floor if decode_p50 and floor else None,
+        "mbu_measured": efficiency.get("mbu_measured"),
+        "mfu_measured": efficiency.get("mfu_measured"),
+        "measured_copy_tb_per_s": None
+        if efficiency.get("measured_copy_bandwidth_bytes_s") is None
+        else efficiency["measured_copy_bandwidth_bytes_s"] / 1e12,
         "prefill_j_per_token": energy.get("prefill_j_per_token"),
         "decode_j_per_token": energy.get("decode_j_per_token"),
     }
@@ -180,6 +207,9 @@ def _model_columns(result: Mapping[str, Any]) -> dict[str, Any]:
         "sdpa_backend_prefill": (attn_check.get("sdpa_backend_chosen") or {}).get("prefill"),
         "sdpa_backend_decode": (attn_check.get("sdpa_backend_chosen") or {}).get("decode"),
         "gpu_clean": None if clean is None else clean.get("passed"),
+        "decode_truth_passed": (checks.get("decode_truth") or {}).get("passed"),
+        "decode_truth_max_rel_diff": (checks.get("decode_truth") or {}).get("max_rel_diff"),
+        "allocator_check_passed": (checks.get("allocator") or {}).get("passed"),
     }
 
 
@@ -210,7 +240,7 @@ def cell_row(result: Mapping[str, Any], path: str) -> dict[str, Any]:
     error = result.get("error") or {}
     used_devices = (_phase(result, "load") or {}).get("devices") or []
     used_names = {d["device"] for d in used_devices}
-    row: dict[str, Any] = {key: cell[key] for key in CELL_KEYS}
+    row: dict[str, Any] = cell_identity(cell)
     row.update(
         sdpa_backend=cell.get("sdpa_backend"),
         attn_implementation=cell.get("attn_implementation"),
@@ -260,7 +290,7 @@ def device_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             name = device["device"]
             rows.append(
                 {
-                    **{key: cell[key] for key in CELL_KEYS},
+                    **cell_identity(cell),
                     "status": result["status"],
                     "device": name,
                     "phase": phase,
@@ -282,7 +312,7 @@ def seed_case_columns(seed_cases: Iterable[Mapping[str, Any]]) -> dict[tuple, di
     index = {}
     for case in seed_cases:
         printed = case.get("notebook_reserved_gib") or {}
-        index[tuple(case[k] for k in CELL_KEYS)] = {
+        index[tuple(cell_identity(case).values())] = {
             "seed_case": case["case"],
             "seed_variant": case["variant"],
             "notebook_initial_reserved_gib": printed.get("initial"),
@@ -306,7 +336,7 @@ def _rows_of(result: Mapping[str, Any], path: str) -> tuple[dict[str, Any], list
     try:
         return cell_row(result, path), device_rows(result)
     except Exception as exc:  # kept as data, in the table, next to the cell it concerns
-        row = {key: result["cell"][key] for key in CELL_KEYS}
+        row = cell_identity(result["cell"])
         row.update(status=result["status"], phase=result.get("phase"), error=result.get("reason"))
         return {**row, "path": path, "table_error": f"{type(exc).__name__}: {exc}"}, []
 

@@ -19,8 +19,20 @@ from pathlib import Path
 
 import pandas as pd
 
-CELL_KEYS = ("model", "quant", "attn", "sdpa_backend", "dtype", "batch", "seq")
-"""Columns that identify a cell in cells.csv (the grid's axes)."""
+from llmbench.grid.spec import OPTIONAL_AXES
+
+CELL_KEYS = (
+    "model",
+    "quant",
+    "attn",
+    "sdpa_backend",
+    "dtype",
+    "batch",
+    "seq",
+    *OPTIONAL_AXES,
+)
+"""Columns that identify a cell in cells.csv (the grid's axes; a table written before the
+optional axes existed gets their defaults, the values its cells ran with)."""
 
 METRICS = (
     "load_allocated_gib",
@@ -48,6 +60,8 @@ def gpu_name(cells: pd.DataFrame, where: str) -> str:
 
 def _one_row_per_cell(cells: pd.DataFrame, where: str) -> pd.DataFrame:
     keyed = cells.assign(sdpa_backend=cells["sdpa_backend"].astype("object").fillna(""))
+    for axis, values in OPTIONAL_AXES.items():
+        keyed[axis] = keyed[axis].fillna(values[0]) if axis in keyed else values[0]
     duplicated = keyed.duplicated(list(CELL_KEYS), keep=False)
     if duplicated.any():
         first = keyed.loc[duplicated, list(CELL_KEYS)].iloc[0].to_dict()

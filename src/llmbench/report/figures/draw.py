@@ -15,6 +15,7 @@ import pandas as pd
 import seaborn as sns
 
 from llmbench.report.figures.crossgpu import crossgpu_figure
+from llmbench.report.figures.decode import decode_vs_floor
 from llmbench.report.figures.frontier import frontier_figure
 from llmbench.report.figures.marks import NotDrawn
 from llmbench.report.figures.predicted import predicted_vs_measured
@@ -35,6 +36,7 @@ FIGURES = {
     "latency": latency_vs_seq,
     "status": status_map,
     "predicted": predicted_vs_measured,
+    "decode": decode_vs_floor,
 }
 """Figure per key of the ``{key}_png``/``{key}_svg`` outputs, drawn in this order."""
 TITLES = {
@@ -43,6 +45,7 @@ TITLES = {
     "latency": "Prefill latency vs sequence length",
     "status": "Status of every cell",
     "predicted": "Analytic memory model vs measurement",
+    "decode": "Decode against its memory-bandwidth floor",
     "frontier": "Out-of-memory frontier",
     "crossgpu": "The same cells on two GPUs",
 }

@@ -22,6 +22,8 @@ IDENTITY = (
     "dtype",
     "batch",
     "seq",
+    "decode_mode",
+    "allocator",
     "device",
     "device_name",
     "n_devices",
@@ -30,7 +32,16 @@ IDENTITY = (
 forced SDPA backend) and where it ran (CPU or CUDA, which GPU, on how many). The environment
 columns (driver, package versions, git commit) say how a cell was measured, not which cell it
 is; a table holding one cell twice is refused as such."""
-CONFIGURATION = ("model", "dtype", "sdpa_backend", "device", "device_name", "n_devices")
+CONFIGURATION = (
+    "model",
+    "dtype",
+    "sdpa_backend",
+    "decode_mode",
+    "allocator",
+    "device",
+    "device_name",
+    "n_devices",
+)
 """Identity columns a figure puts on its row facet (or in its row label) where they vary."""
 SEARCH_IDENTITY = (
     "model",
