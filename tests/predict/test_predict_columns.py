@@ -60,3 +60,20 @@ def test_reference_tables_carry_the_predicted_columns():
             assert ok["prefill_measured_over_predicted"].isna().all()
         else:
             assert ok["prefill_measured_over_predicted"].sub(1).abs().max() < 0.01
+
+
+def test_generate_prefill_is_predicted_and_compared_on_the_h200_decode_reference(repo):
+    """generate's prefill (logits_to_keep=1) on every eager cell that timed generate."""
+    import json
+
+    from llmbench.predict.columns import table_columns
+
+    ratios = []
+    for path in sorted((repo / "results/reference/h200/decode/cells").rglob("*.json")):
+        result = json.loads(path.read_text())
+        if "generate_prefill" not in ((result.get("memory") or {}).get("phases") or {}):
+            continue
+        columns = table_columns(result, repo)
+        ratios.append(columns["generate_prefill_measured_over_predicted"])
+    assert len(ratios) == 16
+    assert all(1.0 <= r < 1.002 for r in ratios), ratios  # within +0.2 %, never below

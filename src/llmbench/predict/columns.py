@@ -22,6 +22,8 @@ PREDICTED_COLUMNS = (
     "predicted_decode_peak_allocated_gib",
     "prefill_measured_over_predicted",
     "decode_measured_over_predicted",
+    "predicted_generate_prefill_peak_allocated_gib",
+    "generate_prefill_measured_over_predicted",
 )
 """Columns ``table_columns`` adds to every cells table row."""
 
@@ -84,18 +86,26 @@ def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> d
     if isinstance(prediction, Unpredictable):
         columns[PREDICTED_ERROR] = prediction.reason
         return columns
+    generate = prediction.generate_prefill
     columns.update(
         predicted_load_allocated_gib=gib(prediction.load.peak_allocated),
         predicted_prefill_peak_allocated_gib=gib(prediction.prefill.peak_allocated),
         predicted_decode_peak_allocated_gib=gib(prediction.decode.peak_allocated),
+        predicted_generate_prefill_peak_allocated_gib=None
+        if generate is None
+        else gib(generate.peak_allocated),
     )
     # A phase that failed (OOM, error) recorded the peak reached before failing: no ratio.
     failed = result.get("phase") if result.get("status") not in ("ok", "check_failed") else None
     load = ((result.get("memory") or {}).get("phases") or {}).get("load") or {}
     if len(load.get("devices") or []) > 1:
         return columns
-    for phase, predicted in (("prefill", prediction.prefill), ("decode", prediction.decode)):
+    phases = [("prefill", prediction.prefill), ("decode", prediction.decode)]
+    if generate is not None:
+        phases.append(("generate_prefill", generate))
+    for phase, predicted in phases:
         measured = _measured_peak(result, phase)
-        if measured is not None and phase != failed:
+        # a cell that failed in generate stopped in generate_prefill or after it: no ratio
+        if measured is not None and not (failed and phase.startswith(failed)):
             columns[f"{phase}_measured_over_predicted"] = measured / predicted.peak_allocated
     return columns
