@@ -109,3 +109,14 @@ def test_transient_and_corrupt_probes_are_run_again(tmp_path):
     fixed = FakeRunner(50_000, 0.5)
     run_fake_search(tmp_path, fixed, fake_settings(), name="3.json")
     assert fixed.calls == [probe.relative_to(tmp_path / "probes").as_posix()]
+
+
+def test_a_probe_from_before_measurement_generate_is_reused():
+    """``generate: false`` (the probes' setting) and no ``generate`` key mean the same."""
+    from llmbench.frontier.probes import _comparable
+
+    old = {"device": "cuda", "measurement": {"warmup": 0, "decode_tokens": 2}}
+    new = {"device": "cuda", "measurement": {"warmup": 0, "decode_tokens": 2, "generate": False}}
+    assert _comparable(old) == _comparable(new)
+    timed = {**new, "measurement": {**new["measurement"], "generate": True}}
+    assert _comparable(timed) != _comparable(old)

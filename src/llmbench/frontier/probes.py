@@ -57,10 +57,15 @@ def probe_device(settings: Mapping[str, Any], has_cuda: bool) -> str:
 
 
 def _comparable(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings as compared for probe reuse (threads only change speed, not memory)."""
+    """Settings as compared for probe reuse (threads only change speed, not memory;
+    ``measurement.generate`` false is the same as absent, as in probes measured before it)."""
     import json
 
-    return json.loads(json.dumps({k: v for k, v in settings.items() if k != "threads"}))
+    comparable = json.loads(json.dumps({k: v for k, v in settings.items() if k != "threads"}))
+    measurement = comparable.get("measurement")
+    if isinstance(measurement, dict) and not measurement.get("generate"):
+        measurement.pop("generate", None)
+    return comparable
 
 
 def budget_peak_bytes(result: Mapping[str, Any]) -> tuple[int | None, bool]:

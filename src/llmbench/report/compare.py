@@ -9,7 +9,7 @@ cells whose status differs (e.g. out of memory on the smaller GPU) keep both sta
 ratio. Memory in GiB (2^30 B), latency in ms, MBU/MFU as fractions of each GPU's datasheet
 peak (``peak_source`` in each cell JSON).
 
-May import pandas and nothing of llmbench but its constants.
+May import pandas, llmbench's constants and the grid's optional axes (``llmbench.grid.spec``).
 """
 
 from __future__ import annotations
