@@ -231,14 +231,14 @@ def test_a_failed_write_keeps_the_previous_tables(tmp_path, monkeypatch):
 def test_a_row_that_cannot_be_computed_keeps_its_cell_and_says_why(tmp_path, monkeypatch):
     from llmbench.report import aggregate
 
-    real = aggregate._model_columns
+    real = aggregate.model_columns
 
     def fails_for_batch_one(result):
         if result["cell"]["batch"] == 1:
             raise KeyError("gpus")
         return real(result)
 
-    monkeypatch.setattr(aggregate, "_model_columns", fails_for_batch_one)
+    monkeypatch.setattr(aggregate, "model_columns", fails_for_batch_one)
     paths = [write(tmp_path, "a.json", ok_result(2)), write(tmp_path, "b.json", ok_result(1))]
     cells, devices = build_tables(paths)
     rows = cells.set_index("batch")

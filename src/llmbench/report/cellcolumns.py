@@ -1,0 +1,167 @@
+"""The column groups of one cells.csv row, each read from one part of a cell JSON: memory per
+phase, latency, efficiency (with the measured floor), model and checks, timing breakdown.
+
+GiB = 2^30 bytes; memory summed over the CUDA devices a cell used. Every function takes a
+validated cell result and returns ``{column: value}``, None where the record lacks the value.
+May import ``llmbench`` constants and ``llmbench.measure.checks``. Tests mirror it in
+``tests/report/test_aggregate.py`` (through ``build_tables``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from llmbench import GIB
+from llmbench.measure.checks import gpu_clean_check
+
+
+def gib(value: int | float | None) -> float | None:
+    return None if value is None else value / GIB
+
+
+def sum_devices(devices: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    values = [d.get(key) for d in devices]
+    if not values or any(v is None for v in values):
+        return None
+    return gib(sum(values))
+
+
+def phase_record(result: Mapping[str, Any], phase: str) -> Mapping[str, Any] | None:
+    memory = result.get("memory") or {}
+    return (memory.get("phases") or {}).get(phase)
+
+
+def memory_columns(result: Mapping[str, Any]) -> dict[str, float | None]:
+    """``{phase}_{view}_gib`` for load, prefill and decode: state at the end of the phase
+    (allocated, reserved, NVML), peaks within it, and host RSS."""
+    columns: dict[str, float | None] = {}
+    views = (
+        ("allocated", "allocated_bytes"),
+        ("reserved", "reserved_bytes"),
+        ("peak_allocated", "peak_allocated_bytes"),
+        ("peak_reserved", "peak_reserved_bytes"),
+        ("nvml_device_used", "nvml_device_used_bytes"),
+        ("nvml_process_used", "nvml_process_used_bytes"),
+    )
+    for phase in ("load", "prefill", "decode", "generate_prefill"):
+        record = phase_record(result, phase) or {}
+        devices = record.get("devices") or []
+        for view, key in views:
+            columns[f"{phase}_{view}_gib"] = sum_devices(devices, key)
+        # What torch.cuda.memory_reserved() reads without a device argument, as the seed
+        # notebook did: the first device only, however many the model spans.
+        columns[f"{phase}_reserved_cuda0_gib"] = sum_devices(devices[:1], "reserved_bytes")
+        host = record.get("host") or {}
+        columns[f"{phase}_host_rss_gib"] = gib(host.get("rss_bytes"))
+        columns[f"{phase}_host_peak_rss_gib"] = gib(host.get("peak_rss_bytes"))
+    return columns
+
+
+def latency_columns(result: Mapping[str, Any]) -> dict[str, float | None]:
+    latency = result.get("latency") or {}
+    prefill = latency.get("prefill") or {}
+    decode = latency.get("decode_per_token") or {}
+    return {
+        "prefill_ms_p50": prefill.get("p50"),
+        "prefill_ms_p90": prefill.get("p90"),
+        "prefill_ms_min": prefill.get("min"),
+        "prefill_ms_std": prefill.get("std"),
+        "prefill_repeats": prefill.get("count"),
+        "decode_ms_per_token_p50": decode.get("p50"),
+        "decode_ms_per_token_p90": decode.get("p90"),
+        "decode_ms_per_token_min": decode.get("min"),
+        "decode_ms_per_token_std": decode.get("std"),
+        "ttft_ms": latency.get("ttft_ms"),
+        "tokens_per_s": latency.get("decode_tokens_per_s"),
+        "prefill_tokens_per_s": latency.get("prefill_tokens_per_s"),
+        "timer": latency.get("timer"),
+        "graph_capture_s": latency.get("graph_capture_s"),
+        # model.generate itself (eager decode_mode cells with measurement.generate)
+        "generate_ttft_ms": (latency.get("generate") or {}).get("ttft_ms"),
+        "generate_ms_per_token": (latency.get("generate") or {}).get("ms_per_token"),
+    }
+
+
+def efficiency_columns(result: Mapping[str, Any]) -> dict[str, Any]:
+    efficiency = result.get("efficiency") or {}
+    energy = result.get("energy") or {}
+    decode_p50 = ((result.get("latency") or {}).get("decode_per_token") or {}).get("p50")
+    floor = efficiency.get("decode_floor_ms")
+    return {
+        "prefill_tflops_per_s": efficiency.get("prefill_tflops_per_s"),
+        "mfu": efficiency.get("mfu"),
+        "decode_gb_per_s": efficiency.get("decode_gb_per_s"),
+        "mbu": efficiency.get("mbu"),
+        "peak_source": efficiency.get("peak_source"),
+        # against the device's own measured limits (measure.roofline)
+        "decode_floor_ms": floor,
+        # this cell's median decode step over its own floor (1 = at the floor)
+        "decode_over_floor": decode_p50 / floor if decode_p50 and floor else None,
+        "mbu_measured": efficiency.get("mbu_measured"),
+        "mfu_measured": efficiency.get("mfu_measured"),
+        "measured_copy_tb_per_s": None
+        if efficiency.get("measured_copy_bandwidth_bytes_s") is None
+        else efficiency["measured_copy_bandwidth_bytes_s"] / 1e12,
+        "prefill_j_per_token": energy.get("prefill_j_per_token"),
+        "decode_j_per_token": energy.get("decode_j_per_token"),
+    }
+
+
+def model_columns(result: Mapping[str, Any]) -> dict[str, Any]:
+    model = result.get("model") or {}
+    weights = model.get("weights") or {}
+    checks = result.get("checks") or {}
+    quant_check = checks.get("quantization") or {}
+    attn_check = checks.get("attention") or {}
+    # Recomputed from the raw NVML snapshot, so every table applies the current definition.
+    clean = (
+        gpu_clean_check(result.get("gpu_before"), (result.get("environment") or {})["gpus"])
+        if "gpu_clean" in checks
+        else None
+    )
+    modules = weights.get("modules") or {}
+    return {
+        "checkpoint_kind": model.get("checkpoint_kind"),
+        "n_parameters": model.get("n_parameters"),
+        "weight_gib": gib(weights.get("weight_bytes_total")),
+        "weight_bytes_by_dtype": json.dumps(weights.get("weight_bytes_by_dtype"))
+        if weights
+        else None,
+        "bnb_linear_layers": (modules.get("linear_4bit", 0) + modules.get("linear_8bit", 0))
+        if modules
+        else None,
+        "quant_applied": quant_check.get("applied"),
+        "quant_check_passed": quant_check.get("passed"),
+        "attn_in_config": attn_check.get("config_attn_implementation"),
+        "attn_calls_per_forward": attn_check.get("calls_in_one_forward"),
+        "attn_check_passed": attn_check.get("passed"),
+        "flash_attn_version": (attn_check.get("flash_attn") or {}).get("version"),
+        # The SDPA backend PyTorch picked (sdpa cells; forced ones name it in `attn`).
+        "sdpa_backend_prefill": (attn_check.get("sdpa_backend_chosen") or {}).get("prefill"),
+        "sdpa_backend_decode": (attn_check.get("sdpa_backend_chosen") or {}).get("decode"),
+        "gpu_clean": None if clean is None else clean.get("passed"),
+        "decode_truth_passed": (checks.get("decode_truth") or {}).get("passed"),
+        "decode_truth_max_rel_diff": (checks.get("decode_truth") or {}).get("max_rel_diff"),
+        "allocator_check_passed": (checks.get("allocator") or {}).get("passed"),
+    }
+
+
+def timing_columns(result: Mapping[str, Any]) -> dict[str, Any]:
+    breakdown = result.get("timing_breakdown") or {}
+    wall = breakdown.get("wall_s")
+    load = breakdown.get("load_s")
+    measure = breakdown.get("measure_s")
+    overhead = None
+    if wall and load is not None and measure is not None:
+        overhead = max(0.0, wall - load - measure) / wall
+    return {
+        "cell_wall_s": wall,
+        "start_and_imports_s": breakdown.get("start_and_imports_s"),
+        "load_s": load,
+        "measure_s": measure,
+        "overhead_fraction": overhead,
+        # How the cell's process started: spawned, or forked from the warm-start server.
+        "start_method": breakdown.get("start_method"),
+    }
