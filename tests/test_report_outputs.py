@@ -31,7 +31,7 @@ def test_redrawing_a_reference_plans_only_figure_jobs_under_results_redrawn(work
     jobs = planned(workdir, "figures", "--config", f"report_root={SEED}")
     assert set(jobs) == {"plot_figures", "report_cells_table", "figures"}
     outputs = jobs["plot_figures"] + jobs["report_cells_table"]
-    assert len(outputs) == 11
+    assert len(outputs) == 13  # 6 figures x (png, svg) + the cells table
     assert all(p.startswith("results/redrawn/reference/h100/seed/") for p in outputs), outputs
     assert "results/redrawn/reference/h100/seed/figures/seed_comparison.png" in outputs
     assert "results/redrawn/reference/h100/seed/report/cells.csv" in outputs
@@ -114,4 +114,4 @@ def test_redrawing_and_the_report_leave_a_fresh_clone_clean(clone):
     report = (clone / "report.html").read_text()
     for text in ("9 cells, GPU NVIDIA H100 80GB HBM3", "Cells per status", "13.50", "183.6"):
         assert text in report
-    assert report.count("GPU: NVIDIA H100 80GB HBM3, date not recorded in the cells") == 6
+    assert report.count("GPU: NVIDIA H100 80GB HBM3, date not recorded in the cells") == 7
