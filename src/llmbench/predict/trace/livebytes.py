@@ -1,0 +1,110 @@
+"""Live device bytes of a traced program: a ``TorchDispatchMode`` that sees every ATen op's
+outputs, counts each new tensor storage once (rounded up to the CUDA caching allocator's
+512-byte block, ``ALLOCATOR_GRANULE``) and subtracts it when Python frees the storage.
+
+The design follows ``torch.distributed._tools.mem_tracker.MemTracker`` (PyTorch 2.13): a
+weak reference with a finalizer per ``UntypedStorage``, its bytes rounded like
+``_WeakRefInfo._calculate_mem_consumed`` does for CUDA, and the peak updated after every op.
+Only what the peak of ``torch.cuda.max_memory_allocated`` needs is kept: the running total,
+its maximum since the last ``reset_peak``, and a name for the op at which it was reached.
+
+Bytes a CUDA kernel allocates internally (not through an ATen op the mode sees), such as the
+cuBLAS workspace, are not seen: the caller adds them (``llmbench.predict.constants``).
+
+Imports torch and ``llmbench.predict.constants``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from llmbench.predict.constants import granule
+
+
+def _is_composite(func: Any) -> bool:
+    """Whether an ATen op is CompositeImplicitAutograd (decomposes into other ATen ops)."""
+    cached = _COMPOSITE.get(func)
+    if cached is None:
+        cached = torch._C._dispatch_has_kernel_for_dispatch_key(
+            func.name(), "CompositeImplicitAutograd"
+        )
+        _COMPOSITE[func] = cached
+    return cached
+
+
+_COMPOSITE: dict[Any, bool] = {}
+_COMPOSITE_KEY = torch._C.DispatchKey.CompositeImplicitAutograd
+
+
+class LiveBytes(TorchDispatchMode):
+    """Running total of live device storage bytes (allocator-rounded) and its peak.
+
+    ``live``: bytes of tracked storages alive now; ``peak``: the largest ``live`` seen since
+    the last ``reset_peak``; ``peak_at``: the op (``aten.<name>``) after which it was reached.
+    Storages on ``device_type`` only (default ``cuda``); others (CPU scalars) are ignored.
+    """
+
+    def __init__(self, device_type: str = "cuda") -> None:
+        super().__init__()
+        self.device_type = device_type
+        self.live = 0
+        self.peak = 0
+        self.peak_at = "start"
+        self._refs: dict[int, weakref.ref] = {}
+
+    def track(self, tensor: torch.Tensor) -> None:
+        """Count ``tensor``'s storage if it is new (parameters made before the mode, inputs);
+        the peak is updated by the caller (``mark``) or after the op."""
+        if not isinstance(tensor, torch.Tensor) or tensor.device.type != self.device_type:
+            return
+        storage = tensor.untyped_storage()
+        key = id(storage)
+        known = self._refs.get(key)
+        if known is not None and known() is storage:
+            return
+        nbytes = granule(storage.nbytes())
+        self._refs[key] = weakref.ref(storage, self._freed(key, nbytes))
+        self.live += nbytes
+
+    def _freed(self, key: int, nbytes: int) -> Any:
+        def callback(ref: weakref.ref) -> None:
+            if self._refs.get(key) is ref:
+                del self._refs[key]
+            self.live -= nbytes
+
+        return callback
+
+    def _update_peak(self, where: str) -> None:
+        if self.live > self.peak:
+            self.peak = self.live
+            self.peak_at = where
+
+    def mark(self, where: str) -> None:
+        """Update the peak with the bytes alive now, naming the point ``where``."""
+        self._update_peak(where)
+
+    def reset_peak(self) -> None:
+        """Start a new phase: the peak becomes the bytes alive now (``reset_peak_memory_stats``)."""
+        self.peak = self.live
+        self.peak_at = "start"
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        if _is_composite(func):
+            # Under inference_mode the mode sees composite ops whole (e.g. ``softmax.int``);
+            # their C++ decomposition is what a GPU runs, so run it with the mode on again
+            # (not ``func.decompose``: it prefers Python decompositions, e.g. ``dropout``'s
+            # clone where ATen returns its input).
+            with self:
+                return func._op_dk(_COMPOSITE_KEY, *args, **kwargs)
+        out = func(*args, **kwargs)
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor):
+                self.track(tensor)
+        self._update_peak(f"aten.{func.__name__}")
+        return out

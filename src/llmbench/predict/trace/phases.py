@@ -1,0 +1,126 @@
+"""The phases of one cell traced on the real model code: load, prefill and decode peak
+allocated bytes, as ``llmbench.measure`` records them (``torch.cuda.max_memory_allocated``
+after ``reset_peak_memory_stats`` at the start of each phase).
+
+- **load**: every parameter and buffer storage once, rounded to 512 bytes (a 4-bit load adds
+  ``NF4_LOAD_RESIDUAL_BYTES``).
+- **prefill**: the prompt ``(batch, seq)`` int64 ids are resident; ONE ``model(input_ids=...)``
+  under ``torch.inference_mode`` (``measure.phases.prefill.memory_pass``); the cuBLAS
+  workspace (``CUBLAS_WORKSPACE_BYTES``, allocated inside the first matmul, unseen by the
+  tracer) is added.
+- **decode**: ``measure.phases.generation.Generation`` as ``measure.phases.decode.time_decode``
+  runs it: a prefill with ``logits_to_keep=1``, peaks reset, then ``decode_tokens - 1`` steps.
+  Only the first and the last step are traced: the last one by a prefill of
+  ``seq + steps - 1`` tokens (the same cache tensors the earlier steps' ``torch.cat`` would have
+  left) while the real prompt stays resident; a step's peak grows with its cache, so the
+  steps between cannot exceed the larger of the two. The workspace is added.
+
+Imports torch, ``llmbench.measure.phases.generation`` and ``llmbench.predict`` (constants,
+trace.livebytes, trace.cuda, trace.model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from llmbench.grid.spec import Cell
+from llmbench.measure.phases.generation import Generation, prefill_kwargs
+from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, NF4_LOAD_RESIDUAL_BYTES
+from llmbench.predict.trace.cuda import cuda_semantics
+from llmbench.predict.trace.livebytes import LiveBytes
+from llmbench.predict.trace.model import (
+    Untraceable,
+    build_meta_model,
+    forced_sdpa_backend,
+    unique_storages,
+)
+
+
+@dataclass(frozen=True)
+class TracedPeaks:
+    """Peak allocated bytes of load, prefill and decode, and where each was reached.
+
+    ``prefill_at``/``decode_at``: the ATen op after which the peak was reached;
+    ``sdpa``: the SDPA backend taken per query length (empty without SDPA).
+    """
+
+    load: int
+    prefill: int
+    decode: int
+    prefill_at: str
+    decode_at: str
+    sdpa: dict[int, str] = field(default_factory=dict)
+
+
+def trace_cell(
+    config: Mapping[str, Any],
+    cell: Cell,
+    *,
+    decode_tokens: int = 32,
+    bnb_4bit_compute_dtype: str = "bfloat16",
+) -> TracedPeaks:
+    """Trace load, prefill and decode of ``cell`` on the model of ``config`` (a config.json
+    dict). Bytes. Raises ``Untraceable`` when the cell cannot be traced, saying why."""
+    if cell.quant not in ("none", "nf4-not-passed"):
+        raise Untraceable(f"quantization {cell.quant!r} is not traced")
+    model = build_meta_model(config, cell)
+    live = LiveBytes("meta")
+    forced = forced_sdpa_backend(cell)
+    try:
+        with live, torch.inference_mode(), cuda_semantics(forced) as choices:
+            load = _load(live, model, cell)
+            prompt = torch.zeros(cell.batch, cell.seq, dtype=torch.long, device="meta")
+            live.track(prompt)
+            prefill, prefill_at = _prefill(live, model, prompt)
+            decode, decode_at = _decode(live, model, prompt, cell, decode_tokens - 1)
+    except Untraceable:
+        raise
+    except Exception as exc:  # the model code's own failure on meta tensors is the reason
+        raise Untraceable(f"tracing failed: {type(exc).__name__}: {exc}") from exc
+    return TracedPeaks(
+        load=load,
+        prefill=prefill + CUBLAS_WORKSPACE_BYTES,
+        decode=decode + CUBLAS_WORKSPACE_BYTES,
+        prefill_at=prefill_at,
+        decode_at=decode_at,
+        sdpa=dict(sorted(choices.sdpa.items())),
+    )
+
+
+def _load(live: LiveBytes, model: Any, cell: Cell) -> int:
+    for tensor in unique_storages(model):
+        live.track(tensor)
+    residual = NF4_LOAD_RESIDUAL_BYTES if cell.quant in ("nf4", "nf4-dq") else 0
+    return live.live + residual
+
+
+def _prefill(live: LiveBytes, model: Any, prompt: torch.Tensor) -> tuple[int, str]:
+    live.reset_peak()
+    outputs = model(input_ids=prompt)
+    del outputs
+    return live.peak, live.peak_at
+
+
+def _decode(
+    live: LiveBytes, model: Any, prompt: torch.Tensor, cell: Cell, steps: int
+) -> tuple[int, str]:
+    """The larger peak of the first and the last of ``steps`` decode steps."""
+    peaks = []
+    for past in sorted({cell.seq, cell.seq + max(steps, 1) - 1}):
+        longer = None
+        if past != cell.seq:
+            longer = torch.zeros(cell.batch, past, dtype=torch.long, device="meta")
+        generation = Generation(model, prompt if longer is None else longer, prefill_kwargs(model))
+        generation.prefill()
+        del longer
+        generation.input_ids = None
+        live.reset_peak()
+        if steps > 0:
+            generation.step()
+        peaks.append((live.peak, live.peak_at))
+        del generation
+    return max(peaks)
