@@ -26,19 +26,27 @@ from torch.utils._pytree import tree_flatten
 from llmbench.predict.constants import granule
 
 
-def _is_composite(func: Any) -> bool:
-    """Whether an ATen op is CompositeImplicitAutograd (decomposes into other ATen ops)."""
-    cached = _COMPOSITE.get(func)
-    if cached is None:
-        cached = torch._C._dispatch_has_kernel_for_dispatch_key(
-            func.name(), "CompositeImplicitAutograd"
-        )
-        _COMPOSITE[func] = cached
-    return cached
+def _decomposition_key(func: Any) -> Any:
+    """The composite kernel a GPU runs for an ATen op, or None (the op has its own kernel).
+
+    CompositeImplicitAutograd ops always decompose. CompositeExplicitAutograd ops decompose
+    on a device without a kernel of their own; a CPU kernel stands for one (CUDA kernels are
+    absent from a CPU build): e.g. ``_safe_softmax`` (SDPA math) runs its C++ composite on
+    CUDA, whose ``softmax``, ``eq`` and ``where`` temporaries the ``meta`` kernel hides.
+    """
+    if func not in _KEYS:
+        has = torch._C._dispatch_has_kernel_for_dispatch_key
+        name = func.name()
+        key = None
+        if has(name, "CompositeImplicitAutograd"):
+            key = torch._C.DispatchKey.CompositeImplicitAutograd
+        elif has(name, "CompositeExplicitAutograd") and not has(name, "CPU"):
+            key = torch._C.DispatchKey.CompositeExplicitAutograd
+        _KEYS[func] = key
+    return _KEYS[func]
 
 
-_COMPOSITE: dict[Any, bool] = {}
-_COMPOSITE_KEY = torch._C.DispatchKey.CompositeImplicitAutograd
+_KEYS: dict[Any, Any] = {}
 
 
 class LiveBytes(TorchDispatchMode):
@@ -95,13 +103,14 @@ class LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         kwargs = kwargs or {}
-        if _is_composite(func):
+        key = _decomposition_key(func)
+        if key is not None:
             # Under inference_mode the mode sees composite ops whole (e.g. ``softmax.int``);
             # their C++ decomposition is what a GPU runs, so run it with the mode on again
             # (not ``func.decompose``: it prefers Python decompositions, e.g. ``dropout``'s
             # clone where ATen returns its input).
             with self:
-                return func._op_dk(_COMPOSITE_KEY, *args, **kwargs)
+                return func._op_dk(key, *args, **kwargs)
         out = func(*args, **kwargs)
         for tensor in tree_flatten(out)[0]:
             if isinstance(tensor, torch.Tensor):
