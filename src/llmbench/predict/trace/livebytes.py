@@ -17,6 +17,7 @@ Imports torch and ``llmbench.predict.constants``.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -55,11 +56,16 @@ class LiveBytes(TorchDispatchMode):
     ``live``: bytes of tracked storages alive now; ``peak``: the largest ``live`` seen since
     the last ``reset_peak``; ``peak_at``: the op (``aten.<name>``) after which it was reached.
     Storages on ``device_type`` only (default ``cuda``); others (CPU scalars) are ignored.
+    ``overrides``: ops whose GPU kernel allocates what the meta kernel cannot show, each
+    mapped to a function making those allocations (run with the mode on).
     """
 
-    def __init__(self, device_type: str = "cuda") -> None:
+    def __init__(
+        self, device_type: str = "cuda", overrides: Mapping[Any, Callable[..., Any]] | None = None
+    ) -> None:
         super().__init__()
         self.device_type = device_type
+        self.overrides = dict(overrides or {})
         self.live = 0
         self.peak = 0
         self.peak_at = "start"
@@ -103,6 +109,10 @@ class LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         kwargs = kwargs or {}
+        override = self.overrides.get(func)
+        if override is not None:  # an opaque GPU kernel, replaced by its allocations
+            with self:
+                return override(*args, **kwargs)
         key = _decomposition_key(func)
         if key is not None:
             # Under inference_mode the mode sees composite ops whole (e.g. ``softmax.int``);

@@ -30,6 +30,11 @@ import torch
 from llmbench.grid.spec import Cell
 from llmbench.measure.phases.generation import Generation, prefill_kwargs
 from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, NF4_LOAD_RESIDUAL_BYTES
+from llmbench.predict.trace.bnb import (
+    gemm_4bit_overrides,
+    quant_state_tensors,
+    quantize_meta_model,
+)
 from llmbench.predict.trace.cuda import cuda_semantics
 from llmbench.predict.trace.livebytes import LiveBytes
 from llmbench.predict.trace.model import (
@@ -65,14 +70,18 @@ def trace_cell(
 ) -> TracedPeaks:
     """Trace load, prefill and decode of ``cell`` on the model of ``config`` (a config.json
     dict). Bytes. Raises ``Untraceable`` when the cell cannot be traced, saying why."""
-    if cell.quant not in ("none", "nf4-not-passed"):
-        raise Untraceable(f"quantization {cell.quant!r} is not traced")
     model = build_meta_model(config, cell)
-    live = LiveBytes("meta")
+    overrides = {}
+    if cell.quant in ("nf4", "nf4-dq"):
+        quantize_meta_model(model, cell.quant, bnb_4bit_compute_dtype, getattr(torch, cell.dtype))
+        overrides = gemm_4bit_overrides()
+    elif cell.quant not in ("none", "nf4-not-passed"):
+        raise Untraceable(f"quantization {cell.quant!r} is not traced")
+    live = LiveBytes("meta", overrides)
     forced = forced_sdpa_backend(cell)
     try:
         with live, torch.inference_mode(), cuda_semantics(forced) as choices:
-            load = _load(live, model, cell)
+            load, resident = _load(live, model, cell)
             prompt = torch.zeros(cell.batch, cell.seq, dtype=torch.long, device="meta")
             live.track(prompt)
             prefill, prefill_at = _prefill(live, model, prompt)
@@ -91,11 +100,14 @@ def trace_cell(
     )
 
 
-def _load(live: LiveBytes, model: Any, cell: Cell) -> int:
-    for tensor in unique_storages(model):
+def _load(live: LiveBytes, model: Any, cell: Cell) -> tuple[int, list[torch.Tensor]]:
+    """Bytes after load, and the tensors to keep alive for the cell (the 4-bit residual)."""
+    resident = [*unique_storages(model), *quant_state_tensors(model)]
+    if cell.quant in ("nf4", "nf4-dq"):  # measured, origin not traced: a resident constant
+        resident.append(torch.empty(NF4_LOAD_RESIDUAL_BYTES, dtype=torch.uint8, device="meta"))
+    for tensor in resident:
         live.track(tensor)
-    residual = NF4_LOAD_RESIDUAL_BYTES if cell.quant in ("nf4", "nf4-dq") else 0
-    return live.live + residual
+    return live.live, resident
 
 
 def _prefill(live: LiveBytes, model: Any, prompt: torch.Tensor) -> tuple[int, str]:
