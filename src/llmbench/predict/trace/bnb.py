@@ -132,7 +132,9 @@ def gemm_4bit_cuda(
         absmax_dq = torch.empty_like(absmax_8bit, dtype=torch.float32)
         absmax = absmax_dq + absmax_offset
     B_dq = torch.empty(tuple(shapeB), dtype=A.dtype, device=A.device)
-    return torch.nn.functional.linear(A, B_dq, bias)
+    out = torch.nn.functional.linear(A, B_dq, bias)
+    del absmax, absmax_dq  # alive through the linear, like bitsandbytes' locals
+    return out
 
 
 def gemm_4bit_overrides() -> dict[Any, Callable[..., Any]]:
