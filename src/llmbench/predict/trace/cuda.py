@@ -17,7 +17,9 @@ What differs between CUDA and ``meta`` and is therefore patched while tracing:
   explicit mask (GQA handled by the kernel); memory-efficient when there is no GQA
   (``enable_gqa`` with unequal heads is refused) and head_dim <= 256 (a mask allowed); else
   math. The chosen ATen op is then called: its outputs (``(b, h, q, d)`` output stored
-  ``(b, q, h, d)``, float32 logsumexp) are what the GPU kernel allocates.
+  ``(b, q, h, d)``, float32 logsumexp) are what the GPU kernel allocates. (The flash meta
+  kernel also puts its two philox scalars on the device, which CUDA keeps on the host without
+  dropout: 1 KiB too many while the kernel's outputs are alive.)
 - ``torch.nn.functional.softmax`` of a float16 input with ``dtype=float32``: ATen's
   ``softmax`` (SoftMax.cpp) runs ``_softmax(x, dim, half_to_float=True)`` on CUDA (no float32
   copy of the input); any other input/dtype pair is converted first (``toType``), on every
@@ -87,10 +89,11 @@ def _call_backend(backend: str, q: Any, k: Any, v: Any, **kw: Any) -> torch.Tens
 
 
 class _Choices:
-    """The SDPA backends taken while tracing, by query length (prefill vs decode)."""
+    """The SDPA backends taken while tracing, by query length (prefill vs decode); a model
+    with sliding-window layers can take two (a mask for the windowed layers only)."""
 
     def __init__(self) -> None:
-        self.sdpa: dict[int, str] = {}
+        self.sdpa: dict[int, set[str]] = {}
 
 
 @contextmanager
@@ -103,7 +106,7 @@ def cuda_semantics(forced_sdpa: str | None = None) -> Iterator[_Choices]:
     def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
              enable_gqa=False):  # fmt: skip
         backend = sdpa_backend(query, key, attn_mask, enable_gqa, forced_sdpa)
-        choices.sdpa[query.shape[-2]] = backend
+        choices.sdpa.setdefault(query.shape[-2], set()).add(backend)
         return _call_backend(
             backend, query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
             is_causal=is_causal, scale=scale, enable_gqa=enable_gqa,

@@ -41,13 +41,22 @@ def _decomposition_key(func: Any) -> Any:
         key = None
         if has(name, "CompositeImplicitAutograd"):
             key = torch._C.DispatchKey.CompositeImplicitAutograd
-        elif has(name, "CompositeExplicitAutograd") and not has(name, "CPU"):
+        elif (
+            has(name, "CompositeExplicitAutograd")
+            and not has(name, "CPU")
+            and name not in CUDA_ONLY_KERNELS
+        ):
             key = torch._C.DispatchKey.CompositeExplicitAutograd
         _KEYS[func] = key
     return _KEYS[func]
 
 
 _KEYS: dict[Any, Any] = {}
+
+CUDA_ONLY_KERNELS = frozenset({"aten::_grouped_mm"})
+"""CompositeExplicitAutograd ops that have a CUDA kernel but no CPU one (PyTorch 2.13
+``native_functions.yaml``): ``_grouped_mm`` (mixture-of-experts layers) runs one CUDA kernel
+into one output; its composite fallback loops over the data-dependent group offsets."""
 
 
 class LiveBytes(TorchDispatchMode):
@@ -72,8 +81,8 @@ class LiveBytes(TorchDispatchMode):
         self._refs: dict[int, weakref.ref] = {}
 
     def track(self, tensor: torch.Tensor) -> None:
-        """Count ``tensor``'s storage if it is new (parameters made before the mode, inputs);
-        the peak is updated by the caller (``mark``) or after the op."""
+        """Count ``tensor``'s storage if it is new (parameters made before the mode, inputs),
+        and update the peak."""
         if not isinstance(tensor, torch.Tensor) or tensor.device.type != self.device_type:
             return
         storage = tensor.untyped_storage()
@@ -84,6 +93,7 @@ class LiveBytes(TorchDispatchMode):
         nbytes = granule(storage.nbytes())
         self._refs[key] = weakref.ref(storage, self._freed(key, nbytes))
         self.live += nbytes
+        self._update_peak("track")
 
     def _freed(self, key: int, nbytes: int) -> Any:
         def callback(ref: weakref.ref) -> None:
@@ -97,10 +107,6 @@ class LiveBytes(TorchDispatchMode):
         if self.live > self.peak:
             self.peak = self.live
             self.peak_at = where
-
-    def mark(self, where: str) -> None:
-        """Update the peak with the bytes alive now, naming the point ``where``."""
-        self._update_peak(where)
 
     def reset_peak(self) -> None:
         """Start a new phase: the peak becomes the bytes alive now (``reset_peak_memory_stats``)."""

@@ -21,8 +21,10 @@ trace.livebytes, trace.cuda, trace.model).
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,7 +52,8 @@ class TracedPeaks:
     """Peak allocated bytes of load, prefill and decode, and where each was reached.
 
     ``prefill_at``/``decode_at``: the ATen op after which the peak was reached;
-    ``sdpa``: the SDPA backend taken per query length (empty without SDPA).
+    ``sdpa``: the SDPA backends taken per query length, e.g. ``{1: "flash", 1024: "flash"}``
+    (``"efficient+flash"`` where layers differ; empty without SDPA).
     """
 
     load: int
@@ -89,15 +92,35 @@ def trace_cell(
     except Untraceable:
         raise
     except Exception as exc:  # the model code's own failure on meta tensors is the reason
-        raise Untraceable(f"tracing failed: {type(exc).__name__}: {exc}") from exc
+        raise Untraceable(failure_reason(exc)) from exc
     return TracedPeaks(
         load=load,
         prefill=prefill + CUBLAS_WORKSPACE_BYTES,
         decode=decode + CUBLAS_WORKSPACE_BYTES,
         prefill_at=prefill_at,
         decode_at=decode_at,
-        sdpa=dict(sorted(choices.sdpa.items())),
+        sdpa={q: "+".join(sorted(b)) for q, b in sorted(choices.sdpa.items())},
     )
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line: the exception, where in transformers (or bitsandbytes) it was raised, and
+    for a data-dependent step (``.item()``, a copy out of a meta tensor, ``nonzero``) why
+    meta tensors cannot run it: their values are unknown (e.g. mixture-of-experts routing,
+    which expert gets which token)."""
+    where = ""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = Path(frame.filename)
+        if "transformers" in path.parts or "bitsandbytes" in path.parts:
+            parts = path.parts
+            top = max(i for i, p in enumerate(parts) if p in ("transformers", "bitsandbytes"))
+            where = f" at {'/'.join(parts[top:])}:{frame.lineno} ({frame.name})"
+            break
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    reason = f"tracing failed: {type(exc).__name__}: {text}{where}"
+    if any(s in text for s in ("meta tensor", "item()", "data-dependent", "nonzero")):
+        reason += " - a data-dependent step: meta tensors have shapes but no values"
+    return reason
 
 
 def _load(live: LiveBytes, model: Any, cell: Cell) -> tuple[int, list[torch.Tensor]]:
