@@ -80,7 +80,7 @@ class LiveBytes(TorchDispatchMode):
         self.peak_at = "start"
         self._refs: dict[int, weakref.ref] = {}
 
-    def track(self, tensor: torch.Tensor) -> None:
+    def track(self, tensor: torch.Tensor, where: str = "track") -> None:
         """Count ``tensor``'s storage if it is new (parameters made before the mode, inputs),
         and update the peak."""
         if not isinstance(tensor, torch.Tensor) or tensor.device.type != self.device_type:
@@ -93,7 +93,7 @@ class LiveBytes(TorchDispatchMode):
         nbytes = granule(storage.nbytes())
         self._refs[key] = weakref.ref(storage, self._freed(key, nbytes))
         self.live += nbytes
-        self._update_peak("track")
+        self._update_peak(where)
 
     def _freed(self, key: int, nbytes: int) -> Any:
         def callback(ref: weakref.ref) -> None:
@@ -128,8 +128,8 @@ class LiveBytes(TorchDispatchMode):
             with self:
                 return func._op_dk(key, *args, **kwargs)
         out = func(*args, **kwargs)
+        where = f"aten.{func.__name__}"
         for tensor in tree_flatten(out)[0]:
             if isinstance(tensor, torch.Tensor):
-                self.track(tensor)
-        self._update_peak(f"aten.{func.__name__}")
+                self.track(tensor, where)
         return out
