@@ -52,6 +52,10 @@ Terms (bytes; ``Terms`` has one field each):
   columns, weight columns in int8, two float32 products, dtype copy) - see
   ``int8_outlier_fraction``.
 - ``logits``: ``b * positions * vocab * dtype`` (logits are not upcast in transformers 5).
+- ``traced``: a traced prediction (``llmbench.predict.trace``) splits its peak into weights,
+  workspace and inputs only; everything else live at the traced peak (KV cache and the
+  forward's temporaries) is this one term, counted as transient by the fit rule (more slack:
+  the conservative side).
 - ``load_staging``: quantizing on load instead of from a pre-quantized checkpoint (not what the
   pipeline does by default): the largest quantized weight at checkpoint precision.
 
@@ -88,6 +92,7 @@ class Terms:
     mlp_activations: int = 0
     quant_scratch: int = 0
     logits: int = 0
+    traced: int = 0
 
     @property
     def total(self) -> int:
