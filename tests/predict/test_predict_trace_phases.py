@@ -27,8 +27,9 @@ REFERENCE_CELLS = [
     "h100/seed/cells/mistral-7b-v0.3/nf4/sdpa/bfloat16/b2_s3072.json",
     "h100/seed/cells/mistral-7b-v0.3/nf4/eager/bfloat16/b2_s3072.json",
     "h100/frontier/frontier/probes/mistral-7b-v0.3/none/sdpa/bfloat16/b1_s32768.json",
+    "h100/extended/cells/mistral-7b-v0.3/int8/eager/bfloat16/b2_s1024.json",
 ]
-"""One cell per traced path; ``python -m llmbench.predict.trace.check`` runs all 159."""
+"""One cell per traced path; ``python -m llmbench.predict.trace.check`` runs all 217."""
 
 
 def config(name):
@@ -62,6 +63,7 @@ def test_reference_cells_traced_within_0_05_percent(relpath):
         ("none", "eager", "float16"),
         ("nf4", "sdpa", "bfloat16"),
         ("nf4-dq", "eager", "bfloat16"),
+        ("int8", "sdpa", "bfloat16"),
     ],
 )
 def test_equals_the_hand_replay_where_it_applies(model, quant, attn, dtype):
@@ -102,9 +104,10 @@ def test_tied_embeddings_are_counted_once():
     assert trace_cell(untied, c).load - trace_cell(tied, c).load == embedding
 
 
-def test_int8_and_unknown_model_types_are_untraceable_with_the_reason():
-    with pytest.raises(Untraceable, match="int8"):
-        trace_cell(MISTRAL, cell("int8", "sdpa", "bfloat16", 1, 8))
+def test_untraceable_cells_say_why():
+    opt = config("tiny-opt")  # no intermediate_size: LLM.int8's outlier model cannot read it
+    with pytest.raises(Untraceable, match="outlier model cannot read"):
+        trace_cell(opt, cell("int8", "eager", "bfloat16", 1, 8, model="tiny-opt"))
     with pytest.raises(Untraceable, match="transformers cannot build it"):
         trace_cell({**config("tiny-mistral"), "model_type": "mistrall"}, cell(batch=1, seq=8))
     with pytest.raises(Untraceable, match="float32"):

@@ -158,3 +158,87 @@ def quant_state_tensors(model: Any) -> list[torch.Tensor]:
                     tensors.append(value)
             state = getattr(state, "state2", None)
     return tensors
+
+
+def quantize_meta_model_int8(model: Any, dtype: torch.dtype) -> None:
+    """Make ``model`` (on ``meta``) what a pre-quantized LLM.int8 checkpoint loads as:
+    ``bnb.nn.Linear8bitLt`` layers (transformers' ``replace_with_bnb_linear``, same skipped
+    modules as 4-bit) holding ``Int8Params`` - int8 ``CB (out, in)`` and float32 ``SCB (out,)``
+    - and biases in the model dtype."""
+    import bitsandbytes as bnb
+    from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+    from transformers.quantizers.base import HfQuantizer
+
+    config = build_bnb_config("int8", "bfloat16")
+    skip = HfQuantizer.get_modules_to_not_convert(
+        model, config.llm_int8_skip_modules, getattr(model, "_keep_in_fp32_modules", None)
+    )
+    replace_with_bnb_linear(
+        model, modules_to_not_convert=skip, quantization_config=config, pre_quantized=True
+    )
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear8bitLt):
+            data = _meta((module.out_features, module.in_features), torch.int8)
+            module.weight = bnb.nn.Int8Params(
+                data,
+                requires_grad=False,
+                has_fp16_weights=False,
+                CB=data,
+                SCB=_meta((module.out_features,), torch.float32),
+            )
+            if module.bias is not None:
+                module.bias = torch.nn.Parameter(_meta((module.out_features,), dtype), False)
+
+
+def int8_scale_tensors(model: Any) -> list[torch.Tensor]:
+    """The float32 ``SCB`` row scales of every LLM.int8 layer (not parameters or buffers)."""
+    return [
+        scb
+        for module in model.modules()
+        if isinstance(scb := getattr(getattr(module, "weight", None), "SCB", None), torch.Tensor)
+    ]
+
+
+def int8_overrides(outliers: Callable[[int, int], int]) -> dict[Any, Callable[..., Any]]:
+    """The allocations of bitsandbytes' CUDA LLM.int8 kernels (``backends/cuda/ops.py``,
+    0.50.2), for the ops the tracer cannot run on ``meta``:
+
+    - ``int8_vectorwise_quant``: float32 row stats, the int8 rows, ``A.abs() >= threshold``
+      (a float16 then a bool tensor), its ``any`` per column and the outlier columns
+      (``argwhere``: int64). How many columns hold an outlier depends on the activations'
+      values: ``outliers(rows, cols)`` says (an assumption: ``llmbench.predict.outliers``).
+    - ``int8_linear_matmul``: the int32 ``(rows, out)`` result of cuBLASLt.
+    - ``int8_mm_dequant``: a float16 result, cast to the dtype asked.
+
+    ``int8_mixed_scaled_mm`` and the rest run bitsandbytes' own default composites.
+    """
+    ops = torch.ops.bitsandbytes
+
+    def vectorwise_quant(A: torch.Tensor, threshold: float = 0.0) -> Any:
+        rows, cols = A.numel() // A.shape[-1], A.shape[-1]
+        row_stats = torch.empty(rows, device=A.device, dtype=torch.float32)
+        out_row = torch.empty(A.shape, device=A.device, dtype=torch.int8)
+        outlier_cols = None
+        if threshold > 0.0:
+            mask = A.abs() >= threshold
+            found = mask.any()
+            per_column = mask.any(dim=0)
+            n = outliers(rows, cols)
+            outlier_cols = torch.empty((n, 1), device=A.device, dtype=torch.int64).view(-1)
+            del found, per_column, mask
+        return out_row, row_stats, outlier_cols
+
+    def linear_matmul(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+        return torch.empty((*A.shape[:-1], B.shape[0]), device=A.device, dtype=torch.int32)
+
+    def mm_dequant(A: Any, row_stats: Any, col_stats: Any, dtype: Any = None, bias: Any = None):  # noqa: ANN202
+        out = torch.empty_like(A, dtype=torch.float16)
+        if bias is not None and bias.dtype != torch.float16:
+            out.add_(bias)
+        return out.to(dtype or torch.float16)
+
+    return {
+        ops.int8_vectorwise_quant.default: vectorwise_quant,
+        ops.int8_linear_matmul.default: linear_matmul,
+        ops.int8_mm_dequant.default: mm_dequant,
+    }

@@ -10,13 +10,16 @@ after ``reset_peak_memory_stats`` at the start of each phase).
   tracer) is added.
 - **decode**: ``measure.phases.generation.Generation`` as ``measure.phases.decode.time_decode``
   runs it: a prefill with ``logits_to_keep=1``, peaks reset, then ``decode_tokens - 1`` steps.
-  Only the first and the last step are traced: the last one by a prefill of
-  ``seq + steps - 1`` tokens (the same cache tensors the earlier steps' ``torch.cat`` would have
-  left) while the real prompt stays resident; a step's peak grows with its cache, so the
-  steps between cannot exceed the larger of the two. The workspace is added.
+  Only the first and the last step are traced: the last one after a prefill of ``seq + steps -
+  2`` tokens and one step (the same cache tensors the earlier steps' ``torch.cat`` would have
+  left) while the real prompt stays resident; a step's peak grows with its cache, so the steps
+  between cannot exceed the larger of the two. The workspace is added.
+- **int8**: how many input columns hold an LLM.int8 outlier depends on the activations'
+  values, which meta tensors lack: ``llmbench.predict.outliers`` gives the fraction
+  (random-weight checkpoints: ``down_proj``'s input only), as for the hand replay.
 
 Imports torch, ``llmbench.measure.phases.generation`` and ``llmbench.predict`` (constants,
-trace.livebytes, trace.cuda, trace.model).
+architecture, outliers, trace.livebytes, trace.cuda, trace.model, trace.bnb).
 """
 
 from __future__ import annotations
@@ -31,11 +34,16 @@ import torch
 
 from llmbench.grid.spec import Cell
 from llmbench.measure.phases.generation import Generation, prefill_kwargs
+from llmbench.predict.architecture import Architecture
 from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, NF4_LOAD_RESIDUAL_BYTES
+from llmbench.predict.outliers import int8_outlier_fraction
 from llmbench.predict.trace.bnb import (
     gemm_4bit_overrides,
+    int8_overrides,
+    int8_scale_tensors,
     quant_state_tensors,
     quantize_meta_model,
+    quantize_meta_model_int8,
 )
 from llmbench.predict.trace.cuda import cuda_semantics
 from llmbench.predict.trace.livebytes import LiveBytes
@@ -74,12 +82,7 @@ def trace_cell(
     """Trace load, prefill and decode of ``cell`` on the model of ``config`` (a config.json
     dict). Bytes. Raises ``Untraceable`` when the cell cannot be traced, saying why."""
     model = build_meta_model(config, cell)
-    overrides = {}
-    if cell.quant in ("nf4", "nf4-dq"):
-        quantize_meta_model(model, cell.quant, bnb_4bit_compute_dtype, getattr(torch, cell.dtype))
-        overrides = gemm_4bit_overrides()
-    elif cell.quant not in ("none", "nf4-not-passed"):
-        raise Untraceable(f"quantization {cell.quant!r} is not traced")
+    overrides = _quantize(model, config, cell, bnb_4bit_compute_dtype)
     live = LiveBytes("meta", overrides)
     forced = forced_sdpa_backend(cell)
     try:
@@ -101,6 +104,40 @@ def trace_cell(
         decode_at=decode_at,
         sdpa={q: "+".join(sorted(b)) for q, b in sorted(choices.sdpa.items())},
     )
+
+
+def _quantize(
+    model: Any, config: Mapping[str, Any], cell: Cell, compute_dtype: str
+) -> dict[Any, Any]:
+    """Load ``model`` as the cell's pre-quantized checkpoint; the op overrides it needs."""
+    dtype = getattr(torch, cell.dtype)
+    if cell.quant in ("nf4", "nf4-dq"):
+        quantize_meta_model(model, cell.quant, compute_dtype, dtype)
+        return gemm_4bit_overrides()
+    if cell.quant == "int8":
+        quantize_meta_model_int8(model, dtype)
+        return int8_overrides(_outlier_columns(config))
+    if cell.quant not in ("none", "nf4-not-passed"):
+        raise Untraceable(f"quantization {cell.quant!r} is not traced")
+    return {}
+
+
+def _outlier_columns(config: Mapping[str, Any]) -> Any:
+    """LLM.int8 outlier columns of a ``rows x cols`` input: ``predict.outliers``' model of
+    random-weight checkpoints (only ``down_proj``'s input, ``cols == intermediate_size``,
+    reaches the threshold). Raises ``Untraceable`` for a config the model cannot read."""
+    try:
+        arch = Architecture.from_config(config)
+        width = arch.shape.intermediate_size
+    except (KeyError, TypeError, ValueError) as exc:
+        raise Untraceable(f"the LLM.int8 outlier model cannot read this config: {exc!r}") from exc
+
+    def columns(rows: int, cols: int) -> int:
+        if cols != width:
+            return 0
+        return round(int8_outlier_fraction(arch, rows, "down_proj") * cols)
+
+    return columns
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -125,7 +162,7 @@ def failure_reason(exc: BaseException) -> str:
 
 def _load(live: LiveBytes, model: Any, cell: Cell) -> tuple[int, list[torch.Tensor]]:
     """Bytes after load, and the tensors to keep alive for the cell (the 4-bit residual)."""
-    resident = [*unique_storages(model), *quant_state_tensors(model)]
+    resident = [*unique_storages(model), *quant_state_tensors(model), *int8_scale_tensors(model)]
     if cell.quant in ("nf4", "nf4-dq"):  # measured, origin not traced: a resident constant
         resident.append(torch.empty(NF4_LOAD_RESIDUAL_BYTES, dtype=torch.uint8, device="meta"))
     for tensor in resident:
@@ -143,16 +180,20 @@ def _prefill(live: LiveBytes, model: Any, prompt: torch.Tensor) -> tuple[int, st
 def _decode(
     live: LiveBytes, model: Any, prompt: torch.Tensor, cell: Cell, steps: int
 ) -> tuple[int, str]:
-    """The larger peak of the first and the last of ``steps`` decode steps."""
+    """The larger peak of the first and the last of ``steps`` decode steps. The last one
+    follows a prefill of ``seq + steps - 2`` tokens and one untracked step, so that what a
+    step leaves behind (LLM.int8's outlier columns) is a one-token step's, as in the run."""
     peaks = []
     for past in sorted({cell.seq, cell.seq + max(steps, 1) - 1}):
         longer = None
         if past != cell.seq:
-            longer = torch.zeros(cell.batch, past, dtype=torch.long, device="meta")
+            longer = torch.zeros(cell.batch, past - 1, dtype=torch.long, device="meta")
         generation = Generation(model, prompt if longer is None else longer, prefill_kwargs(model))
         generation.prefill()
         del longer
         generation.input_ids = None
+        if past != cell.seq:
+            generation.step()
         live.reset_peak()
         if steps > 0:
             generation.step()
