@@ -24,8 +24,10 @@ architecture, outliers, trace.livebytes, trace.cuda, trace.model, trace.bnb).
 
 from __future__ import annotations
 
+import logging
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +88,7 @@ def trace_cell(
     live = LiveBytes("meta", overrides)
     forced = forced_sdpa_backend(cell)
     try:
-        with live, torch.inference_mode(), cuda_semantics(forced) as choices:
+        with _quiet_int8(), live, torch.inference_mode(), cuda_semantics(forced) as choices:
             load, resident = _load(live, model, cell)
             prompt = torch.zeros(cell.batch, cell.seq, dtype=torch.long, device="meta")
             live.track(prompt)
@@ -104,6 +106,19 @@ def trace_cell(
         decode_at=decode_at,
         sdpa={q: "+".join(sorted(b)) for q, b in sorted(choices.sdpa.items())},
     )
+
+
+@contextmanager
+def _quiet_int8() -> Iterator[None]:
+    """Silence bitsandbytes' "inputs will be cast to float16" warning, which MatMul8bitLt
+    logs at every call (7 per layer per forward), for the duration."""
+    bnb_log = logging.getLogger("bitsandbytes.autograd._functions")
+    level = bnb_log.level
+    bnb_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        bnb_log.setLevel(level)
 
 
 def _quantize(
