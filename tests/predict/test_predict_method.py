@@ -57,6 +57,10 @@ def test_the_cached_trace_answers_with_the_hand_replay_as_cross_check(tmp_path):
     assert mistral.method == "tracer"
     assert mistral.prefill.peak_allocated == pytest.approx(mistral.cross_check[1], rel=0.01)
     assert mistral.prefill.peak.traced > 0 and mistral.prefill.peak.cuda_workspace > 0
+    arch = config("tiny-mistral")  # K and V of 16 tokens, every layer, one 512-byte block min.
+    head_dim = arch["hidden_size"] // arch["num_attention_heads"]
+    kv = 2 * arch["num_hidden_layers"] * max(512, arch["num_key_value_heads"] * 16 * head_dim * 2)
+    assert mistral.prefill.peak.kv_cache == kv
     gemma = predict_cell(cell("none", "eager", batch=1, seq=16, model="tiny-gemma2"), MODELS,
                          REPO, trace_cache=tmp_path)  # fmt: skip
     assert gemma.method == "tracer" and gemma.cross_check is None

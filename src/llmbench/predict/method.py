@@ -62,19 +62,22 @@ def hand_replay_reason(config: Mapping[str, Any], cell: Cell, decode_tokens: int
 
 
 def traced_prediction(cell: Cell, entry: Mapping[str, Any]) -> Prediction:
-    """A ``Prediction`` from a trace cache entry (bytes): weights, workspace and inputs
-    (prompt ids ``b*s*8``, decode token ``b*8``) by term, the rest of each peak ``traced``."""
+    """A ``Prediction`` from a trace cache entry (bytes): weights, workspace, inputs (prompt
+    ids ``b*s*8``, decode token ``b*8``) and the KV cache the phase leaves by term, the rest
+    of each peak ``traced`` (the forward's temporaries)."""
     load = int(entry["load"])
     prompt = granule(cell.batch * cell.seq * 8)
 
     def phase(name: str, inputs: int) -> PhasePrediction:
         peak = int(entry[name])
-        resident = load + CUBLAS_WORKSPACE_BYTES + inputs
+        rest = max(peak - load - CUBLAS_WORKSPACE_BYTES - inputs, 0)
+        kv = min(int(entry.get(f"{name}_kv", 0)), rest)
         terms = Terms(
             weights=load,
             cuda_workspace=CUBLAS_WORKSPACE_BYTES,
             inputs=inputs,
-            traced=max(peak - resident, 0),
+            kv_cache=kv,
+            traced=rest - kv,
         )
         return PhasePrediction(name, terms, f"traced: after {entry[name + '_at']}")
 

@@ -53,9 +53,8 @@ Terms (bytes; ``Terms`` has one field each):
   ``int8_outlier_fraction``.
 - ``logits``: ``b * positions * vocab * dtype`` (logits are not upcast in transformers 5).
 - ``traced``: a traced prediction (``llmbench.predict.trace``) splits its peak into weights,
-  workspace and inputs only; everything else live at the traced peak (KV cache and the
-  forward's temporaries) is this one term, counted as transient by the fit rule (more slack:
-  the conservative side).
+  workspace, inputs and the KV cache the phase leaves; everything else live at the traced
+  peak (the forward's temporaries, not split by term) is this one, transient for the fit rule.
 - ``load_staging``: quantizing on load instead of from a pre-quantized checkpoint (not what the
   pipeline does by default): the largest quantized weight at checkpoint precision.
 

@@ -8,7 +8,8 @@ bitsandbytes compute dtype, the installed torch, transformers and bitsandbytes v
 version is a different key: stale entries are never read, only left behind.
 
 Entry (``<cache_dir>/<key[:2]>/<key>.json``): ``{"key": {...}, "load", "prefill", "decode"}``
-peak allocated bytes with ``prefill_at``, ``decode_at`` and ``sdpa``, or
+peak allocated bytes with ``prefill_at``, ``decode_at``, ``sdpa``, ``prefill_kv`` and
+``decode_kv``, or
 ``{"key": {...}, "untraceable": reason}``.
 
 Torch-free; ``cached_trace(..., allow_trace=True)`` imports ``llmbench.predict.trace.phases``
@@ -30,7 +31,7 @@ from typing import Any
 from llmbench.grid.spec import Cell
 from llmbench.record.cell import write_json_atomic
 
-TRACER_VERSION = 2
+TRACER_VERSION = 3
 """Bump when the tracer's semantics change (every older entry then misses)."""
 
 LIBRARIES = ("torch", "transformers", "bitsandbytes")

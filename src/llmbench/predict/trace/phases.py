@@ -37,7 +37,11 @@ import torch
 from llmbench.grid.spec import Cell
 from llmbench.measure.phases.generation import Generation, prefill_kwargs
 from llmbench.predict.architecture import Architecture
-from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, NF4_LOAD_RESIDUAL_BYTES
+from llmbench.predict.constants import (
+    CUBLAS_WORKSPACE_BYTES,
+    NF4_LOAD_RESIDUAL_BYTES,
+    granule,
+)
 from llmbench.predict.outliers import int8_outlier_fraction
 from llmbench.predict.trace.bnb import (
     gemm_4bit_overrides,
@@ -62,6 +66,7 @@ class TracedPeaks:
     """Peak allocated bytes of load, prefill and decode, and where each was reached.
 
     ``prefill_at``/``decode_at``: the ATen op after which the peak was reached;
+    ``prefill_kv``/``decode_kv``: the cache's bytes, the part of each peak that persists;
     ``sdpa``: the SDPA backends taken per query length, e.g. ``{1: "flash", 1024: "flash"}``
     (``"efficient+flash"`` where layers differ; empty without SDPA).
     """
@@ -72,6 +77,10 @@ class TracedPeaks:
     prefill_at: str
     decode_at: str
     sdpa: dict[int, str] = field(default_factory=dict)
+    prefill_kv: int = 0
+    """KV cache bytes the prefill returns (every layer's K/V, 512-byte rounded)."""
+    decode_kv: int = 0
+    """KV cache bytes after the decode step with the larger peak."""
 
 
 def trace_cell(
@@ -92,8 +101,8 @@ def trace_cell(
             load, resident = _load(live, model, cell)
             prompt = torch.zeros(cell.batch, cell.seq, dtype=torch.long, device="meta")
             live.track(prompt)
-            prefill, prefill_at = _prefill(live, model, prompt)
-            decode, decode_at = _decode(live, model, prompt, cell, decode_tokens - 1)
+            prefill, prefill_at, prefill_kv = _prefill(live, model, prompt)
+            decode, decode_at, decode_kv = _decode(live, model, prompt, cell, decode_tokens - 1)
     except Untraceable:
         raise
     except Exception as exc:  # the model code's own failure on meta tensors is the reason
@@ -105,6 +114,8 @@ def trace_cell(
         prefill_at=prefill_at,
         decode_at=decode_at,
         sdpa={q: "+".join(sorted(b)) for q, b in sorted(choices.sdpa.items())},
+        prefill_kv=prefill_kv,
+        decode_kv=decode_kv,
     )
 
 
@@ -185,16 +196,29 @@ def _load(live: LiveBytes, model: Any, cell: Cell) -> tuple[int, list[torch.Tens
     return live.live, resident
 
 
-def _prefill(live: LiveBytes, model: Any, prompt: torch.Tensor) -> tuple[int, str]:
+def cache_bytes(cache: Any) -> int:
+    """Bytes of a transformers cache's tensors (each layer's ``keys`` / ``values`` and any
+    other tensor it holds), each storage once, 512-byte rounded; 0 for no cache."""
+    storages: dict[int, int] = {}
+    for layer in getattr(cache, "layers", None) or []:
+        for value in vars(layer).values():
+            if isinstance(value, torch.Tensor) and value.device.type == "meta":
+                storage = value.untyped_storage()
+                storages[id(storage)] = granule(storage.nbytes())
+    return sum(storages.values())
+
+
+def _prefill(live: LiveBytes, model: Any, prompt: torch.Tensor) -> tuple[int, str, int]:
     live.reset_peak()
     outputs = model(input_ids=prompt)
+    kv = cache_bytes(outputs.past_key_values)
     del outputs
-    return live.peak, live.peak_at
+    return live.peak, live.peak_at, kv
 
 
 def _decode(
     live: LiveBytes, model: Any, prompt: torch.Tensor, cell: Cell, steps: int
-) -> tuple[int, str]:
+) -> tuple[int, str, int]:
     """The larger peak of the first and the last of ``steps`` decode steps. The last one
     follows a prefill of ``seq + steps - 2`` tokens and one untracked step, so that what a
     step leaves behind (LLM.int8's outlier columns) is a one-token step's, as in the run."""
@@ -212,6 +236,6 @@ def _decode(
         live.reset_peak()
         if steps > 0:
             generation.step()
-        peaks.append((live.peak, live.peak_at))
+        peaks.append((live.peak, live.peak_at, cache_bytes(generation.cache)))
         del generation
     return max(peaks)
