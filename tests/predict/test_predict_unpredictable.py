@@ -44,7 +44,8 @@ def repo_root(tmp_path):
 
 
 def test_predict_cell_says_why_a_model_cannot_be_predicted(tmp_path):
-    from llmbench.predict.prediction import Prediction, Unpredictable, predict_cell
+    from llmbench.predict.method import Unpredictable, predict_cell
+    from llmbench.predict.prediction import Prediction
 
     (tmp_path / "opt.json").write_text(json.dumps(OPT_STYLE))
     (tmp_path / "broken.json").write_text("{not json")
@@ -52,7 +53,8 @@ def test_predict_cell_says_why_a_model_cannot_be_predicted(tmp_path):
     models = {name: {"architecture": f"{name}.json"} for name in ("opt", "broken", "tiny")}
     opt = predict_cell(cell(model="opt"), models, tmp_path)
     assert isinstance(opt, Unpredictable)
-    assert opt.reason.startswith("cannot predict opt from opt.json: KeyError: 'intermediate_size'")
+    assert opt.reason.startswith("cannot predict opt from opt.json: the hand replay replays only")
+    assert "(model_type 'opt')" in opt.reason and "tracer: not traced yet" in opt.reason
     broken = predict_cell(cell(model="broken"), models, tmp_path)
     assert isinstance(broken, Unpredictable)
     assert "broken.json: JSONDecodeError" in broken.reason
@@ -74,7 +76,7 @@ def test_cli_predict_gives_unknown_and_the_reason_for_that_model_only(
         ("tiny-mistral", "yes"),
         ("tiny-mistral", "yes"),
     ]
-    assert "'intermediate_size'" in rows[0]["reason"]
+    assert "model_type 'opt'" in rows[0]["reason"]
     assert float(rows[2]["prefill_peak_allocated_gib"]) > 0
     assert cli.main(["predict", "--grid", "mixed", "--gpu-mem", "80GiB"]) == 0
     text = capsys.readouterr().out
@@ -85,7 +87,7 @@ def test_grid_rows_without_a_budget_have_no_verdict_but_the_reason(repo_root):
     rows = predict.grid_prediction_rows("mixed", repo_root=repo_root, gpu_mem=None, terms=True)
     opt = [r for r in rows if r["model"] == "opt-tiny"]
     assert len(rows) == 4 and len(opt) == 2
-    assert all(r["fits"] is None and "'intermediate_size'" in r["reason"] for r in opt)
+    assert all(r["fits"] is None and "model_type 'opt'" in r["reason"] for r in opt)
     assert "cannot predict opt-tiny" in predict.format_csv(rows)
 
 
@@ -102,13 +104,13 @@ def test_table_columns_of_an_unpredictable_model_carry_the_reason(repo_root, mon
     result["cell"]["model"] = "opt-tiny"
     values = predict.table_columns(result, repo_root=repo_root)
     assert set(values) == {*predict.PREDICTED_COLUMNS, "predicted_error"}
-    assert "'intermediate_size'" in values["predicted_error"]
+    assert "model_type 'opt'" in values["predicted_error"]
     assert all(values[k] is None for k in predict.PREDICTED_COLUMNS)
 
 
 def test_static_and_graph_decode_are_unknown_not_the_eager_numbers(repo):
     from llmbench.grid.spec import Cell
-    from llmbench.predict.prediction import Unpredictable, predict_cell
+    from llmbench.predict.method import Unpredictable, predict_cell
 
     models = {"tiny-mistral": {"architecture": "config/models/tiny-mistral.json"}}
     eager = Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 64)

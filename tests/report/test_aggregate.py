@@ -268,7 +268,7 @@ def test_a_model_the_predictor_cannot_handle_costs_only_its_own_rows(tmp_path, m
     assert rows.loc["opt-tiny", list(PREDICTED_COLUMNS)].isna().all()
     assert rows["predicted_error"].isna().sum() == 1
     reason = rows.loc["opt-tiny", "predicted_error"]
-    assert "opt-tiny" in reason and str(opt) in reason and "'intermediate_size'" in reason
+    assert "opt-tiny" in reason and str(opt) in reason and "model_type 'opt'" in reason
 
 
 OPT_STYLE = {

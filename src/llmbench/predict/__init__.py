@@ -1,10 +1,12 @@
-"""Analytic GPU memory model: predicted peak allocated bytes of load, prefill and decode.
+"""GPU memory model: predicted peak allocated bytes of load, prefill and decode, by one of two
+methods (``method``): the tracer (``trace``: the real transformers code run on meta tensors,
+any decoder family transformers builds; its results read from a cache) or the hand replay.
 
-No torch, no GPU: the prediction replays, tensor by tensor, the allocations and frees of the
-code paths a cell runs (transformers 5.x Mistral/Llama/Qwen2 decoder, PyTorch SDPA backends,
-bitsandbytes 0.50 LLM.int8 and 4-bit layers) and keeps the largest sum of live bytes. Every
-live tensor belongs to one named *term*; a phase's prediction is the breakdown by term at the
-instant of its peak, so a reader can see what fills memory when it peaks.
+Hand replay - no torch, no GPU: the prediction replays, tensor by tensor, the allocations and
+frees of the code paths a cell runs (transformers 5.x Mistral/Llama/Qwen2 decoder, PyTorch SDPA
+backends, bitsandbytes 0.50 LLM.int8 and 4-bit layers) and keeps the largest sum of live bytes.
+Every live tensor belongs to one named *term*; a phase's prediction is the breakdown by term at
+the instant of its peak, so a reader can see what fills memory when it peaks.
 
 The peak of a forward is reached inside the last decoder layer (every earlier layer's K/V is
 then resident) or at the logits; it is the maximum over the replayed sequence, never a sum of
@@ -31,6 +33,9 @@ Modules, each importing only those above it in this list:
   ``model(input_ids)``.
 - ``fit``: allocator slack, device need and the fit verdict (the fit rule).
 - ``prediction``: the phases load / prefill / decode of one cell (``predict``, ``Prediction``).
+- ``trace`` (subpackage): the tracer, its cache (``trace.cache``, torch-free) and
+  ``python -m llmbench.predict.trace.fill`` / ``.check``; see its ``__init__``.
+- ``method``: which method answers a cell (``predict_cell``, ``Unpredictable``).
 - ``output``: rows, text table and CSV for ``llmbench predict`` and Snakemake.
 - ``columns``: predicted and measured / predicted columns of a cells table.
 - ``reserved``: predicted peak reserved bytes: each phase's replay run through ``allocator``
@@ -42,9 +47,11 @@ Modules, each importing only those above it in this list:
 
 May import: ``llmbench`` itself (REPO_ROOT) and the stages below it that it needs:
 ``llmbench.host``, ``llmbench.grid`` (``Cell``, grids), ``llmbench.record``,
-``llmbench.measure`` (``measure.efficiency.Shape``); today it uses only grid and measure. Never
-torch or pandas (``llmbench predict`` runs without them). This ``__init__`` re-exports every
-name used outside the package.
+``llmbench.measure`` (``measure.efficiency.Shape``; the tracer: ``measure.phases.generation``
+and ``measure.quantization``). Never torch or pandas at import time (``llmbench predict``
+runs without them): only the modules of ``trace`` that run a trace import torch,
+transformers and bitsandbytes, and nothing imports them unless a trace runs. This
+``__init__`` re-exports every name used outside the package.
 """
 
 from llmbench.predict.architecture import Architecture, model_config_for
@@ -63,6 +70,7 @@ from llmbench.predict.constants import (
     QUANTIZED_PROJECTIONS,
 )
 from llmbench.predict.fit import ALLOCATOR_SLACK_FIXED_BYTES, ALLOCATOR_SLACK_FRACTION
+from llmbench.predict.method import Unpredictable, predict_cell
 from llmbench.predict.outliers import int8_outlier_fraction
 from llmbench.predict.output import (
     cannot_run,
@@ -102,6 +110,7 @@ __all__ = [
     "PhasePrediction",
     "Prediction",
     "Terms",
+    "Unpredictable",
     "WeightBreakdown",
     "attention_path",
     "cannot_run",
@@ -114,6 +123,7 @@ __all__ = [
     "model_config_for",
     "parse_bytes",
     "predict",
+    "predict_cell",
     "predicted_peak_bytes",
     "prediction_row",
     "table_columns",

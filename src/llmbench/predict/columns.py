@@ -14,7 +14,7 @@ from typing import Any
 
 from llmbench.grid.spec import Cell
 from llmbench.predict.constants import gib
-from llmbench.predict.prediction import Unpredictable, predict_cell
+from llmbench.predict.method import Unpredictable, predict_cell
 
 PREDICTED_COLUMNS = (
     "predicted_load_allocated_gib",

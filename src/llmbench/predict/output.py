@@ -20,7 +20,8 @@ from typing import Any
 from llmbench.grid.spec import Cell
 from llmbench.grid.support import static_unsupported
 from llmbench.predict.constants import GIB, gib
-from llmbench.predict.prediction import Prediction, Unpredictable, predict_cell
+from llmbench.predict.method import Unpredictable, predict_cell
+from llmbench.predict.prediction import Prediction
 from llmbench.predict.replay import TERM_NAMES
 
 
@@ -111,6 +112,10 @@ def prediction_row(
         device_need_gib=gib(prediction.device_need),
         gpu_mem_gib=None if capacity_bytes is None else gib(capacity_bytes),
         fits=None if capacity_bytes is None else prediction.fit_verdict(capacity_bytes),
+        method=prediction.method,
+        cross_check_peak_allocated_gib=None
+        if prediction.cross_check is None
+        else gib(max(prediction.cross_check)),
         note="",
     )
     if terms:

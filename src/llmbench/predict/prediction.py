@@ -11,9 +11,8 @@ Phases are those of ``worker.py``:
 - **decode**: 31 greedy steps (``decode_tokens - 1``) through the KV cache after a prefill with
   ``logits_to_keep=1``; the prompt's cache is resident, its peak is over the steps only.
 
-A model the memory model cannot read (an OPT-style config has no ``intermediate_size``) or
-whose config cannot be read is no reason to stop: ``predict_cell`` returns ``Unpredictable``
-with the reason for its cells, and every other cell is predicted as usual.
+Which method answers a cell (this hand replay, or the tracer's cached result) is
+``llmbench.predict.method``'s choice; ``Prediction.method`` says which one did.
 
 Imports ``llmbench.grid.spec.Cell`` and the modules of ``llmbench.predict`` below it
 (architecture, weights, replay, forward, outliers, fit, constants).
@@ -23,11 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from llmbench.grid.spec import Cell
-from llmbench.predict.architecture import Architecture, model_config_for
+from llmbench.predict.architecture import Architecture
 from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES, DTYPE_BYTES
 from llmbench.predict.fit import allocator_slack, fit_verdict
 from llmbench.predict.forward import _forward
@@ -55,14 +53,19 @@ class Prediction:
     """The prediction for one cell: three phases, the weights, and the fit rule's inputs."""
 
     cell: Cell
-    weights: WeightBreakdown
+    weights: WeightBreakdown | None
+    """The weights by storage format (hand replay); None for a traced prediction."""
     load: PhasePrediction
     prefill: PhasePrediction
     decode: PhasePrediction
     cuda_context: int = CUDA_CONTEXT_BYTES
+    method: str = "hand replay"
+    """``hand replay`` (this module) or ``tracer`` (``llmbench.predict.trace``)."""
+    cross_check: tuple[int, int, int] | None = None
+    """The other method's load, prefill and decode peak allocated bytes, where it applies."""
     generate_prefill: PhasePrediction | None = None
-    """``model.generate``'s prefill (``max_new_tokens=1``, ``phases.hf_generate``); not one
-    of ``phases``: the fit rule and the frontier read load, prefill and decode."""
+    """``model.generate``'s prefill (``max_new_tokens=1``, ``phases.hf_generate``; hand replay
+    only); not one of ``phases``: the fit rule and the frontier read load, prefill, decode."""
 
     @property
     def phases(self) -> tuple[PhasePrediction, ...]:
@@ -250,56 +253,3 @@ def predicted_peak_bytes(
 ) -> int:
     """Predicted max over load, prefill and decode of peak *allocated* device bytes."""
     return predict(model_config, cell, bnb_4bit_compute_dtype=bnb_4bit_compute_dtype).peak_allocated
-
-
-@dataclass(frozen=True)
-class Unpredictable:
-    """A cell the memory model could not predict, and why (``reason``, one line naming the
-    model, the config file and the exception): e.g. an OPT-style config, which has no
-    ``intermediate_size``, or an architecture file that is not valid JSON."""
-
-    cell: Cell
-    reason: str
-
-
-def predict_cell(
-    cell: Cell,
-    models: Mapping[str, Any],
-    repo_root: Path,
-    *,
-    bnb_4bit_compute_dtype: str = "bfloat16",
-    decode_tokens: int = 32,
-) -> Prediction | Unpredictable | None:
-    """``predict`` for a cell of the model registry ``models`` (config.yaml's ``models``):
-    None when its model has no local architecture config (unknown, or pretrained without a
-    config.json); ``Unpredictable`` when reading the config or predicting raised, so that one
-    model the memory model cannot handle costs its own cells only; ``Unpredictable`` too for
-    a static-cache or graph decode (``decode_mode`` other than eager), which the replay does
-    not model. Never raises ``Exception``."""
-    if cell.decode_mode != "eager":
-        return Unpredictable(
-            cell,
-            f"decode_mode {cell.decode_mode}: the memory model replays DynamicCache decode "
-            "(decode_mode eager) only; a StaticCache's preallocated cache and a CUDA graph's "
-            "private memory pool are not modelled",
-        )
-    try:
-        config = model_config_for(cell.model, models, repo_root)
-        if config is None:
-            return None
-        return predict(
-            config,
-            cell,
-            bnb_4bit_compute_dtype=bnb_4bit_compute_dtype,
-            decode_tokens=decode_tokens,
-        )
-    except Exception as exc:  # one model's failure is its cells' data, not everyone's crash
-        entry = models.get(cell.model) or {}
-        source = entry.get("architecture") or entry.get("pretrained") or "its config"
-        hint = (
-            " (the memory model reads Mistral, Llama and Qwen2-style config.json keys)"
-            if isinstance(exc, KeyError)
-            else ""
-        )
-        reason = f"cannot predict {cell.model} from {source}: {type(exc).__name__}: {exc}{hint}"
-        return Unpredictable(cell, reason)

@@ -52,6 +52,9 @@ Terms (bytes; ``Terms`` has one field each):
   columns, weight columns in int8, two float32 products, dtype copy) - see
   ``int8_outlier_fraction``.
 - ``logits``: ``b * positions * vocab * dtype`` (logits are not upcast in transformers 5).
+- ``traced``: a traced prediction (``llmbench.predict.trace``) splits its peak into weights,
+  workspace, inputs and the KV cache the phase leaves; everything else live at the traced
+  peak (the forward's temporaries, not split by term) is this one, transient for the fit rule.
 - ``load_staging``: quantizing on load instead of from a pre-quantized checkpoint (not what the
   pipeline does by default): the largest quantized weight at checkpoint precision.
 
@@ -88,6 +91,7 @@ class Terms:
     mlp_activations: int = 0
     quant_scratch: int = 0
     logits: int = 0
+    traced: int = 0
 
     @property
     def total(self) -> int:

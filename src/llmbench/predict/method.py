@@ -1,0 +1,147 @@
+"""Which method answers a cell: the tracer's cached result (``llmbench.predict.trace``: the
+real transformers code run on meta tensors), the hand replay (``llmbench.predict.prediction``:
+transformers 5.17's Mistral / Llama / Qwen2 code replayed by hand), or neither - then the
+cell is ``Unpredictable`` with the reason of each, never a number from another family's
+formula and never a crash of the other cells.
+
+- The tracer answers when ``trace_cache`` holds the cell's trace (``llmbench predict`` never
+  imports torch: it only reads the cache; ``python -m llmbench.predict.trace.fill`` fills it).
+  Where the hand replay also applies, its peaks are kept in ``Prediction.cross_check``.
+- The hand replay answers where it applies (``hand_replay_reason`` is None): the families it
+  replays, without a sliding window the cell's tokens reach.
+
+Imports ``llmbench.grid.spec.Cell`` and ``llmbench.predict`` (architecture, constants,
+prediction, replay, trace.cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from llmbench.grid.spec import Cell
+from llmbench.predict.architecture import model_config_for
+from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, granule
+from llmbench.predict.prediction import PhasePrediction, Prediction, predict
+from llmbench.predict.replay import Terms
+from llmbench.predict.trace.cache import FILL_COMMAND, TRACE_CACHE, cached_trace
+
+HAND_REPLAY_FAMILIES = ("mistral", "llama", "qwen2")
+"""``model_type``s whose transformers 5.17 code the hand replay replays."""
+
+
+@dataclass(frozen=True)
+class Unpredictable:
+    """A cell no method could predict, and why (``reason``, one line naming the model, the
+    config file and each method's reason)."""
+
+    cell: Cell
+    reason: str
+
+
+def hand_replay_reason(config: Mapping[str, Any], cell: Cell, decode_tokens: int) -> str | None:
+    """Why the hand replay does not apply to ``cell`` of this config.json, or None."""
+    model_type = config.get("model_type")
+    if model_type not in HAND_REPLAY_FAMILIES:
+        return (
+            f"the hand replay replays only the {', '.join(HAND_REPLAY_FAMILIES)} code of "
+            f"transformers 5.17 (model_type {model_type!r})"
+        )
+    window = config.get("sliding_window")
+    if model_type == "qwen2" and not config.get("use_sliding_window"):
+        window = None
+    tokens = cell.seq + max(decode_tokens - 1, 0)
+    if window and tokens > window:
+        return (
+            f"its sliding window ({window} tokens) is reached ({tokens} tokens): the windowed "
+            "cache and mask are not replayed"
+        )
+    return None
+
+
+def traced_prediction(cell: Cell, entry: Mapping[str, Any]) -> Prediction:
+    """A ``Prediction`` from a trace cache entry (bytes): weights, workspace, inputs (prompt
+    ids ``b*s*8``, decode token ``b*8``) and the KV cache the phase leaves by term, the rest
+    of each peak ``traced`` (the forward's temporaries)."""
+    load = int(entry["load"])
+    prompt = granule(cell.batch * cell.seq * 8)
+
+    def phase(name: str, inputs: int) -> PhasePrediction:
+        peak = int(entry[name])
+        rest = max(peak - load - CUBLAS_WORKSPACE_BYTES - inputs, 0)
+        kv = min(int(entry.get(f"{name}_kv", 0)), rest)
+        terms = Terms(
+            weights=load,
+            cuda_workspace=CUBLAS_WORKSPACE_BYTES,
+            inputs=inputs,
+            kv_cache=kv,
+            traced=rest - kv,
+        )
+        return PhasePrediction(name, terms, f"traced: after {entry[name + '_at']}")
+
+    return Prediction(
+        cell=cell,
+        weights=None,
+        load=PhasePrediction("load", Terms(weights=load), "resident"),
+        prefill=phase("prefill", prompt),
+        decode=phase("decode", prompt + granule(cell.batch * 8)),
+        method="tracer",
+    )
+
+
+def predict_cell(
+    cell: Cell,
+    models: Mapping[str, Any],
+    repo_root: Path,
+    *,
+    bnb_4bit_compute_dtype: str = "bfloat16",
+    decode_tokens: int = 32,
+    trace_cache: Path | None = None,
+) -> Prediction | Unpredictable | None:
+    """The prediction for a cell of the model registry ``models`` (config.yaml's ``models``):
+    None when its model has no local architecture config; ``Unpredictable`` when no method
+    applies or reading the config raised. ``trace_cache``: default ``repo_root /
+    TRACE_CACHE``. A static-cache or graph decode (``decode_mode`` other than eager) is
+    ``Unpredictable``: both methods follow DynamicCache decode. Never raises ``Exception``."""
+    if cell.decode_mode != "eager":
+        return Unpredictable(
+            cell,
+            f"decode_mode {cell.decode_mode}: the memory model follows DynamicCache decode "
+            "(decode_mode eager) only; a StaticCache's preallocated cache and a CUDA graph's "
+            "private memory pool are not modelled",
+        )
+    entry = models.get(cell.model) or {}
+    source = entry.get("architecture") or entry.get("pretrained") or "its config"
+    try:
+        config = model_config_for(cell.model, models, repo_root)
+        if config is None:
+            return None
+        hand_reason = hand_replay_reason(config, cell, decode_tokens)
+        hand = None
+        if hand_reason is None:
+            hand = predict(
+                config,
+                cell,
+                bnb_4bit_compute_dtype=bnb_4bit_compute_dtype,
+                decode_tokens=decode_tokens,
+            )
+        traced = cached_trace(
+            config,
+            cell,
+            decode_tokens=decode_tokens,
+            compute_dtype=bnb_4bit_compute_dtype,
+            cache_dir=repo_root / TRACE_CACHE if trace_cache is None else trace_cache,
+        )
+    except Exception as exc:  # one model's failure is its cells' data, not everyone's crash
+        return Unpredictable(cell, f"cannot predict {cell.model} from {source}: {exc!r}")
+    if traced is not None and "untraceable" not in traced:
+        cross = None if hand is None else tuple(p.peak_allocated for p in hand.phases)
+        return replace(traced_prediction(cell, traced), cross_check=cross)
+    if hand is not None:
+        return hand
+    tracer = traced["untraceable"] if traced else f"not traced yet ({FILL_COMMAND})"
+    return Unpredictable(
+        cell, f"cannot predict {cell.model} from {source}: {hand_reason}; tracer: {tracer}"
+    )

@@ -1,0 +1,78 @@
+"""A transformers model built from its config.json on the ``meta`` device, as a cell loads it:
+the cell's dtype and attention implementation, bitsandbytes layers for a quantized cell.
+
+No weights are read or made: every parameter and buffer is a meta tensor with the shape,
+dtype and byte size ``from_pretrained`` would give it on the GPU (tied embeddings share one
+storage, as in the real model).
+
+Imports torch, transformers and ``llmbench.grid.spec.Cell``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from llmbench.grid.spec import Cell
+
+
+class Untraceable(Exception):
+    """A cell the tracer cannot run; the message says why (it becomes the ``unknown`` reason)."""
+
+
+def transformers_attention(cell: Cell) -> str:
+    """The ``attn_implementation`` the traced model uses.
+
+    ``flash_attention_2`` needs the flash-attn package and a GPU; it is traced as SDPA's flash
+    kernel, which allocates the same tensors (output and float32 logsumexp, no ``s x kv``
+    tensor; transformers passes neither a mask nor repeated K/V to either). float32 is refused:
+    FA2 casts q/k/v to 16 bits first, which the SDPA flash kernel does not do.
+    """
+    if cell.attn == "flash_attention_2":
+        if cell.dtype == "float32":
+            raise Untraceable("flash_attention_2 in float32 (its 16-bit casts) is not traced")
+        return "sdpa"
+    return cell.attn_implementation
+
+
+def forced_sdpa_backend(cell: Cell) -> str | None:
+    """The SDPA backend a cell forces (``sdpa-<backend>``; flash for ``flash_attention_2``)."""
+    return "flash" if cell.attn == "flash_attention_2" else cell.sdpa_backend
+
+
+def build_meta_model(config: Mapping[str, Any], cell: Cell) -> Any:
+    """``AutoModelForCausalLM.from_config`` on ``meta`` in the cell's dtype, in eval mode.
+
+    Raises ``Untraceable`` for a config transformers cannot build (unknown ``model_type``,
+    missing keys), naming the transformers error.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        hf_config = AutoConfig.for_model(**dict(config))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(
+                hf_config,
+                dtype=getattr(torch, cell.dtype),
+                attn_implementation=transformers_attention(cell),
+            )
+    except Untraceable:
+        raise
+    except Exception as exc:  # transformers' own refusal is the reason
+        raise Untraceable(f"transformers cannot build it: {type(exc).__name__}: {exc}") from exc
+    model.eval()
+    return model
+
+
+def unique_storages(model: Any) -> list[torch.Tensor]:
+    """One tensor per distinct storage among the parameters and buffers (tied weights once)."""
+    seen: set[int] = set()
+    tensors = []
+    for tensor in [*model.parameters(), *model.buffers()]:
+        key = id(tensor.untyped_storage())
+        if key not in seen:
+            seen.add(key)
+            tensors.append(tensor)
+    return tensors

@@ -1,0 +1,114 @@
+"""llmbench.predict.trace.phases: the traced load / prefill / decode peaks against the
+committed H100 reference cells and the hand replay, and every shipped architecture traced or
+refused with its reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from predict_fixtures import MISTRAL, REPO, cell, device0, load_reference  # noqa: E402
+
+from llmbench import predict  # noqa: E402
+from llmbench.predict.trace.model import Untraceable  # noqa: E402
+from llmbench.predict.trace.phases import trace_cell  # noqa: E402
+
+MODELS = REPO / "config" / "models"
+TINY = sorted(p.stem for p in MODELS.glob("tiny-*.json"))
+REFERENCE_CELLS = [
+    "h100/seed/cells/mistral-7b-v0.3/none/sdpa/bfloat16/b2_s3072.json",
+    "h100/seed/cells/mistral-7b-v0.3/none/eager/bfloat16/b2_s3072.json",
+    "h100/seed/cells/mistral-7b-v0.3/none/flash_attention_2/bfloat16/b2_s3072.json",
+    "h100/seed/cells/mistral-7b-v0.3/none/sdpa/float32/b2_s3072.json",
+    "h100/seed/cells/mistral-7b-v0.3/nf4/sdpa/bfloat16/b2_s3072.json",
+    "h100/seed/cells/mistral-7b-v0.3/nf4/eager/bfloat16/b2_s3072.json",
+    "h100/frontier/frontier/probes/mistral-7b-v0.3/none/sdpa/bfloat16/b1_s32768.json",
+    "h100/extended/cells/mistral-7b-v0.3/int8/eager/bfloat16/b2_s1024.json",
+]
+"""One cell per traced path; ``python -m llmbench.predict.trace.check`` runs all 217."""
+
+
+def config(name):
+    return json.loads((MODELS / f"{name}.json").read_text())
+
+
+@pytest.mark.parametrize("relpath", REFERENCE_CELLS)
+def test_reference_cells_traced_within_0_05_percent(relpath):
+    result, c = load_reference(REPO / "results" / "reference" / relpath)
+    assert result["status"] == "ok"
+    traced = trace_cell(
+        MISTRAL,
+        c,
+        decode_tokens=result["settings"]["measurement"]["decode_tokens"],
+        bnb_4bit_compute_dtype=result["settings"]["bnb_4bit_compute_dtype"],
+    )
+    assert traced.load == device0(result, "load", "peak_allocated_bytes")
+    for phase in ("prefill", "decode"):
+        measured = device0(result, phase, "peak_allocated_bytes")
+        assert getattr(traced, phase) / measured == pytest.approx(1, abs=5e-4), phase
+
+
+@pytest.mark.parametrize("model", ["tiny-mistral", "tiny-llama", "tiny-qwen2", "tiny-qwen3"])
+@pytest.mark.parametrize(
+    ("quant", "attn", "dtype"),
+    [
+        ("none", "sdpa", "bfloat16"),
+        ("none", "eager", "bfloat16"),
+        ("none", "flash_attention_2", "bfloat16"),
+        ("none", "sdpa", "float32"),
+        ("none", "eager", "float16"),
+        ("nf4", "sdpa", "bfloat16"),
+        ("nf4-dq", "eager", "bfloat16"),
+        ("int8", "sdpa", "bfloat16"),
+    ],
+)
+def test_equals_the_hand_replay_where_it_applies(model, quant, attn, dtype):
+    """The hand replay is exact on the references for these code paths; the tracer, which
+    shares no code with it, gives the same bytes within 1 % - except Qwen3's q/k RMSNorm
+    weights (one 512-byte block each per layer), which the hand replay does not know."""
+    arch = config(model)
+    qk_norms = 2 * arch["num_hidden_layers"] * 512 if model == "tiny-qwen3" else 0
+    for batch, seq in ((1, 7), (2, 300)):
+        c = cell(quant, attn, dtype, batch=batch, seq=seq, model=model)
+        traced, hand = trace_cell(arch, c), predict.predict(arch, c)
+        assert traced.load == hand.load.peak_allocated + qk_norms
+        assert traced.prefill == pytest.approx(hand.prefill.peak_allocated, rel=0.01)
+        assert traced.decode == pytest.approx(hand.decode.peak_allocated, rel=0.01)
+
+
+@pytest.mark.parametrize("model", TINY)
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_every_shipped_architecture_is_traced_or_says_why(model, attn):
+    c = cell("none", attn, "bfloat16", batch=2, seq=40, model=model)
+    try:
+        traced = trace_cell(config(model), c, decode_tokens=4)
+    except Untraceable as exc:
+        # OPT's sdpa mask asks whether the padding mask is all ones: a value, not a shape
+        assert (model, attn) == ("tiny-opt", "sdpa"), str(exc)
+        assert "masking_utils.py" in str(exc) and "data-dependent" in str(exc)
+        return
+    assert 0 < traced.load < traced.decode < traced.prefill
+
+
+def test_tied_embeddings_are_counted_once():
+    """Gemma-2 ties lm_head to the embedding: one storage (the hand replay counts it twice
+    only when ``tie_word_embeddings`` is false; the tracer reads the model)."""
+    tied = config("tiny-gemma2")
+    untied = {**tied, "tie_word_embeddings": False}
+    c = cell("none", "sdpa", "bfloat16", batch=1, seq=8, model="tiny-gemma2")
+    embedding = tied["vocab_size"] * tied["hidden_size"] * 2
+    assert trace_cell(untied, c).load - trace_cell(tied, c).load == embedding
+
+
+def test_untraceable_cells_say_why():
+    opt = config("tiny-opt")  # no intermediate_size: LLM.int8's outlier model cannot read it
+    with pytest.raises(Untraceable, match="outlier model cannot read"):
+        trace_cell(opt, cell("int8", "eager", "bfloat16", 1, 8, model="tiny-opt"))
+    with pytest.raises(Untraceable, match="transformers cannot build it"):
+        trace_cell({**config("tiny-mistral"), "model_type": "mistrall"}, cell(batch=1, seq=8))
+    with pytest.raises(Untraceable, match="float32"):
+        trace_cell(config("tiny-mistral"), cell("none", "flash_attention_2", "float32", 1, 8))
