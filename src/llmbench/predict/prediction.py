@@ -28,7 +28,12 @@ from typing import Any
 
 from llmbench.grid.spec import Cell
 from llmbench.predict.architecture import Architecture, model_config_for
-from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES, DTYPE_BYTES
+from llmbench.predict.constants import (
+    CUBLAS_WORKSPACE_BYTES,
+    CUDA_CONTEXT_BYTES,
+    DTYPE_BYTES,
+    INT8_THRESHOLD,
+)
 from llmbench.predict.fit import allocator_slack, fit_verdict
 from llmbench.predict.forward import _forward
 from llmbench.predict.outliers import int8_outlier_fraction
@@ -162,7 +167,11 @@ def _context(
         arch, cell.quant if cell.quant != "nf4-not-passed" else "none", cell.dtype
     )
     ctx = _Context(
-        arch=arch, cell=cell, a=DTYPE_BYTES[cell.dtype], compute_dtype=bnb_4bit_compute_dtype
+        arch=arch,
+        cell=cell,
+        a=DTYPE_BYTES[cell.dtype],
+        # the cell's bnb_compute, or the config key at bnb_compute: config
+        compute_dtype=cell.compute_dtype_4bit(bnb_4bit_compute_dtype) or bnb_4bit_compute_dtype,
     )
     return ctx, weights
 
@@ -275,13 +284,23 @@ def predict_cell(
     config.json); ``Unpredictable`` when reading the config or predicting raised, so that one
     model the memory model cannot handle costs its own cells only; ``Unpredictable`` too for
     a static-cache or graph decode (``decode_mode`` other than eager), which the replay does
-    not model. Never raises ``Exception``."""
+    not model, and for an int8 cell at a non-default ``int8_threshold`` (the outlier fraction
+    is fitted at bitsandbytes' 6.0). A 4-bit cell's ``bnb_compute`` is modelled (the
+    ``x.to(compute_dtype)`` copy and the dequantized weight in the compute dtype,
+    ``llmbench.predict.linear``). Never raises ``Exception``."""
     if cell.decode_mode != "eager":
         return Unpredictable(
             cell,
             f"decode_mode {cell.decode_mode}: the memory model replays DynamicCache decode "
             "(decode_mode eager) only; a StaticCache's preallocated cache and a CUDA graph's "
             "private memory pool are not modelled",
+        )
+    if cell.quant == "int8" and cell.int8_threshold != "default":
+        return Unpredictable(
+            cell,
+            f"int8_threshold {cell.int8_threshold}: LLM.int8's outlier columns are modelled "
+            f"at bitsandbytes' default threshold {INT8_THRESHOLD} only (their fraction is "
+            "fitted on the reference; llmbench.predict.outliers)",
         )
     try:
         config = model_config_for(cell.model, models, repo_root)

@@ -174,6 +174,15 @@ def _efficiency_columns(result: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _found(setting: Mapping[str, Any] | None) -> Any:
+    """The one value a load-time bitsandbytes setting's check found in every layer; the
+    values joined by ``/`` when the layers disagree; None where the check did not apply."""
+    if not setting:
+        return None
+    found = setting.get("found") or []
+    return found[0] if len(found) == 1 else "/".join(str(v) for v in found) or None
+
+
 def _model_columns(result: Mapping[str, Any]) -> dict[str, Any]:
     model = result.get("model") or {}
     weights = model.get("weights") or {}
@@ -199,6 +208,9 @@ def _model_columns(result: Mapping[str, Any]) -> dict[str, Any]:
         else None,
         "quant_applied": quant_check.get("applied"),
         "quant_check_passed": quant_check.get("passed"),
+        # What the layers held, where the cell asked for a value (None elsewhere).
+        "bnb_4bit_compute_dtype_found": _found(quant_check.get("compute_dtype")),
+        "int8_threshold_found": _found(quant_check.get("int8_threshold")),
         "attn_in_config": attn_check.get("config_attn_implementation"),
         "attn_calls_per_forward": attn_check.get("calls_in_one_forward"),
         "attn_check_passed": attn_check.get("passed"),
