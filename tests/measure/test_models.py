@@ -85,9 +85,7 @@ def _load_prequantized(directory, quant, compute_dtype, *, override):
     return inspect_model(model), config
 
 
-def test_a_prequantized_checkpoint_keeps_its_saved_compute_dtype_unless_overridden(
-    base, tmp_path
-):
+def test_a_prequantized_checkpoint_keeps_its_saved_compute_dtype_unless_overridden(base, tmp_path):
     """transformers 5.17 loads a serialized bitsandbytes checkpoint with the config it saved,
     ignoring the passed one's compute dtype; ``loading_config`` puts the cell's in."""
     out, _ = base
