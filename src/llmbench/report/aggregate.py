@@ -174,13 +174,13 @@ def _efficiency_columns(result: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _found(setting: Mapping[str, Any] | None) -> Any:
-    """The one value a load-time bitsandbytes setting's check found in every layer; the
-    values joined by ``/`` when the layers disagree; None where the check did not apply."""
+def _found(setting: Mapping[str, Any] | None) -> str | None:
+    """The values a load-time bitsandbytes setting's check found in the layers, as text
+    (``float32``, ``4.0``; joined by ``/`` when the layers disagree); None where the check
+    did not apply or found no layer."""
     if not setting:
         return None
-    found = setting.get("found") or []
-    return found[0] if len(found) == 1 else "/".join(str(v) for v in found) or None
+    return "/".join(str(v) for v in setting.get("found") or []) or None
 
 
 def _model_columns(result: Mapping[str, Any]) -> dict[str, Any]:
