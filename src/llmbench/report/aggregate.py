@@ -26,9 +26,9 @@ from typing import Any
 from llmbench import GIB
 from llmbench.grid.schemas import SchemaError
 from llmbench.grid.spec import OPTIONAL_AXES
-from llmbench.measure.checks import gpu_clean_check
 from llmbench.predict import table_columns as predicted_columns
 from llmbench.record.cell import read_cell_result
+from llmbench.report.checkcolumns import check_columns
 
 CELL_KEYS = ("model", "quant", "attn", "dtype", "batch", "seq", *OPTIONAL_AXES)
 """What tells cells apart (``grid.spec.Cell``'s fields)."""
@@ -174,27 +174,9 @@ def _efficiency_columns(result: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _found(setting: Mapping[str, Any] | None) -> str | None:
-    """The values a load-time bitsandbytes setting's check found in the layers, as text
-    (``float32``, ``4.0``; joined by ``/`` when the layers disagree); None where the check
-    did not apply or found no layer."""
-    if not setting:
-        return None
-    return "/".join(str(v) for v in setting.get("found") or []) or None
-
-
 def _model_columns(result: Mapping[str, Any]) -> dict[str, Any]:
     model = result.get("model") or {}
     weights = model.get("weights") or {}
-    checks = result.get("checks") or {}
-    quant_check = checks.get("quantization") or {}
-    attn_check = checks.get("attention") or {}
-    # Recomputed from the raw NVML snapshot, so every table applies the current definition.
-    clean = (
-        gpu_clean_check(result.get("gpu_before"), (result.get("environment") or {})["gpus"])
-        if "gpu_clean" in checks
-        else None
-    )
     modules = weights.get("modules") or {}
     return {
         "checkpoint_kind": model.get("checkpoint_kind"),
@@ -206,22 +188,7 @@ def _model_columns(result: Mapping[str, Any]) -> dict[str, Any]:
         "bnb_linear_layers": (modules.get("linear_4bit", 0) + modules.get("linear_8bit", 0))
         if modules
         else None,
-        "quant_applied": quant_check.get("applied"),
-        "quant_check_passed": quant_check.get("passed"),
-        # What the layers held, where the cell asked for a value (None elsewhere).
-        "bnb_4bit_compute_dtype_found": _found(quant_check.get("compute_dtype")),
-        "int8_threshold_found": _found(quant_check.get("int8_threshold")),
-        "attn_in_config": attn_check.get("config_attn_implementation"),
-        "attn_calls_per_forward": attn_check.get("calls_in_one_forward"),
-        "attn_check_passed": attn_check.get("passed"),
-        "flash_attn_version": (attn_check.get("flash_attn") or {}).get("version"),
-        # The SDPA backend PyTorch picked (sdpa cells; forced ones name it in `attn`).
-        "sdpa_backend_prefill": (attn_check.get("sdpa_backend_chosen") or {}).get("prefill"),
-        "sdpa_backend_decode": (attn_check.get("sdpa_backend_chosen") or {}).get("decode"),
-        "gpu_clean": None if clean is None else clean.get("passed"),
-        "decode_truth_passed": (checks.get("decode_truth") or {}).get("passed"),
-        "decode_truth_max_rel_diff": (checks.get("decode_truth") or {}).get("max_rel_diff"),
-        "allocator_check_passed": (checks.get("allocator") or {}).get("passed"),
+        **check_columns(result),
     }
 
 
