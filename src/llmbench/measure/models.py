@@ -87,8 +87,11 @@ def prequantize(
 ) -> dict[str, Any]:
     """Quantize a checkpoint once with bitsandbytes and serialize it, so cells load it as is.
 
-    When quantization is impossible here (no bitsandbytes, or it refuses the device), the
-    manifest says so and cells quantize on load instead, where the failure is classified.
+    One per quant: the weights, the 4-bit type and double quantization are what it stores.
+    ``compute_dtype`` is recorded in its config.json and manifest, but cells load it with their
+    own compute dtype and int8 threshold (:func:`loading_config`). When quantization is
+    impossible here (no bitsandbytes, or it refuses the device), the manifest says so and cells
+    quantize on load instead, where the failure is classified.
     """
     out_dir = Path(out_dir)
     started = time.perf_counter()
