@@ -20,8 +20,8 @@ backends (math in bf16, efficient, cuDNN), int8 with fp16, Llama/Qwen2 shapes, a
 layers at 5-1536 rows (e.g. decode with batch > 4), where the dequantize fallback is assumed
 although bitsandbytes may pick its fused kernel on some GPUs (over-prediction of at most one
 dequantized weight). LLM.int8 at a non-default ``int8_threshold`` is not predicted
-(``Unpredictable``: the outlier fraction is fitted at 6.0). One device is assumed (``device_map`` that places the whole model on one
-GPU).
+(``Unpredictable``: the outlier fraction is fitted at 6.0). One device is assumed
+(``device_map`` that places the whole model on one GPU).
 
 Modules, each importing only those above it in this list:
 
