@@ -3,7 +3,7 @@
 #
 # Layout of what it writes:
 #   resources/models/{model}/base/          random-weight checkpoint (safetensors)
-#   resources/models/{model}/{quant}/       pre-quantized checkpoint (int8, nf4, nf4-dq)
+#   resources/models/{model}/{quant}/       pre-quantized checkpoint (int8, nf4(-dq), fp4(-dq))
 #   results/cells/{model}/{quant}/{attn}/{dtype}/b{batch}_s{seq}.json   one JSON per cell
 #   results/tables/cells.csv|.parquet, devices.csv                      tidy tables
 #   results/figures/*.png|.svg                                          seaborn figures

@@ -188,3 +188,86 @@ def test_blocks_expand_over_the_optional_axes_they_name():
     assert [c.decode_mode for c in expand_blocks([block])] == ["eager"]
     modes = expand_blocks([{**block, "decode_mode": ["static", "graph"]}])
     assert sorted(c.decode_mode for c in modes) == ["graph", "static"]
+
+
+def test_fp4_is_a_quant_of_its_own():
+    cell = Cell("m", "fp4-dq", "sdpa", "bfloat16", 1, 8)
+    assert cell.relpath == "m/fp4-dq/sdpa/bfloat16/b1_s8.json"
+    assert re.fullmatch(wildcard_constraints()["quant"], "fp4")
+    assert cell.compute_dtype_4bit("bfloat16") == "bfloat16"
+
+
+@pytest.mark.parametrize(
+    "quant, bnb_compute, int8_threshold, suffix",
+    [
+        ("nf4", "float32", "default", "_c-fp32"),
+        ("fp4", "bfloat16", "default", "_c-bf16"),
+        ("fp4-dq", "float16", "default", "_c-fp16"),
+        ("int8", "config", "4", "_t4"),
+        ("int8", "config", "10", "_t10"),
+        ("int8", "config", "0", "_t0"),
+    ],
+)
+def test_bnb_axes_become_a_path_suffix_that_parses_back(quant, bnb_compute, int8_threshold, suffix):
+    cell = Cell(
+        "m",
+        quant,
+        "sdpa",
+        "bfloat16",
+        2,
+        64,
+        "graph",
+        bnb_compute=bnb_compute,
+        int8_threshold=int8_threshold,
+    )
+    assert cell.variant == f"_decode-graph{suffix}"
+    assert cell.relpath == f"m/{quant}/sdpa/bfloat16/b2_s64_decode-graph{suffix}.json"
+    assert parse_variant(cell.variant) == {
+        "decode_mode": "graph",
+        **({"bnb_compute": bnb_compute} if bnb_compute != "config" else {}),
+        **({"int8_threshold": int8_threshold} if int8_threshold != "default" else {}),
+    }
+    wildcards = {**cell.to_dict(), "variant": cell.variant}
+    for axis in ("decode_mode", "allocator", "bnb_compute", "int8_threshold"):
+        del wildcards[axis]
+    assert Cell.from_mapping(wildcards) == cell
+    assert re.fullmatch(wildcard_constraints()["variant"], cell.variant)
+
+
+def test_bnb_axes_resolve_to_what_the_cell_passes():
+    assert Cell("m", "nf4", "sdpa", "bfloat16", 1, 8).compute_dtype_4bit("float16") == "float16"
+    chosen = Cell("m", "nf4", "sdpa", "bfloat16", 1, 8, bnb_compute="float32")
+    assert chosen.compute_dtype_4bit("bfloat16") == "float32"
+    assert Cell("m", "int8", "sdpa", "bfloat16", 1, 8).compute_dtype_4bit("bfloat16") is None
+    assert Cell("m", "int8", "sdpa", "bfloat16", 1, 8).llm_int8_threshold is None
+    assert Cell("m", "int8", "sdpa", "bfloat16", 1, 8, int8_threshold="4").llm_int8_threshold == 4.0
+
+
+def test_bad_bnb_axis_values_are_refused():
+    with pytest.raises(ValueError, match="bnb_compute"):
+        Cell("m", "nf4", "sdpa", "bfloat16", 1, 1, bnb_compute="fp8")
+    with pytest.raises(ValueError, match="int8_threshold"):
+        Cell("m", "int8", "sdpa", "bfloat16", 1, 1, int8_threshold="6")  # that is 'default'
+    with pytest.raises(ValueError, match="not a known tag"):
+        parse_variant("_c-fp8")
+
+
+def test_blocks_expand_over_bnb_axes_with_numbers_as_yaml_reads_them(tmp_path):
+    document = {
+        "blocks": [
+            block(quant=["nf4", "fp4"], bnb_compute=["bfloat16", "float32"]),
+            block(quant=["int8"], int8_threshold=["default", 4, "0"]),
+        ]
+    }
+    path = write_grid(tmp_path, document)
+    cells = expand_grid(load_grid(str(path), tmp_path, MODELS))
+    assert sorted(c.variant for c in cells) == sorted(
+        ["_c-bf16", "_c-fp32", "_c-bf16", "_c-fp32", "", "_t4", "_t0"]
+    )
+    assert {c.int8_threshold for c in cells if c.quant == "int8"} == {"default", "4", "0"}
+
+
+def test_a_threshold_outside_the_axis_fails_the_grid_schema(tmp_path):
+    path = write_grid(tmp_path, {"blocks": [block(quant=["int8"], int8_threshold=[7])]})
+    with pytest.raises(SchemaError, match="int8_threshold"):
+        load_grid(str(path), tmp_path, MODELS)

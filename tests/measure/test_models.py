@@ -46,32 +46,73 @@ def test_prequantized_checkpoint_is_chosen_only_when_it_matches(base, tmp_path):
     assert manifest["status"] == "ok"
     entry = {"architecture": "x.json"}
     choose = models.choose_checkpoint
-    assert choose(entry, out, nf4, quant="nf4", compute_dtype="bfloat16") == (
-        str(nf4),
-        "prequantized",
-    )
-    # A checkpoint quantized for another compute dtype or quant is not used: quantize on load.
-    assert choose(entry, out, nf4, quant="nf4", compute_dtype="float16") == (str(out), "base")
-    assert choose(entry, out, nf4, quant="nf4-dq", compute_dtype="bfloat16") == (str(out), "base")
-    assert choose(entry, out, nf4, quant="nf4-not-passed", compute_dtype="bfloat16")[1] == "base"
+    assert choose(entry, out, nf4, quant="nf4") == (str(nf4), "prequantized")
+    # A checkpoint quantized for another quant is not used: quantize on load.
+    assert choose(entry, out, nf4, quant="nf4-dq") == (str(out), "base")
+    assert choose(entry, out, nf4, quant="fp4") == (str(out), "base")
+    assert choose(entry, out, nf4, quant="nf4-not-passed")[1] == "base"
 
 
 def test_failed_prequantization_falls_back_to_quantizing_on_load(base, tmp_path):
     out, _ = base
     broken = tmp_path / "int8"
     write_json_atomic(broken / models.MANIFEST, {"status": "failed", "quantization": "int8"})
-    assert (
-        models.choose_checkpoint({}, out, broken, quant="int8", compute_dtype="bfloat16")[1]
-        == "base"
-    )
+    assert models.choose_checkpoint({}, out, broken, quant="int8")[1] == "base"
 
 
 def test_pretrained_entries_load_their_own_path():
     entry = {"pretrained": "/models/my-llama"}
-    assert models.choose_checkpoint(entry, None, None, quant="nf4", compute_dtype="bfloat16") == (
+    assert models.choose_checkpoint(entry, None, None, quant="nf4") == (
         "/models/my-llama",
         "pretrained",
     )
+
+
+def _load_prequantized(directory, quant, compute_dtype, *, override):
+    from llmbench.measure.quantization import inspect_model
+
+    kwargs = models.load_kwargs(
+        quant=quant,
+        attn_implementation="sdpa",
+        dtype="bfloat16",
+        device_map="cpu",
+        compute_dtype=compute_dtype,
+    )
+    config = models.loading_config(str(directory), kwargs["quantization_config"])
+    if override:
+        kwargs["config"] = config
+    model, _ = models.load(str(directory), kwargs)
+    return inspect_model(model), config
+
+
+def test_a_prequantized_checkpoint_keeps_its_saved_compute_dtype_unless_overridden(base, tmp_path):
+    """transformers 5.17 loads a serialized bitsandbytes checkpoint with the config it saved,
+    ignoring the passed one's compute dtype; ``loading_config`` puts the cell's in."""
+    out, _ = base
+    fp4 = tmp_path / "fp4"
+    models.prequantize(out, fp4, quant="fp4", compute_dtype="bfloat16", device="cpu")
+    ignored, _ = _load_prequantized(fp4, "fp4", "float32", override=False)
+    assert ignored["bnb_4bit_compute_dtypes"] == ["bfloat16"]
+    held, config = _load_prequantized(fp4, "fp4", "float32", override=True)
+    assert held["bnb_4bit_compute_dtypes"] == ["float32"]
+    assert held["bnb_4bit_quant_types"] == ["fp4"] and held["bnb_4bit_double_quant"] == [False]
+    described = models.describe_kwargs({"config": config})["config"]["quantization_config"]
+    assert described["bnb_4bit_compute_dtype"] == "float32"
+    assert described["bnb_4bit_quant_type"] == "fp4"
+
+
+def test_no_loading_config_for_unquantized_checkpoints(base):
+    out, _ = base
+    quantization_config = models.load_kwargs(
+        quant="nf4",
+        attn_implementation="sdpa",
+        dtype="bfloat16",
+        device_map="cpu",
+        compute_dtype="bfloat16",
+    )["quantization_config"]
+    assert models.loading_config(str(out), quantization_config) is None
+    assert models.loading_config("some/hub-id", quantization_config) is None
+    assert models.loading_config(str(out), None) is None
 
 
 def test_load_kwargs_pass_the_config_except_as_written():
@@ -94,6 +135,15 @@ def test_load_kwargs_pass_the_config_except_as_written():
     assert "quantization_config" not in as_written
     described = models.describe_kwargs(kwargs)
     assert described["dtype"] == "bfloat16" and described["quantization_config"]["load_in_4bit"]
+    int8 = models.load_kwargs(
+        quant="int8",
+        attn_implementation="sdpa",
+        dtype="bfloat16",
+        device_map="auto",
+        compute_dtype="bfloat16",
+        llm_int8_threshold=4.0,
+    )
+    assert int8["quantization_config"].llm_int8_threshold == 4.0
 
 
 def test_device_map_resolution():

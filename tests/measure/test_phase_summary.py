@@ -44,3 +44,9 @@ def test_energy_summary_per_pass_and_per_token():
 def test_4bit_layers_compute_in_their_compute_dtype():
     assert compute_dtype(CELL, "bfloat16") == "bfloat16"
     assert compute_dtype(Cell("m", "int8", "sdpa", "float16", 1, 1), "bfloat16") == "float16"
+
+
+def test_a_cells_4bit_compute_dtype_wins_over_the_configured_one():
+    fp32 = Cell("m", "fp4-dq", "sdpa", "bfloat16", 1, 1, bnb_compute="float32")
+    assert compute_dtype(fp32, "bfloat16") == "float32"
+    assert compute_dtype(Cell("m", "fp4", "sdpa", "bfloat16", 1, 1), "float16") == "float16"

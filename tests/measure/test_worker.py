@@ -109,3 +109,36 @@ def test_a_spec_without_a_model_entry_fails_in_load(tmp_path):
     assert (result["status"], result["phase"]) == ("error", "load")
     assert result["reason"] == "other_error in load: 'model_entry'"
     assert result["memory"]["phases"] == {} and "start_and_imports_s" in result["timing_breakdown"]
+
+
+def test_a_4bit_cell_runs_with_the_compute_dtype_it_names_and_proves_it(tmp_path, pretrained):
+    out = tmp_path / "cell.json"
+    result = run_cell(
+        cell=Cell("tiny-llama", "fp4", "sdpa", "bfloat16", 1, 16, bnb_compute="float32"),
+        settings=SETTINGS,  # bnb_4bit_compute_dtype: bfloat16, which the cell overrides
+        model_entry={"pretrained": str(pretrained)},
+        base_dir=None,
+        prequantized_dir=None,
+        out_path=out,
+        timeout_s=120,
+    )
+    validate_cell_result(result, where=str(out))
+    assert result["status"] == "ok", result["reason"]
+    assert result["cell"]["bnb_compute"] == "float32"
+    check = result["checks"]["quantization"]
+    assert check["applied"] == "fp4" and check["passed"]
+    assert check["compute_dtype"] == {"requested": "float32", "found": ["float32"], "passed": True}
+    passed = result["model"]["from_pretrained_kwargs"]["quantization_config"]
+    assert passed["bnb_4bit_compute_dtype"] == "float32"
+    assert passed["bnb_4bit_quant_type"] == "fp4"
+
+
+def test_a_bnb_setting_on_a_cell_it_does_not_apply_to_is_unsupported_before_load(tmp_path):
+    cell = Cell("tiny-llama", "none", "sdpa", "bfloat16", 1, 8, int8_threshold="4")
+    result = worker.run(worker_spec(tmp_path, cell))
+    assert (result["status"], result["phase"]) == ("unsupported", "setup")
+    assert (
+        result["reason"]
+        == "int8_threshold 4 sets LLM.int8's outlier threshold; quant none is not int8"
+    )
+    assert result["model"] is None

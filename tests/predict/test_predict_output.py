@@ -187,3 +187,15 @@ def test_report_names_cells_without_a_prediction_and_counts_them():
     assert reason in lines
     terms = predict.format_report([*rows, unknown], grid="seed", gpu_mem="24GB", terms=True)
     assert "llama-x none sdpa bfloat16 b1 s8: unknown: rope_scaling" in terms  # named once
+
+
+def test_the_table_shows_the_optional_axes_where_a_cell_is_off_their_defaults():
+    plain = predict.grid_prediction_rows("seed", repo_root=REPO)
+    assert "variant" not in predict.format_table(plain).splitlines()[0].split()
+    rows = predict.grid_prediction_rows("quant", repo_root=REPO)
+    header, body = table_rows(predict.format_table(rows).splitlines())
+    assert header[6] == "variant"
+    variants = {line[6] for line in body if line[1] in ("nf4", "fp4", "nf4-dq")}
+    assert variants == {"_c-bf16", "_c-fp32"}
+    fp32 = next(r for r in rows if r["quant"] == "fp4" and r["bnb_compute"] == "float32")
+    assert output.cell_label(fp32).endswith("_c-fp32")

@@ -97,3 +97,25 @@ def test_frontier_probes_predicted():
             measured = device0(result, "decode", "peak_allocated_bytes")
             assert measured / prediction.decode.peak_allocated == pytest.approx(1, abs=0.002), path
     assert sorted(set(statuses)) == ["ok", "oom"]
+
+
+def test_a_cells_4bit_compute_dtype_wins_over_the_configured_one():
+    from dataclasses import replace
+
+    nf4 = cell("nf4", "sdpa", "bfloat16", batch=2, seq=1024)
+    fp32 = replace(nf4, bnb_compute="float32")
+    as_configured = predict.predict(MISTRAL, nf4, bnb_4bit_compute_dtype="float32")
+    chosen = predict.predict(MISTRAL, fp32, bnb_4bit_compute_dtype="bfloat16")
+    assert chosen.prefill.peak_allocated == as_configured.prefill.peak_allocated
+    bf16 = predict.predict(MISTRAL, nf4, bnb_4bit_compute_dtype="bfloat16")
+    # float32 compute copies the input and dequantizes the weight at 4 bytes an element
+    assert chosen.prefill.peak_allocated > bf16.prefill.peak_allocated
+
+
+@pytest.mark.parametrize("dq", ["", "-dq"])
+def test_fp4_predicts_what_nf4_predicts(dq):
+    fp4 = predict.predict(MISTRAL, cell(f"fp4{dq}", "sdpa", "bfloat16", batch=2, seq=1024))
+    nf4 = predict.predict(MISTRAL, cell(f"nf4{dq}", "sdpa", "bfloat16", batch=2, seq=1024))
+    assert fp4.weights == nf4.weights
+    for phase in ("load", "prefill", "decode"):
+        assert getattr(fp4, phase).peak_allocated == getattr(nf4, phase).peak_allocated

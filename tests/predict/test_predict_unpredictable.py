@@ -119,3 +119,17 @@ def test_static_and_graph_decode_are_unknown_not_the_eager_numbers(repo):
         cell = Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 64, decode_mode=mode)
         answer = predict_cell(cell, models, repo)
         assert isinstance(answer, Unpredictable) and "DynamicCache" in answer.reason
+
+
+def test_a_non_default_int8_threshold_is_unknown_and_a_4bit_compute_dtype_is_predicted(repo):
+    from llmbench.grid.spec import Cell
+    from llmbench.predict.prediction import Prediction, Unpredictable, predict_cell
+
+    models = {"tiny-mistral": {"architecture": "config/models/tiny-mistral.json"}}
+    default = Cell("tiny-mistral", "int8", "sdpa", "bfloat16", 1, 64)
+    assert isinstance(predict_cell(default, models, repo), Prediction)
+    four = Cell("tiny-mistral", "int8", "sdpa", "bfloat16", 1, 64, int8_threshold="4")
+    answer = predict_cell(four, models, repo)
+    assert isinstance(answer, Unpredictable) and "int8_threshold 4" in answer.reason
+    fp32 = Cell("tiny-mistral", "fp4", "sdpa", "bfloat16", 1, 64, bnb_compute="float32")
+    assert isinstance(predict_cell(fp32, models, repo), Prediction)

@@ -89,3 +89,12 @@ def test_reference_weight_bytes_by_dtype_exactly():
         assert prediction.weights.by_dtype == expected, path
         seen.add(c.quant)
     assert {"none", "int8", "nf4"} <= seen
+
+
+def test_fp4_is_stored_as_nf4():
+    arch = Architecture.from_config(TINY)
+    for dq in ("", "-dq"):
+        assert weight_breakdown(arch, f"fp4{dq}", "bfloat16") == weight_breakdown(
+            arch, f"nf4{dq}", "bfloat16"
+        )
+    assert weight_breakdown(arch, "fp4", "bfloat16").load_residual == NF4_LOAD_RESIDUAL_BYTES

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from llmbench import GIB
@@ -283,3 +284,35 @@ OPT_STYLE = {
     "word_embed_proj_dim": 64,
 }
 """An OPT-style config.json: the MLP width is ffn_dim, there is no intermediate_size."""
+
+
+def test_bnb_axes_and_what_the_layers_held_are_columns(tmp_path):
+    old = ok_result()  # written before the axes existed: their defaults
+    fp4 = ok_result(batch=4)
+    fp4["cell"].update(quant="fp4", bnb_compute="float32", int8_threshold="default")
+    fp4["checks"]["quantization"] = {
+        "applied": "fp4",
+        "passed": True,
+        "compute_dtype": {"requested": "float32", "found": ["float32"], "passed": True},
+    }
+    int8 = ok_result(batch=8)
+    int8["cell"].update(quant="int8", int8_threshold="4")
+    int8["checks"]["quantization"] = {
+        "applied": "int8",
+        "passed": False,
+        "int8_threshold": {"requested": 4.0, "found": [4.0, 6.0], "passed": False},
+    }
+    paths = [write(tmp_path, f"{n}.json", r) for n, r in (("a", old), ("b", fp4), ("c", int8))]
+    cells, devices = build_tables(paths)
+    rows = cells.set_index("batch")
+    assert rows.loc[2, "bnb_compute"] == "config" and rows.loc[2, "int8_threshold"] == "default"
+    assert rows.loc[4, "bnb_compute"] == "float32"
+    assert rows.loc[4, "bnb_4bit_compute_dtype_found"] == "float32"
+    assert rows.loc[8, "int8_threshold"] == "4"
+    assert rows.loc[8, "int8_threshold_found"] == "4.0/6.0"
+    assert pd.isna(rows.loc[4, "int8_threshold_found"])
+    assert rows.loc[4, "quant_applied"] == "fp4"
+    tables = {k: str(tmp_path / k) for k in ("cells_csv", "cells_parquet", "devices_csv")}
+    write_tables(cells, devices, **tables)  # text columns keep parquet writable
+    written = pd.read_parquet(tables["cells_parquet"]).set_index("batch")
+    assert written["int8_threshold_found"].fillna("").to_dict() == {2: "", 4: "", 8: "4.0/6.0"}

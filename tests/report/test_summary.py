@@ -85,8 +85,8 @@ def test_lists_only_the_tables_and_figures_that_exist(run):
     # snakemake figures --config report_root=...: that folder's figures are listed too
     figures = joined(summarize(run, seed_cells(), report_roots=[SEED]), "figures")
     assert figures == (
-        f"figures {SEED / 'figures'}/: latency_vs_seq, memory_vs_seq, predicted_vs_measured, "
-        "seed_comparison, status_map (.png, .svg)"
+        f"figures {SEED / 'figures'}/: decode_vs_floor, latency_vs_seq, memory_vs_seq, "
+        "predicted_vs_measured, seed_comparison, status_map (.png, .svg)"
     )
 
 

@@ -32,7 +32,7 @@ rule prequantize_model:
     log:
         "logs/models/{model}/prequantize_{quant}.log",
     wildcard_constraints:
-        quant="int8|nf4|nf4-dq",
+        quant="int8|nf4|nf4-dq|fp4|fp4-dq",
     conda:
         "../../envs/measure.yaml"
     resources:

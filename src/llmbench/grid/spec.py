@@ -2,8 +2,8 @@
 
 A grid file (``config/grids/<name>.yaml``) is a list of blocks; each block is a cartesian
 product over models × quant × attn × dtype × batch × seq, and over the optional axes
-decode_mode × allocator (:data:`OPTIONAL_AXES`; a block that omits one takes its default). The
-grid is the union of its blocks.
+decode_mode × allocator × bnb_compute × int8_threshold (:data:`OPTIONAL_AXES`; a block that
+omits one takes its default). The grid is the union of its blocks.
 Every combination becomes a cell, including ones that cannot run: those end as cells whose
 JSON says ``unsupported`` or ``unavailable`` rather than being dropped.
 """
@@ -20,11 +20,16 @@ from typing import Any
 from llmbench.grid.files import read_yaml
 from llmbench.grid.schemas import validate_document
 
-QUANTS: tuple[str, ...] = ("none", "int8", "nf4", "nf4-dq", "nf4-not-passed")
-"""Quantization axis. ``nf4-not-passed`` reproduces the seed's case 2 as written: a
-BitsAndBytesConfig is built but never passed to ``from_pretrained``."""
+QUANTS: tuple[str, ...] = ("none", "int8", "nf4", "nf4-dq", "nf4-not-passed", "fp4", "fp4-dq")
+"""Quantization axis: bitsandbytes LLM.int8 (``int8``), 4-bit NormalFloat (``nf4``) or 4-bit
+float (``fp4``, bitsandbytes' own default 4-bit type), ``-dq`` with double quantization of the
+absmax. ``nf4-not-passed`` reproduces the seed's case 2 as written: a BitsAndBytesConfig is
+built but never passed to ``from_pretrained``."""
 
-BNB_QUANTS: frozenset[str] = frozenset({"int8", "nf4", "nf4-dq"})
+FOUR_BIT_QUANTS: frozenset[str] = frozenset({"nf4", "nf4-dq", "fp4", "fp4-dq"})
+"""Quantizations that load bitsandbytes ``Linear4bit`` layers."""
+
+BNB_QUANTS: frozenset[str] = frozenset({"int8", *FOUR_BIT_QUANTS})
 """Quantizations that really pass a BitsAndBytesConfig."""
 
 ATTNS: tuple[str, ...] = (
@@ -51,13 +56,32 @@ ALLOCATORS: tuple[str, ...] = ("default", "expandable_segments")
 """PyTorch CUDA caching-allocator mode of the cell's process: ``default``, or
 ``expandable_segments`` (``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``)."""
 
-OPTIONAL_AXES: dict[str, tuple[str, ...]] = {"decode_mode": DECODE_MODES, "allocator": ALLOCATORS}
+BNB_COMPUTES: tuple[str, ...] = ("config", "bfloat16", "float16", "float32")
+"""Compute dtype of a 4-bit cell's ``Linear4bit`` layers (``bnb_4bit_compute_dtype``):
+``config`` takes the config key ``bnb_4bit_compute_dtype`` (what every cell did before this
+axis existed), the others name it. Only 4-bit quantizations have it: another cell with a
+value other than ``config`` is ``unsupported`` before it loads (``grid.support``)."""
+
+INT8_THRESHOLDS: tuple[str, ...] = ("default", "0", "1", "2", "3", "4", "5", "8", "10", "16")
+"""LLM.int8's outlier threshold (``llm_int8_threshold``) of an int8 cell: ``default`` leaves
+bitsandbytes' default (6.0), a number passes it (``0`` = no outlier decomposition: every
+column in int8). Only ``int8`` has it: another cell with a value other than ``default`` is
+``unsupported`` before it loads (``grid.support``)."""
+
+OPTIONAL_AXES: dict[str, tuple[str, ...]] = {
+    "decode_mode": DECODE_MODES,
+    "allocator": ALLOCATORS,
+    "bnb_compute": BNB_COMPUTES,
+    "int8_threshold": INT8_THRESHOLDS,
+}
 """Axes a grid block may omit; the first value is the default. A cell at every default has
 the path it had before these axes existed; other values add a suffix (:attr:`Cell.variant`)."""
 
 _VARIANT_TAGS: dict[str, dict[str, str]] = {
     "decode_mode": {"static": "_decode-static", "graph": "_decode-graph"},
     "allocator": {"expandable_segments": "_alloc-expandable"},
+    "bnb_compute": {"bfloat16": "_c-bf16", "float16": "_c-fp16", "float32": "_c-fp32"},
+    "int8_threshold": {value: f"_t{value}" for value in INT8_THRESHOLDS[1:]},
 }
 """Path suffix of each non-default optional-axis value, in path order."""
 
@@ -79,6 +103,8 @@ class Cell:
     seq: int
     decode_mode: str = DECODE_MODES[0]
     allocator: str = ALLOCATORS[0]
+    bnb_compute: str = BNB_COMPUTES[0]
+    int8_threshold: str = INT8_THRESHOLDS[0]
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.model):
@@ -89,6 +115,8 @@ class Cell:
             ("dtype", self.dtype, DTYPES),
             ("decode_mode", self.decode_mode, DECODE_MODES),
             ("allocator", self.allocator, ALLOCATORS),
+            ("bnb_compute", self.bnb_compute, BNB_COMPUTES),
+            ("int8_threshold", self.int8_threshold, INT8_THRESHOLDS),
         ):
             if value not in allowed:
                 raise ValueError(f"{axis} {value!r} is not one of {', '.join(allowed)}")
@@ -105,6 +133,20 @@ class Cell:
     def sdpa_backend(self) -> str | None:
         """The forced PyTorch SDPA backend, or None when PyTorch chooses."""
         return self.attn.split("-", 1)[1] if self.attn.startswith("sdpa-") else None
+
+    def compute_dtype_4bit(self, configured: str) -> str | None:
+        """The 4-bit layers' compute dtype: this cell's ``bnb_compute``, or ``configured`` (the
+        config key ``bnb_4bit_compute_dtype``) at ``config``; None for a cell that is not
+        4-bit."""
+        if self.quant not in FOUR_BIT_QUANTS:
+            return None
+        return configured if self.bnb_compute == "config" else self.bnb_compute
+
+    @property
+    def llm_int8_threshold(self) -> float | None:
+        """The ``llm_int8_threshold`` this cell passes, or None to leave bitsandbytes' default
+        (``int8_threshold: default``)."""
+        return None if self.int8_threshold == "default" else float(self.int8_threshold)
 
     @property
     def variant(self) -> str:
@@ -153,7 +195,8 @@ def parse_variant(variant: str) -> dict[str, str]:
     values: dict[str, str] = {}
     rest = variant
     for axis, tags in _VARIANT_TAGS.items():
-        for value, tag in tags.items():
+        # longest tag first: ``_t10`` is not ``_t1`` followed by ``0``
+        for value, tag in sorted(tags.items(), key=lambda item: -len(item[1])):
             if rest.startswith(tag):
                 values[axis] = value
                 rest = rest[len(tag) :]
@@ -194,10 +237,9 @@ def expand_blocks(blocks: Iterable[Mapping[str, Any]]) -> list[Cell]:
     cells: set[Cell] = set()
     for block in blocks:
         axes = [block[axis] if axis in block else OPTIONAL_AXES[axis][:1] for axis in AXES]
-        for model, quant, attn, dtype, batch, seq, decode_mode, allocator in itertools.product(
-            *axes
-        ):
-            cells.add(Cell(model, quant, attn, dtype, batch, seq, decode_mode, allocator))
+        for model, quant, attn, dtype, batch, seq, *optional in itertools.product(*axes):
+            # YAML reads a threshold 4 as a number; the axis' values are its spellings
+            cells.add(Cell(model, quant, attn, dtype, batch, seq, *(str(v) for v in optional)))
     return sorted(cells)
 
 
@@ -210,7 +252,7 @@ def wildcard_constraints() -> dict[str, str]:
     """Regexes for the Snakemake wildcards, so a malformed path never matches a rule."""
 
     def alternation(values: Iterable[str]) -> str:
-        return "|".join(re.escape(v) for v in values)
+        return "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
 
     return {
         "model": NAME_PATTERN.pattern.strip("^$"),

@@ -87,8 +87,11 @@ def prequantize(
 ) -> dict[str, Any]:
     """Quantize a checkpoint once with bitsandbytes and serialize it, so cells load it as is.
 
-    When quantization is impossible here (no bitsandbytes, or it refuses the device), the
-    manifest says so and cells quantize on load instead, where the failure is classified.
+    One per quant: the weights, the 4-bit type and double quantization are what it stores.
+    ``compute_dtype`` is recorded in its config.json and manifest, but cells load it with their
+    own compute dtype and int8 threshold (:func:`loading_config`). When quantization is
+    impossible here (no bitsandbytes, or it refuses the device), the manifest says so and cells
+    quantize on load instead, where the failure is classified.
     """
     out_dir = Path(out_dir)
     started = time.perf_counter()
@@ -140,9 +143,12 @@ def choose_checkpoint(
     prequantized_dir: Path | None,
     *,
     quant: str,
-    compute_dtype: str,
 ) -> tuple[str, str]:
-    """Pick what to load: (path or hub id, kind) with kind in base, prequantized, pretrained."""
+    """Pick what to load: (path or hub id, kind) with kind in base, prequantized, pretrained.
+
+    A pre-quantized checkpoint is one per quant (weights, 4-bit type and double quantization
+    are stored); the 4-bit compute dtype and the int8 threshold are set at load
+    (:func:`loading_config`), so any cell of that quant loads it."""
     if "pretrained" in model_entry:
         return str(model_entry["pretrained"]), "pretrained"
     assert base_dir is not None
@@ -150,22 +156,26 @@ def choose_checkpoint(
         manifest_path = prequantized_dir / MANIFEST
         if manifest_path.is_file():
             manifest = read_json(manifest_path)
-            if (
-                manifest.get("status") == "ok"
-                and manifest.get("quantization") == quant
-                and manifest.get("compute_dtype") == compute_dtype
-            ):
+            if manifest.get("status") == "ok" and manifest.get("quantization") == quant:
                 return str(prequantized_dir), "prequantized"
     return str(base_dir), "base"
 
 
 def load_kwargs(
-    *, quant: str, attn_implementation: str, dtype: str, device_map: Any, compute_dtype: str
+    *,
+    quant: str,
+    attn_implementation: str,
+    dtype: str,
+    device_map: Any,
+    compute_dtype: str,
+    llm_int8_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for ``AutoModelForCausalLM.from_pretrained`` for one cell.
 
-    ``nf4-not-passed`` builds the BitsAndBytesConfig like the seed and, like the seed, does
-    not pass it. ``local_files_only`` follows the cell's Hub switch (module docstring).
+    ``compute_dtype``: the 4-bit compute dtype; ``llm_int8_threshold``: int8's outlier
+    threshold (None: bitsandbytes' default). ``nf4-not-passed`` builds the BitsAndBytesConfig
+    like the seed and, like the seed, does not pass it. ``local_files_only`` follows the
+    cell's Hub switch (module docstring).
     """
     kwargs: dict[str, Any] = {
         "dtype": _torch_dtype(dtype),
@@ -173,7 +183,7 @@ def load_kwargs(
         "device_map": device_map,
         "local_files_only": hub_offline(),
     }
-    config = build_bnb_config(quant, compute_dtype)
+    config = build_bnb_config(quant, compute_dtype, llm_int8_threshold)
     if config is not None and passes_config(quant):
         kwargs["quantization_config"] = config
     return kwargs
@@ -185,11 +195,41 @@ def describe_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in kwargs.items():
         if key == "quantization_config":
             described[key] = value.to_dict()
+        elif key == "config":  # a loading_config: only its quantization_config was changed
+            described[key] = {"quantization_config": value.quantization_config}
         elif isinstance(value, (str, int, float, bool, type(None), dict, list)):
             described[key] = value
         else:
             described[key] = str(value).removeprefix("torch.")
     return described
+
+
+LOAD_TIME_BNB_KEYS = ("bnb_4bit_compute_dtype", "llm_int8_threshold")
+"""BitsAndBytesConfig entries that bitsandbytes applies when it builds the layers, not when
+it quantizes the weights: a serialized checkpoint stores them in its config.json, and
+transformers 5.17 loads a checkpoint that has a quantization_config with *that* config,
+ignoring the one passed (``AutoHfQuantizer.merge_quantization_configs`` overrides loading
+attributes only for GPTQ/AWQ-like configs, not for BitsAndBytesConfig)."""
+
+
+def loading_config(checkpoint: str, quantization_config: Any) -> Any | None:
+    """The config of a pre-quantized bitsandbytes checkpoint folder with the cell's load-time
+    settings (:data:`LOAD_TIME_BNB_KEYS`) in its quantization_config, to pass as
+    ``config=``; None when ``checkpoint`` is not a local folder whose config.json has a
+    quantization_config (nothing to override). Raises what reading the config raises."""
+    config_path = Path(checkpoint) / "config.json"
+    if quantization_config is None or not config_path.is_file():
+        return None
+    if "quantization_config" not in read_config_file(config_path):
+        return None
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(checkpoint, local_files_only=True)
+    saved = config.quantization_config
+    saved = dict(saved) if isinstance(saved, Mapping) else saved.to_dict()
+    passed = quantization_config.to_dict()
+    config.quantization_config = {**saved, **{k: passed[k] for k in LOAD_TIME_BNB_KEYS}}
+    return config
 
 
 _LAYER = re.compile(r"^(.*\.layers)\.(\d+)(\..*)?$")

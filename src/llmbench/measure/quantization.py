@@ -2,7 +2,9 @@
 
 The seed notebook built a BitsAndBytesConfig and never passed it, so its "quantized" case was
 the bf16 model again. Every cell here counts the bitsandbytes layers and the weight bytes by
-dtype after loading; a requested quantization that is not there fails the cell's check.
+dtype after loading, and reads from the layers themselves the 4-bit type (nf4/fp4), double
+quantization, the 4-bit compute dtype and LLM.int8's outlier threshold; a requested
+quantization or setting that is not there fails the cell's check.
 """
 
 from __future__ import annotations
@@ -16,33 +18,46 @@ from llmbench.grid.spec import BNB_QUANTS
 INTENDED_QUANT = {"nf4-not-passed": "nf4"}
 """What a quant label is meant to measure, where that differs from what is passed."""
 
+LLM_INT8_DEFAULT_THRESHOLD = 6.0
+"""``BitsAndBytesConfig.llm_int8_threshold``'s default (transformers 5.17), what an int8 cell
+at ``int8_threshold: default`` must hold."""
+
 
 def passes_config(quant: str) -> bool:
     """Whether from_pretrained receives a quantization_config for this quant label."""
     return quant in BNB_QUANTS
 
 
-def bnb_config_kwargs(quant: str, compute_dtype: str) -> dict[str, Any] | None:
+def bnb_config_kwargs(
+    quant: str, compute_dtype: str, llm_int8_threshold: float | None = None
+) -> dict[str, Any] | None:
     """BitsAndBytesConfig arguments for a quant label (None for ``none``).
 
-    ``nf4-not-passed`` gets the seed's nf4 arguments: the config is built all the same.
+    ``compute_dtype`` (a torch dtype name) is the 4-bit layers' ``bnb_4bit_compute_dtype``;
+    ``llm_int8_threshold`` is passed for int8 when not None (else bitsandbytes' default 6.0
+    stays). ``nf4-not-passed`` gets the seed's nf4 arguments: the config is built all the same.
     """
     quant = INTENDED_QUANT.get(quant, quant)
     if quant == "none":
         return None
     if quant == "int8":
-        return {"load_in_8bit": True}
+        kwargs: dict[str, Any] = {"load_in_8bit": True}
+        if llm_int8_threshold is not None:
+            kwargs["llm_int8_threshold"] = llm_int8_threshold
+        return kwargs
     return {
         "load_in_4bit": True,
-        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_quant_type": quant.removesuffix("-dq"),
         "bnb_4bit_compute_dtype": compute_dtype,
-        "bnb_4bit_use_double_quant": quant == "nf4-dq",
+        "bnb_4bit_use_double_quant": quant.endswith("-dq"),
     }
 
 
-def build_bnb_config(quant: str, compute_dtype: str) -> Any:
-    """A transformers BitsAndBytesConfig for the label, or None."""
-    kwargs = bnb_config_kwargs(quant, compute_dtype)
+def build_bnb_config(
+    quant: str, compute_dtype: str, llm_int8_threshold: float | None = None
+) -> Any:
+    """A transformers BitsAndBytesConfig for the label (:func:`bnb_config_kwargs`), or None."""
+    kwargs = bnb_config_kwargs(quant, compute_dtype, llm_int8_threshold)
     if kwargs is None:
         return None
     import torch
@@ -98,6 +113,7 @@ def inspect_model(model: Any) -> dict[str, Any]:
     quant_types: set[str] = set()
     double_quant: set[bool] = set()
     compute_dtypes: set[str] = set()
+    thresholds: set[float] = set()
     for module in model.modules():
         if linear4 and isinstance(module, linear4):
             counts["linear_4bit"] += 1
@@ -109,6 +125,9 @@ def inspect_model(model: Any) -> dict[str, Any]:
                 compute_dtypes.add(str(module.compute_dtype).removeprefix("torch."))
         elif linear8 and isinstance(module, linear8):
             counts["linear_8bit"] += 1
+            threshold = getattr(getattr(module, "state", None), "threshold", None)
+            if threshold is not None:
+                thresholds.add(float(threshold))
         elif isinstance(module, torch.nn.Linear):
             counts["linear_unquantized"] += 1
 
@@ -130,6 +149,7 @@ def inspect_model(model: Any) -> dict[str, Any]:
         "bnb_4bit_quant_types": sorted(quant_types),
         "bnb_4bit_double_quant": sorted(double_quant),
         "bnb_4bit_compute_dtypes": sorted(compute_dtypes),
+        "bnb_int8_thresholds": sorted(thresholds),
         "weight_bytes_by_dtype": dict(sorted(bytes_by_dtype.items())),
         "weight_bytes_total": sum(bytes_by_dtype.values()),
         "embedding_bytes": _tensor_bytes(embedding.weight) if embedding is not None else 0,
@@ -137,39 +157,85 @@ def inspect_model(model: Any) -> dict[str, Any]:
     }
 
 
-def check_quantization(quant: str, inspection: dict[str, Any]) -> dict[str, Any]:
-    """Compare the requested quantization with what the model holds.
-
-    Returns ``{"requested", "config_passed", "applied", "passed", "reason"}``; ``applied`` names
-    what was found (none, int8, nf4, nf4-dq, or another 4-bit type).
-    """
+def _applied(inspection: dict[str, Any]) -> str:
+    """The quantization the model holds: none, int8, nf4, fp4, nf4-dq, fp4-dq, mixed-4bit."""
     modules = inspection["modules"]
     if modules["linear_8bit"]:
-        applied = "int8"
-    elif modules["linear_4bit"]:
-        types = inspection["bnb_4bit_quant_types"]
-        applied = types[0] if len(types) == 1 else "mixed-4bit"
-        if applied == "nf4" and inspection["bnb_4bit_double_quant"] == [True]:
-            applied = "nf4-dq"
-    else:
-        applied = "none"
+        return "int8"
+    if not modules["linear_4bit"]:
+        return "none"
+    types = inspection["bnb_4bit_quant_types"]
+    applied = types[0] if len(types) == 1 else "mixed-4bit"
+    if applied in ("nf4", "fp4") and inspection["bnb_4bit_double_quant"] == [True]:
+        applied += "-dq"
+    return applied
+
+
+def _setting_check(requested: Any, found: list[Any]) -> dict[str, Any]:
+    """One load-time setting: what was asked, the distinct values the layers hold, and whether
+    every layer holds the asked value."""
+    return {"requested": requested, "found": found, "passed": found == [requested]}
+
+
+def check_quantization(
+    quant: str,
+    inspection: dict[str, Any],
+    *,
+    compute_dtype: str | None = None,
+    int8_threshold: float | None = None,
+) -> dict[str, Any]:
+    """Compare the requested quantization with what the model holds.
+
+    ``compute_dtype``: the 4-bit compute dtype the cell asked for (checked against every
+    ``Linear4bit``'s ``compute_dtype`` when the config was passed and the quant is 4-bit);
+    ``int8_threshold``: the ``llm_int8_threshold`` asked for (checked against every
+    ``Linear8bitLt``'s ``state.threshold`` for int8; None means bitsandbytes' default,
+    :data:`LLM_INT8_DEFAULT_THRESHOLD`). Returns ``{"requested", "config_passed", "applied",
+    "passed", "reason"}`` plus ``compute_dtype`` / ``int8_threshold`` (``{"requested",
+    "found", "passed"}``) where they apply; ``applied`` names what was found (none, int8,
+    nf4, fp4, nf4-dq, fp4-dq, or mixed-4bit). ``passed`` is False on any mismatch.
+    """
+    modules = inspection["modules"]
+    applied = _applied(inspection)
     intended = INTENDED_QUANT.get(quant, quant)
-    passed = applied == intended
+    settings: dict[str, dict[str, Any]] = {}
+    if passes_config(quant) and intended == "int8":
+        requested = LLM_INT8_DEFAULT_THRESHOLD if int8_threshold is None else int8_threshold
+        settings["int8_threshold"] = _setting_check(
+            requested, inspection.get("bnb_int8_thresholds", [])
+        )
+    elif passes_config(quant) and compute_dtype is not None:
+        settings["compute_dtype"] = _setting_check(
+            compute_dtype, inspection["bnb_4bit_compute_dtypes"]
+        )
+    failed = [
+        f"{name} {check['found']} where {check['requested']} was asked"
+        for name, check in settings.items()
+        if not check["passed"]
+    ]
+    passed = applied == intended and not failed
+    layers = modules["linear_4bit"] + modules["linear_8bit"]
     if passed:
-        reason = f"{applied}: {modules['linear_4bit'] + modules['linear_8bit']} bitsandbytes layers"
-    elif quant in INTENDED_QUANT and not passes_config(quant):
+        held = ", ".join(f"{name} {check['requested']}" for name, check in settings.items())
+        reason = f"{applied}: {layers} bitsandbytes layers" + (f" ({held})" if held else "")
+    elif applied != intended and quant in INTENDED_QUANT and not passes_config(quant):
         reason = (
             f"requested {intended} but the model holds {applied} weights "
             f"({modules['linear_unquantized']} plain Linear layers, no bitsandbytes layer): the "
             "BitsAndBytesConfig was built but never passed to from_pretrained, as in the seed's "
             "case 2"
         )
-    else:
+    elif applied != intended:
         reason = f"requested {intended} but the model holds {applied} weights"
+    else:
+        reason = f"{applied} as requested, but its {layers} bitsandbytes layers hold " + "; ".join(
+            failed
+        )
     return {
         "requested": intended,
         "config_passed": passes_config(quant),
         "applied": applied,
         "passed": passed,
         "reason": reason,
+        **settings,
     }

@@ -111,7 +111,12 @@ def _load(spec: CellSpec, session: Session, result: Record, save: Save) -> Loade
     facts = load.inspect_model(model)
     result["model"].update(facts.describe())
     checks = result["checks"]
-    checks["quantization"] = quantization.check_quantization(spec.cell.quant, facts.inspection)
+    checks["quantization"] = quantization.check_quantization(
+        spec.cell.quant,
+        facts.inspection,
+        compute_dtype=spec.cell.compute_dtype_4bit(spec.settings["bnb_4bit_compute_dtype"]),
+        int8_threshold=spec.cell.llm_int8_threshold,
+    )
     checks["attention"] = load.attention_check(spec.cell, facts.attn_in_config)
     if session.device == "cuda":
         checks["allocator"] = allocator_check(session.torch, spec.cell)

@@ -15,12 +15,15 @@ independent maxima. Earlier layers are identical but hold less cache, so they ar
 Accuracy: on the 41 ``ok`` H100 reference cells (Mistral-7B-v0.3; none/int8/nf4; eager, sdpa,
 FlashAttention-2; bf16 and fp32) the prefill peak is within 0.09 % of measured (median 0.00 %),
 decode within 0.03 %, load exact (tests/predict/test_predict_prediction.py). Paths the
-reference does not cover are derived the same way but unmeasured: fp16, nf4-dq, forced SDPA
+reference does not cover are derived the same way but unmeasured: fp16, nf4-dq, fp4 and
+fp4-dq (the same storage and kernels as nf4/nf4-dq in bitsandbytes 0.50), a 4-bit compute
+dtype other than the configured one (grid axis ``bnb_compute``), forced SDPA
 backends (math in bf16, efficient, cuDNN), int8 with fp16, Llama/Qwen2 shapes, and 4-bit
 layers at 5-1536 rows (e.g. decode with batch > 4), where the dequantize fallback is assumed
 although bitsandbytes may pick its fused kernel on some GPUs (over-prediction of at most one
-dequantized weight). One device is assumed (``device_map`` that places the whole model on one
-GPU).
+dequantized weight). LLM.int8 at a non-default ``int8_threshold`` is not predicted
+(``Unpredictable``: the outlier fraction is fitted at 6.0). One device is assumed
+(``device_map`` that places the whole model on one GPU).
 
 Modules, each importing only those above it in this list:
 

@@ -1,5 +1,6 @@
 """Replay of one projection (``nn.Linear`` or its bitsandbytes replacement) on ``rows``
-tokens: the dense matmul, ``Linear4bit`` (NF4, double-quantized) and LLM.int8's
+tokens: the dense matmul, ``Linear4bit`` (NF4 or FP4, double-quantized or not: the same
+kernels and allocations, only the code table's values differ) and LLM.int8's
 ``MatMul8bitLt`` with its outlier decomposition, allocation by allocation.
 
 Imports ``llmbench.predict.replay``, ``outliers`` and ``constants``.
@@ -38,7 +39,7 @@ def _linear_4bit(r: _Replay, ctx: _Context, rows: int, projection: str, term: st
     x_c = r.alloc("quant_scratch", rows * in_f * cb) if cast else None
     scratch: list[str | None] = []
     if rows > 4:
-        if ctx.quant == "nf4-dq":
+        if ctx.quant.endswith("-dq"):
             blocks = -(-out_f * in_f // 64)
             scratch.append(r.alloc("quant_scratch", 4 * blocks))
             scratch.append(r.alloc("quant_scratch", 4 * blocks))

@@ -23,7 +23,7 @@ from typing import Any
 
 from llmbench.grid.spec import Cell
 from llmbench.predict.architecture import model_config_for
-from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, granule
+from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, INT8_THRESHOLD, granule
 from llmbench.predict.prediction import PhasePrediction, Prediction, predict
 from llmbench.predict.replay import Terms
 from llmbench.predict.trace.cache import FILL_COMMAND, TRACE_CACHE, cached_trace
@@ -104,13 +104,23 @@ def predict_cell(
     None when its model has no local architecture config; ``Unpredictable`` when no method
     applies or reading the config raised. ``trace_cache``: default ``repo_root /
     TRACE_CACHE``. A static-cache or graph decode (``decode_mode`` other than eager) is
-    ``Unpredictable``: both methods follow DynamicCache decode. Never raises ``Exception``."""
+    ``Unpredictable``: both methods follow DynamicCache decode; so is an int8 cell at a
+    non-default ``int8_threshold`` (the outlier fraction is fitted at bitsandbytes' 6.0). A
+    4-bit cell's ``bnb_compute`` is modelled (``llmbench.predict.linear``). Never raises
+    ``Exception``."""
     if cell.decode_mode != "eager":
         return Unpredictable(
             cell,
             f"decode_mode {cell.decode_mode}: the memory model follows DynamicCache decode "
             "(decode_mode eager) only; a StaticCache's preallocated cache and a CUDA graph's "
             "private memory pool are not modelled",
+        )
+    if cell.quant == "int8" and cell.int8_threshold != "default":
+        return Unpredictable(
+            cell,
+            f"int8_threshold {cell.int8_threshold}: LLM.int8's outlier columns are modelled "
+            f"at bitsandbytes' default threshold {INT8_THRESHOLD} only (their fraction is "
+            "fitted on the reference; llmbench.predict.outliers)",
         )
     entry = models.get(cell.model) or {}
     source = entry.get("architecture") or entry.get("pretrained") or "its config"

@@ -180,6 +180,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     columns = list(_TABLE_COLUMNS)
     if all(row.get("fits") is None for row in rows):
         columns = [c for c in columns if c[0] != "fits"]
+    rows = [{**row, "variant": _variant(row)} for row in rows]
+    if any(row["variant"] for row in rows):  # the optional axes, as in the cell's file name
+        columns.insert(6, ("variant", "variant", "{}"))
 
     def cell_text(row: dict[str, Any], key: str, fmt: str) -> str:
         value = row.get(key)
@@ -196,10 +199,16 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _variant(row: Mapping[str, Any]) -> str:
+    """The optional axes' path suffix of a row's cell (``Cell.variant``), "" at defaults."""
+    return Cell.from_mapping({k: v for k, v in row.items() if k != "variant"}).variant
+
+
 def cell_label(row: Mapping[str, Any]) -> str:
-    """``mistral-7b-v0.3 nf4 eager bfloat16 b2 s3072``: a row's cell on one line."""
+    """``mistral-7b-v0.3 nf4 eager bfloat16 b2 s3072``: a row's cell on one line, with the
+    optional axes' suffix where they are not at their defaults (``... b2 s3072_c-fp32``)."""
     return " ".join(str(row[k]) for k in ("model", "quant", "attn", "dtype")) + (
-        f" b{row['batch']} s{row['seq']}"
+        f" b{row['batch']} s{row['seq']}{_variant(row)}"
     )
 
 

@@ -165,7 +165,11 @@ def _context(
         arch, cell.quant if cell.quant != "nf4-not-passed" else "none", cell.dtype
     )
     ctx = _Context(
-        arch=arch, cell=cell, a=DTYPE_BYTES[cell.dtype], compute_dtype=bnb_4bit_compute_dtype
+        arch=arch,
+        cell=cell,
+        a=DTYPE_BYTES[cell.dtype],
+        # the cell's bnb_compute, or the config key at bnb_compute: config
+        compute_dtype=cell.compute_dtype_4bit(bnb_4bit_compute_dtype) or bnb_4bit_compute_dtype,
     )
     return ctx, weights
 

@@ -65,7 +65,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from llmbench.grid.spec import Cell
+from llmbench.grid.spec import BNB_QUANTS, Cell
 from llmbench.predict.architecture import Architecture
 from llmbench.predict.constants import granule
 
@@ -185,5 +185,5 @@ class _Context:
 
     @property
     def quant(self) -> str:
-        """The cell's bitsandbytes quantization: int8, nf4, nf4-dq, else none."""
-        return self.cell.quant if self.cell.quant in ("int8", "nf4", "nf4-dq") else "none"
+        """The cell's bitsandbytes quantization: int8, nf4, nf4-dq, fp4, fp4-dq, else none."""
+        return self.cell.quant if self.cell.quant in BNB_QUANTS else "none"

@@ -1,13 +1,16 @@
 """The weights a model holds after load, by storage format (``WeightBreakdown``): dense
-parameters, bitsandbytes LLM.int8 and 4-bit (NF4, double-quantized) layers, buffers.
+parameters, bitsandbytes LLM.int8 and 4-bit (NF4 or FP4, double-quantized or not) layers,
+buffers.
 
-Imports ``llmbench.predict.architecture`` and ``llmbench.predict.constants``.
+Imports ``llmbench.grid.spec`` (the quant labels), ``llmbench.predict.architecture`` and
+``llmbench.predict.constants``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from llmbench.grid.spec import FOUR_BIT_QUANTS
 from llmbench.predict.architecture import Architecture
 from llmbench.predict.constants import DTYPE_BYTES, NF4_LOAD_RESIDUAL_BYTES, granule
 
@@ -21,11 +24,11 @@ class WeightBreakdown:
     - ``quantized``: int8 weights (1 byte each, LLM.int8 ``CB``) or 4-bit weights packed two
       per uint8 (``ceil(n/2)`` bytes).
     - ``quant_scales``: int8: float32 per-output-row scale ``SCB`` (4 bytes x out_features);
-      nf4: float32 absmax per 64-weight block (``4*ceil(n/64)``); nf4 with double
+      nf4/fp4: float32 absmax per 64-weight block (``4*ceil(n/64)``); with double
       quantization: the absmax quantized to uint8 (``ceil(n/64)`` bytes).
     - ``quant_nested``: double quantization only: float32 absmax of the absmax per 256 blocks
       (``4*ceil(n/64/256)``), its 256-entry float32 code and the float32 offset, per layer.
-    - ``quant_code``: the 16-entry float32 NF4 code table each 4-bit layer carries.
+    - ``quant_code``: the 16-entry float32 NF4 (or FP4) code table each 4-bit layer carries.
     - ``buffers``: rotary ``inv_freq`` and ``original_inv_freq`` (float32, head_dim/2 each).
     - ``load_residual``: ``NF4_LOAD_RESIDUAL_BYTES`` for 4-bit loads.
 
@@ -92,7 +95,7 @@ def _dense_parameters(tally: _Tally, arch: Architecture, dtype: str) -> None:
 
 def _projection(tally: _Tally, quant: str, dtype: str, shape: tuple[int, int], layers: int) -> None:
     """One projection (``shape`` = (out_features, in_features)) in each of ``layers`` layers,
-    stored as ``quant`` says (int8, nf4, nf4-dq, else ``dtype``)."""
+    stored as ``quant`` says (int8, nf4/fp4, nf4-dq/fp4-dq, else ``dtype``)."""
     out_features, in_features = shape
     n = out_features * in_features
     L = layers
@@ -101,13 +104,13 @@ def _projection(tally: _Tally, quant: str, dtype: str, shape: tuple[int, int], l
         tally.add("float32", 4 * out_features, L)
         tally.quantized += n * L
         tally.scales += 4 * out_features * L
-    elif quant in ("nf4", "nf4-dq"):
+    elif quant in FOUR_BIT_QUANTS:
         blocks = -(-n // 64)
         tally.add("uint8", -(-n // 2), L)
         tally.quantized += -(-n // 2) * L
-        tally.add("float32", 16 * 4, L)  # NF4 code table
+        tally.add("float32", 16 * 4, L)  # NF4 or FP4 code table
         tally.code += 16 * 4 * L
-        if quant == "nf4":
+        if not quant.endswith("-dq"):
             tally.add("float32", 4 * blocks, L)
             tally.scales += 4 * blocks * L
         else:
@@ -127,8 +130,12 @@ def _projection(tally: _Tally, quant: str, dtype: str, shape: tuple[int, int], l
 def weight_breakdown(arch: Architecture, quant: str, dtype: str) -> WeightBreakdown:
     """Weights as loaded for a quant label (``nf4-not-passed`` loads unquantized weights).
 
-    ``quant``: none, int8, nf4 or nf4-dq (anything else counts as unquantized); ``dtype``: a
-    key of ``DTYPE_BYTES`` (KeyError otherwise). Bytes throughout.
+    ``quant``: none, int8, nf4, nf4-dq, fp4 or fp4-dq (anything else counts as unquantized);
+    ``dtype``: a key of ``DTYPE_BYTES`` (KeyError otherwise). Bytes throughout. fp4 is stored
+    exactly as nf4 (bitsandbytes 0.50 ``quantize_4bit``: the same two-per-byte packing, the
+    same float32 absmax per 64-weight block or its uint8 double quantization in blocks of 256,
+    a 16-entry float32 code table; only the table's values differ), so fp4/fp4-dq weigh what
+    nf4/nf4-dq weigh, load residual included (assumed alike; measured for nf4 only).
     """
     s = arch.shape
     tally = _Tally()
@@ -137,7 +144,7 @@ def weight_breakdown(arch: Architecture, quant: str, dtype: str) -> WeightBreakd
         _projection(tally, quant, dtype, shape, s.num_layers)
     inv_freq = (s.head_dim // 2) * 4
     tally.add("float32", inv_freq, 2)
-    residual = NF4_LOAD_RESIDUAL_BYTES if quant in ("nf4", "nf4-dq") else 0
+    residual = NF4_LOAD_RESIDUAL_BYTES if quant in FOUR_BIT_QUANTS else 0
     return WeightBreakdown(
         dense=tally.dense,
         quantized=tally.quantized,

@@ -3,7 +3,7 @@ phase, latency, efficiency (with the measured floor), model and checks, timing b
 
 GiB = 2^30 bytes; memory summed over the CUDA devices a cell used. Every function takes a
 validated cell result and returns ``{column: value}``, None where the record lacks the value.
-May import ``llmbench`` constants and ``llmbench.measure.checks``. Tests mirror it in
+May import ``llmbench`` constants and ``llmbench.report.checkcolumns``. Tests mirror it in
 ``tests/report/test_aggregate.py`` (through ``build_tables``).
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llmbench import GIB
-from llmbench.measure.checks import gpu_clean_check
+from llmbench.report.checkcolumns import check_columns
 
 
 def gib(value: int | float | None) -> float | None:
@@ -110,17 +110,10 @@ def efficiency_columns(result: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def model_columns(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The loaded model (checkpoint, parameters, weight bytes) and the truth checks'
+    columns (``checkcolumns``)."""
     model = result.get("model") or {}
     weights = model.get("weights") or {}
-    checks = result.get("checks") or {}
-    quant_check = checks.get("quantization") or {}
-    attn_check = checks.get("attention") or {}
-    # Recomputed from the raw NVML snapshot, so every table applies the current definition.
-    clean = (
-        gpu_clean_check(result.get("gpu_before"), (result.get("environment") or {})["gpus"])
-        if "gpu_clean" in checks
-        else None
-    )
     modules = weights.get("modules") or {}
     return {
         "checkpoint_kind": model.get("checkpoint_kind"),
@@ -132,19 +125,7 @@ def model_columns(result: Mapping[str, Any]) -> dict[str, Any]:
         "bnb_linear_layers": (modules.get("linear_4bit", 0) + modules.get("linear_8bit", 0))
         if modules
         else None,
-        "quant_applied": quant_check.get("applied"),
-        "quant_check_passed": quant_check.get("passed"),
-        "attn_in_config": attn_check.get("config_attn_implementation"),
-        "attn_calls_per_forward": attn_check.get("calls_in_one_forward"),
-        "attn_check_passed": attn_check.get("passed"),
-        "flash_attn_version": (attn_check.get("flash_attn") or {}).get("version"),
-        # The SDPA backend PyTorch picked (sdpa cells; forced ones name it in `attn`).
-        "sdpa_backend_prefill": (attn_check.get("sdpa_backend_chosen") or {}).get("prefill"),
-        "sdpa_backend_decode": (attn_check.get("sdpa_backend_chosen") or {}).get("decode"),
-        "gpu_clean": None if clean is None else clean.get("passed"),
-        "decode_truth_passed": (checks.get("decode_truth") or {}).get("passed"),
-        "decode_truth_max_rel_diff": (checks.get("decode_truth") or {}).get("max_rel_diff"),
-        "allocator_check_passed": (checks.get("allocator") or {}).get("passed"),
+        **check_columns(result),
     }
 
 

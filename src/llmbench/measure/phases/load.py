@@ -45,22 +45,22 @@ def plan_load(spec: CellSpec, device: str) -> LoadPlan:
     """
     if spec.model_entry is None:
         raise KeyError("model_entry")
-    compute_dtype = spec.settings["bnb_4bit_compute_dtype"]
+    configured = spec.settings["bnb_4bit_compute_dtype"]
     cell = spec.cell
     checkpoint, kind = models.choose_checkpoint(
-        spec.model_entry,
-        spec.base_dir,
-        spec.prequantized_dir,
-        quant=cell.quant,
-        compute_dtype=compute_dtype,
+        spec.model_entry, spec.base_dir, spec.prequantized_dir, quant=cell.quant
     )
     kwargs = models.load_kwargs(
         quant=cell.quant,
         attn_implementation=cell.attn_implementation,
         dtype=cell.dtype,
         device_map=models.resolve_device_map(spec.settings["device_map"], device),
-        compute_dtype=compute_dtype,
+        compute_dtype=cell.compute_dtype_4bit(configured) or configured,
+        llm_int8_threshold=cell.llm_int8_threshold,
     )
+    config = models.loading_config(checkpoint, kwargs.get("quantization_config"))
+    if config is not None:
+        kwargs["config"] = config
     return LoadPlan(checkpoint, kind, kwargs)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from llmbench.grid.spec import Cell
+from llmbench.grid.spec import BNB_QUANTS, Cell
 from llmbench.grid.support import static_unsupported
 from llmbench.host import environment
 from llmbench.measure.energy import EnergyMeter
@@ -50,7 +50,7 @@ def import_libraries(quant: str) -> Any:
     import torch
     from transformers import AutoModelForCausalLM  # noqa: F401 - its import counts as start-up
 
-    if quant in ("int8", "nf4", "nf4-dq"):
+    if quant in BNB_QUANTS:
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:

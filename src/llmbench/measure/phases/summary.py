@@ -40,8 +40,10 @@ def energy_summary(
 
 
 def compute_dtype(cell: Cell, bnb_compute_dtype: str) -> str:
-    """The dtype the matrix products run in (4-bit layers compute in their compute dtype)."""
-    return bnb_compute_dtype if cell.quant in {"nf4", "nf4-dq"} else cell.dtype
+    """The dtype the matrix products run in: 4-bit layers compute in the cell's 4-bit compute
+    dtype (its ``bnb_compute``, or ``bnb_compute_dtype`` from the config), others in the
+    cell's dtype."""
+    return cell.compute_dtype_4bit(bnb_compute_dtype) or cell.dtype
 
 
 def efficiency_record(

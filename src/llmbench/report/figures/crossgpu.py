@@ -29,7 +29,15 @@ PANELS = (
     ("mbu", "decode MBU (of each GPU's datasheet bandwidth)", "linear"),
 )
 """(metric, axis label, scale) of each panel."""
-QUANT_MARKERS = {"none": "o", "int8": "s", "nf4": "^", "nf4-dq": "D", "nf4-not-passed": "v"}
+QUANT_MARKERS = {
+    "none": "o",
+    "int8": "s",
+    "nf4": "^",
+    "nf4-dq": "D",
+    "nf4-not-passed": "v",
+    "fp4": "<",
+    "fp4-dq": ">",
+}
 """Marker per quantization; no 'x' or '*' (those mean a cell did not run elsewhere)."""
 
 

@@ -24,6 +24,8 @@ IDENTITY = (
     "seq",
     "decode_mode",
     "allocator",
+    "bnb_compute",
+    "int8_threshold",
     "device",
     "device_name",
     "n_devices",
@@ -38,6 +40,8 @@ CONFIGURATION = (
     "sdpa_backend",
     "decode_mode",
     "allocator",
+    "bnb_compute",
+    "int8_threshold",
     "device",
     "device_name",
     "n_devices",
@@ -128,6 +132,10 @@ def describe(row: Mapping[str, Any], columns: Iterable[str]) -> str:
             parts.append(f"SDPA backend {value}")
         elif column == "memory_budget_gib":
             parts.append(f"budget {float(value):g} GiB")
+        elif column == "bnb_compute":
+            parts.append(f"4-bit compute {value}")
+        elif column == "int8_threshold":
+            parts.append(f"int8 threshold {value}")
         else:
             parts.append(str(value))
     return " · ".join(parts)

@@ -1,0 +1,30 @@
+"""Combinations known not to run, decided before any model loads (``grid.support``)."""
+
+import pytest
+
+from llmbench.grid.spec import Cell
+from llmbench.grid.support import static_unsupported
+
+
+@pytest.mark.parametrize("quant", ["none", "int8", "nf4-not-passed"])
+def test_a_4bit_compute_dtype_on_a_cell_without_4bit_layers_is_unsupported(quant):
+    cell = Cell("m", quant, "sdpa", "bfloat16", 1, 8, bnb_compute="float32")
+    reason = static_unsupported(cell, "cuda")
+    assert reason is not None and f"quant {quant} has none" in reason
+
+
+@pytest.mark.parametrize("quant", ["none", "nf4", "fp4-dq"])
+def test_an_int8_threshold_on_a_cell_that_is_not_int8_is_unsupported(quant):
+    cell = Cell("m", quant, "sdpa", "bfloat16", 1, 8, int8_threshold="4")
+    reason = static_unsupported(cell, "cuda")
+    assert reason is not None and f"quant {quant} is not int8" in reason
+
+
+def test_the_bnb_axes_run_where_they_apply_on_cpu_and_cuda():
+    for device in ("cpu", "cuda"):
+        for quant in ("nf4", "nf4-dq", "fp4", "fp4-dq"):
+            cell = Cell("m", quant, "sdpa", "bfloat16", 1, 8, bnb_compute="float32")
+            assert static_unsupported(cell, device) is None
+        cell = Cell("m", "int8", "sdpa", "bfloat16", 1, 8, int8_threshold="0")
+        assert static_unsupported(cell, device) is None
+        assert static_unsupported(Cell("m", "none", "sdpa", "bfloat16", 1, 8), device) is None
