@@ -123,7 +123,8 @@ def test_static_and_graph_decode_are_unknown_not_the_eager_numbers(repo):
 
 def test_a_non_default_int8_threshold_is_unknown_and_a_4bit_compute_dtype_is_predicted(repo):
     from llmbench.grid.spec import Cell
-    from llmbench.predict.prediction import Prediction, Unpredictable, predict_cell
+    from llmbench.predict.method import Unpredictable, predict_cell
+    from llmbench.predict.prediction import Prediction
 
     models = {"tiny-mistral": {"architecture": "config/models/tiny-mistral.json"}}
     default = Cell("tiny-mistral", "int8", "sdpa", "bfloat16", 1, 64)
