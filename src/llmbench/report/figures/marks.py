@@ -3,7 +3,8 @@ a figure's encoding (x, facets, hue, style, explicit filters) leaves at most one
 plotted point. No figure aggregates silently: where two cells would share a point it refuses
 (``NotDrawn``) and ``draw`` draws the reason in its place.
 
-May import pandas only; no other module of ``llmbench.report.figures`` (they import this one).
+May import pandas and the grid's optional axes (``llmbench.grid.spec``); no other module of
+``llmbench.report.figures`` (they import this one).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from llmbench.grid.spec import OPTIONAL_AXES
+
 IDENTITY = (
     "model",
     "quant",
@@ -22,10 +25,7 @@ IDENTITY = (
     "dtype",
     "batch",
     "seq",
-    "decode_mode",
-    "allocator",
-    "bnb_compute",
-    "int8_threshold",
+    *OPTIONAL_AXES,
     "device",
     "device_name",
     "n_devices",
@@ -38,10 +38,7 @@ CONFIGURATION = (
     "model",
     "dtype",
     "sdpa_backend",
-    "decode_mode",
-    "allocator",
-    "bnb_compute",
-    "int8_threshold",
+    *OPTIONAL_AXES,
     "device",
     "device_name",
     "n_devices",
