@@ -28,3 +28,14 @@ def test_the_bnb_axes_run_where_they_apply_on_cpu_and_cuda():
         cell = Cell("m", "int8", "sdpa", "bfloat16", 1, 8, int8_threshold="0")
         assert static_unsupported(cell, device) is None
         assert static_unsupported(Cell("m", "none", "sdpa", "bfloat16", 1, 8), device) is None
+
+
+def test_every_reason_that_applies_is_named():
+    cell = Cell(
+        "m", "nf4", "sdpa", "bfloat16", 1, 8, allocator="expandable_segments", int8_threshold="4"
+    )
+    reason = static_unsupported(cell, "cpu")
+    assert "quant nf4 is not int8" in reason and "CUDA allocator" in reason
+    assert static_unsupported(cell, "cuda") == static_unsupported(
+        Cell("m", "nf4", "sdpa", "bfloat16", 1, 8, int8_threshold="4"), "cuda"
+    )
