@@ -113,10 +113,7 @@ class Cell:
             ("quant", self.quant, QUANTS),
             ("attn", self.attn, ATTNS),
             ("dtype", self.dtype, DTYPES),
-            ("decode_mode", self.decode_mode, DECODE_MODES),
-            ("allocator", self.allocator, ALLOCATORS),
-            ("bnb_compute", self.bnb_compute, BNB_COMPUTES),
-            ("int8_threshold", self.int8_threshold, INT8_THRESHOLDS),
+            *((axis, getattr(self, axis), values) for axis, values in OPTIONAL_AXES.items()),
         ):
             if value not in allowed:
                 raise ValueError(f"{axis} {value!r} is not one of {', '.join(allowed)}")

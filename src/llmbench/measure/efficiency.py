@@ -191,8 +191,9 @@ def efficiency(
     step_flops = decode_step_flops(shape, batch, middle_context)
     tflops = None if not prefill_ms else flops / (prefill_ms / 1000.0) / 1e12
     gbps = None if not decode_ms_per_step else step_bytes / (decode_ms_per_step / 1000.0) / 1e9
-    bandwidth = (measured or {}).get("copy_bandwidth_bytes_s")
-    matmul = (measured or {}).get("bf16_matmul_flops") if compute_dtype != "float32" else None
+    measured = measured or {}
+    bandwidth = measured.get("copy_bandwidth_bytes_s")
+    matmul = measured.get("bf16_matmul_flops") if compute_dtype != "float32" else None
     return Efficiency(
         prefill_flops=flops,
         prefill_tflops_per_s=tflops,
@@ -210,7 +211,7 @@ def efficiency(
             f"n_devices={n_devices}, peak of one device"
         ),
         measured_copy_bandwidth_bytes_s=bandwidth,
-        measured_bf16_matmul_flops=(measured or {}).get("bf16_matmul_flops"),
+        measured_bf16_matmul_flops=measured.get("bf16_matmul_flops"),
         decode_floor_ms=None if not bandwidth else step_bytes / bandwidth * 1000.0,
         mbu_measured=None if gbps is None or not bandwidth else gbps * 1e9 / bandwidth,
         mfu_measured=None if tflops is None or not matmul else tflops * 1e12 / matmul,

@@ -69,8 +69,8 @@ def _measure_loaded(spec: CellSpec, session: Session, result: Record, save: Save
         decoded = _decode(spec, session, loaded, result)
         if decoded.truth is not None:
             result["checks"]["decode_truth"] = decoded.truth
-        result["memory"] = session.tracker.to_dict()  # with decode's phase
         if spec.cell.decode_mode == "eager" and spec.measurement.get("generate"):
+            result["memory"] = session.tracker.to_dict()  # decode's, kept if generate fails
             save()
             result["phase"] = "generate"
             generated = hf_generate.measure_generate(loaded, spec.cell, spec.measurement, session)

@@ -194,11 +194,18 @@ def _prefill_phase(ctx: _Context, weights: WeightBreakdown) -> PhasePrediction:
     return _phase("prefill", _prefill_replay(ctx, weights))
 
 
-def _prefill_replay(ctx: _Context, weights: WeightBreakdown) -> _Replay:
+def _prefill_replay(
+    ctx: _Context, weights: WeightBreakdown, *, through_generate: bool = False
+) -> _Replay:
+    """The prompt's forward: the seed's (logits for every position), or ``generate``'s
+    (``through_generate``: the last position's logits, the all-ones mask resident)."""
     cell = ctx.cell
     prefill = _Replay()
     _base(prefill, weights, workspace=True, inputs=cell.batch * cell.seq * 8)
-    _forward(prefill, ctx, q_len=cell.seq, past=0, logits_positions=cell.seq)
+    if through_generate:
+        prefill.alloc("inputs", cell.batch * cell.seq * 8, name="attention_mask")
+    logits_positions = 1 if through_generate else cell.seq
+    _forward(prefill, ctx, q_len=cell.seq, past=0, logits_positions=logits_positions)
     return prefill
 
 
@@ -207,12 +214,7 @@ def _generate_prefill_phase(ctx: _Context, weights: WeightBreakdown) -> PhasePre
     (``logits_to_keep=1``), with the all-ones attention mask ``(batch, seq)`` int64 the cell
     passes resident. Checked on the 16 eager cells of the H200 decode reference: measured
     within +0.00 … +0.17 % of this (generate's own small int64 tensors are not modelled)."""
-    cell = ctx.cell
-    r = _Replay()
-    _base(r, weights, workspace=True, inputs=cell.batch * cell.seq * 8)
-    r.alloc("inputs", cell.batch * cell.seq * 8, name="attention_mask")
-    _forward(r, ctx, q_len=cell.seq, past=0, logits_positions=1)
-    return _phase("generate_prefill", r)
+    return _phase("generate_prefill", _prefill_replay(ctx, weights, through_generate=True))
 
 
 def _decode_phase(ctx: _Context, weights: WeightBreakdown, decode_tokens: int) -> PhasePrediction:

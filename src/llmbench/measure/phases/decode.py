@@ -36,6 +36,16 @@ the default ``rtol`` of ``torch.testing.assert_close`` for that dtype (PyTorch's
 "the same computation in this dtype"); twice eager's difference from itself when larger."""
 
 
+def _generation(
+    loaded: Loaded, prefill_kwargs: dict[str, Any], decode_mode: str, max_new_tokens: int
+) -> Generation | StaticGeneration:
+    """A fresh greedy generation from the prompt: a DynamicCache for ``eager``, else a
+    StaticCache of prompt + ``max_new_tokens`` positions."""
+    if decode_mode == "eager":
+        return Generation(loaded.model, loaded.input_ids, prefill_kwargs)
+    return StaticGeneration(loaded.model, loaded.input_ids, prefill_kwargs, max_new_tokens)
+
+
 def warm_up(
     loaded: Loaded,
     prefill_kwargs: dict[str, Any],
@@ -52,11 +62,7 @@ def warm_up(
     """
     if not tokens:
         return
-    warm: Generation | StaticGeneration
-    if decode_mode == "eager":
-        warm = Generation(loaded.model, loaded.input_ids, prefill_kwargs)
-    else:
-        warm = StaticGeneration(loaded.model, loaded.input_ids, prefill_kwargs, tokens)
+    warm = _generation(loaded, prefill_kwargs, decode_mode, tokens)
     warm.prefill()
     with attention.record_sdpa_choice(uses_sdpa) as decode_chosen:
         warm.step()  # untimed: the decode choice is recorded here, not in timed steps
@@ -105,11 +111,7 @@ def time_decode(
         return _time_graph_decode(loaded, prefill_kwargs, measurement, cell, session)
     tracker, stopwatch, energy = session.tracker, session.stopwatch, session.energy
     steps = measurement["decode_tokens"] - 1
-    generation: Generation | StaticGeneration
-    if cell.decode_mode == "static":
-        generation = StaticGeneration(loaded.model, loaded.input_ids, prefill_kwargs, steps + 1)
-    else:
-        generation = Generation(loaded.model, loaded.input_ids, prefill_kwargs)
+    generation = _generation(loaded, prefill_kwargs, cell.decode_mode, steps + 1)
     ttft_ms = stopwatch.time(generation.prefill)[1]
     step_ms = []
     with tracker.phase("decode"), energy.measure("decode", stopwatch.synchronize):

@@ -94,7 +94,9 @@ class StaticGeneration:
             )
         )
 
-    def _eager_step(self) -> None:
+    def eager_step(self) -> None:
+        """Decode one token per sequence with eager launches, captured or not: mark the write
+        position in the mask, run the model on the last token, pick the next."""
         position = self.cache.layers[0].cumulative_length.reshape(1)
         self.mask.index_fill_(1, position, 1)
         self._advance(
@@ -105,10 +107,6 @@ class StaticGeneration:
                 use_cache=True,
             )
         )
-
-    def eager_step(self) -> None:
-        """Decode one token per sequence with eager launches, captured or not."""
-        self._eager_step()
 
     def rewind(self, token: Any) -> None:
         """Undo the last step: every layer's write position back by one, that position
@@ -124,7 +122,7 @@ class StaticGeneration:
         if self.graph is not None:
             self.graph.replay()
         else:
-            self._eager_step()
+            self.eager_step()
 
     def capture(self, warmup_steps: int) -> None:
         """Run ``warmup_steps`` eager steps on a side stream (at least one: lazy state such as
@@ -141,14 +139,14 @@ class StaticGeneration:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(max(1, warmup_steps)):
-                self._eager_step()
+                self.eager_step()
         torch.cuda.current_stream().wait_stream(side)
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         began = time.perf_counter()
         try:
             with torch.cuda.graph(graph):
-                self._eager_step()
+                self.eager_step()
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - any capture failure is the reason

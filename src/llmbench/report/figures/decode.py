@@ -6,8 +6,9 @@ One marker per cell (no aggregation); ``check_failed`` cells (the graph's logits
 eager decode) are ringed in red. Cells measured before the floor existed have no
 ``decode_floor_ms`` and are not drawn; with none left the figure refuses.
 
-May import ``llmbench.report.figures.style``, ``llmbench.report.figures.marks``, pandas and
-matplotlib.
+May import ``llmbench.grid.spec`` (the decode modes), ``llmbench.measure.failures`` (which
+statuses were measured), ``llmbench.report.figures.style``, ``llmbench.report.figures.marks``,
+pandas and matplotlib.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from llmbench.grid.spec import DECODE_MODES
+from llmbench.measure.failures import MEASURED
 from llmbench.report.figures.marks import (
     CONFIGURATION,
     NotDrawn,
@@ -24,7 +27,6 @@ from llmbench.report.figures.marks import (
 )
 from llmbench.report.figures.style import REFERENCE
 
-MODES = ("eager", "static", "graph")
 MODE_COLORS = {"eager": "#4c72b0", "static": "#dd8452", "graph": "#55a868"}
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 SERVING_LEVEL = 1.6
@@ -37,9 +39,7 @@ def _measured(cells: pd.DataFrame) -> pd.DataFrame:
             "not drawn: the table has no decode floor (decode_over_floor; tables of cells "
             "measured before the floor existed)"
         )
-    frame = cells[
-        cells["status"].isin(["ok", "check_failed"]) & cells["decode_over_floor"].notna()
-    ].copy()
+    frame = cells[cells["status"].isin(MEASURED) & cells["decode_over_floor"].notna()].copy()
     if frame.empty:
         raise NotDrawn(
             "not drawn: no measured CUDA cell has a decode floor (it needs the device's "
@@ -73,7 +73,7 @@ def decode_vs_floor(cells: pd.DataFrame) -> plt.Figure:
     for (i, label), (j, seq) in ((r, c) for r in enumerate(row_labels) for c in enumerate(lengths)):
         axis = axes[i][j]
         panel = frame[(frame["row"] == label) & (frame["seq"] == seq)]
-        for mode in [m for m in MODES if m in set(panel["decode_mode"])]:
+        for mode in [m for m in DECODE_MODES if m in set(panel["decode_mode"])]:
             for k, attn in enumerate(attns):
                 line = panel[(panel["decode_mode"] == mode) & (panel["attn"] == attn)]
                 line = line.sort_values("batch")
