@@ -84,14 +84,27 @@ def test_equals_the_hand_replay_where_it_applies(model, quant, attn, dtype):
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_every_shipped_architecture_is_traced_or_says_why(model, attn):
     c = cell("none", attn, "bfloat16", batch=2, seq=40, model=model)
-    try:
-        traced = trace_cell(config(model), c, decode_tokens=4)
-    except Untraceable as exc:
-        # OPT's sdpa mask asks whether the padding mask is all ones: a value, not a shape
-        assert (model, attn) == ("tiny-opt", "sdpa"), str(exc)
-        assert "masking_utils.py" in str(exc) and "data-dependent" in str(exc)
-        return
+    traced = trace_cell(config(model), c, decode_tokens=4)
     assert 0 < traced.load < traced.decode < traced.prefill
+
+
+def test_an_all_ones_padding_mask_is_read_as_no_mask_only_where_that_is_exact():
+    # OPT builds an all-ones mask; SDPA's causal-mask skip asks whether it is all ones (a
+    # value). Prefill (q == kv) and decode (q == 1) give transformers' no-mask answer; a
+    # chunked prefill (1 < q < kv) needs the values and says so.
+    from transformers import masking_utils
+
+    from llmbench.predict.trace.cuda import cuda_semantics
+
+    mask = torch.ones(2, 40, dtype=torch.bool, device="meta")
+    with cuda_semantics():
+        skip = masking_utils._ignore_causal_mask_sdpa
+        assert skip(mask, 40, 40, 0, 0) is True
+        assert skip(mask, 1, 40, 39, 0) is True
+        assert skip(mask, 1, 40, 39, 0, local_attention_size=16) is False
+        with pytest.raises(RuntimeError, match="data-dependent"):
+            skip(mask, 8, 40, 32, 0)
+    assert masking_utils._ignore_causal_mask_sdpa is not skip
 
 
 def test_tied_embeddings_are_counted_once():

@@ -24,8 +24,15 @@ What differs between CUDA and ``meta`` and is therefore patched while tracing:
   ``softmax`` (SoftMax.cpp) runs ``_softmax(x, dim, half_to_float=True)`` on CUDA (no float32
   copy of the input); any other input/dtype pair is converted first (``toType``), on every
   device. Only the float16 case is rerouted.
+- ``transformers.masking_utils._ignore_causal_mask_sdpa`` for a padding mask on ``meta``
+  (models that build an all-ones mask when none is passed, e.g. OPT): on CUDA it reads the
+  mask's values (``fast_all`` -> ``.item()``), which meta tensors do not have. The prompts of
+  a run and of a trace are never padded, so the mask is all ones and the answer is the one
+  transformers gives for no mask: skip the causal mask (SDPA ``is_causal``) when
+  ``q_length == 1`` or ``kv_length == q_length`` and no local window covers ``kv_length``.
+  Any other shape (a chunked prefill) needs the values: the trace fails with that reason.
 
-Imports torch only.
+Imports torch (and transformers' masking_utils, to patch it).
 """
 
 from __future__ import annotations
@@ -117,10 +124,31 @@ def cuda_semantics(forced_sdpa: str | None = None) -> Iterator[_Choices]:
             return torch.ops.aten._softmax(input, dim, True)
         return original_softmax(input, dim=dim, _stacklevel=_stacklevel, dtype=dtype)
 
+    from transformers import masking_utils
+
+    original_ignore = masking_utils._ignore_causal_mask_sdpa
+
+    def ignore_causal_mask(padding_mask, q_length, kv_length, q_offset, kv_offset,
+                           local_attention_size=None):  # fmt: skip
+        if padding_mask is None or padding_mask.device.type != "meta":
+            return original_ignore(
+                padding_mask, q_length, kv_length, q_offset, kv_offset, local_attention_size
+            )
+        if local_attention_size is not None and kv_length >= local_attention_size:
+            return False
+        if q_length == 1 or kv_length == q_length:
+            return True  # an unpadded (all-ones) mask: transformers' answer for no mask
+        raise RuntimeError(
+            f"the SDPA causal-mask skip for q_length {q_length}, kv_length {kv_length} "
+            "reads the padding mask's values (data-dependent: meta tensors have no values)"
+        )
+
     F.scaled_dot_product_attention = sdpa
     F.softmax = softmax
+    masking_utils._ignore_causal_mask_sdpa = ignore_causal_mask
     try:
         yield choices
     finally:
         F.scaled_dot_product_attention = original_sdpa
         F.softmax = original_softmax
+        masking_utils._ignore_causal_mask_sdpa = original_ignore
