@@ -100,3 +100,39 @@ def test_floor_and_utilisation_against_the_measured_limits(mistral):
     assert fp32.mfu_measured is None  # a bf16 matmul rate says nothing of float32 compute
     none = efficiency(mistral, compute_dtype="bfloat16", **{**arguments, "measured": None})
     assert none.decode_floor_ms is None and none.mbu_measured is None
+
+
+def _config(repo, name):
+    return json.loads((repo / f"config/models/{name}.json").read_text())
+
+
+def test_a_sliding_window_caps_what_each_windowed_layer_reads_and_attends(repo):
+    v01 = Shape.from_config(_config(repo, "mistral-7b-v0.1"))  # 4096 window, every layer
+    assert (v01.sliding_window, v01.windowed_layers) == (4096, 32)
+    per_token = v01.kv_bytes_per_token(2)
+    assert decode_step_bytes(v01, 1, 999, 0, 2) == 1000 * per_token
+    assert decode_step_bytes(v01, 1, 32767, 0, 2) == 4096 * per_token
+    # beyond the window the attention term grows linearly, not quadratically
+    attention = prefill_flops(v01, 1, 8192) - 2 * 8192 * v01.linear_params
+    assert attention == pytest.approx(4 * 32 * 128 * 32 * (4096**2 / 2 + 4096 * 4096))
+    # Qwen1.5-MoE names a window but switches it off
+    assert Shape.from_config(_config(repo, "qwen1.5-moe-a2.7b")).windowed_layers == 0
+
+
+def test_layer_types_name_the_windowed_layers(repo):
+    config = {
+        **_config(repo, "gemma-2-9b"),
+        "layer_types": ["sliding_attention", "full_attention"] * 21,
+    }
+    gemma = Shape.from_config(config)
+    assert (gemma.sliding_window, gemma.windowed_layers) == (4096, 21)
+    per_layer_token = 2 * 8 * 256 * 2
+    assert gemma.kv_bytes(10_000, 2) == per_layer_token * (21 * 10_000 + 21 * 4096)
+
+
+def test_a_config_without_intermediate_size_needs_the_counted_weights(repo):
+    opt = _config(repo, "opt-6.7b")
+    with pytest.raises(KeyError):
+        Shape.from_config(opt)
+    shape = Shape.from_config(opt, counted=6_000_000_000)
+    assert shape.linear_params == 6_000_000_000

@@ -6,9 +6,16 @@ Conventions (recorded with every result):
   attention (QK^T and PV) over the causal half only (the useful work; eager and math kernels
   compute the full square, so their MFU under this count is lower than their raw utilisation).
   Norms, rotary, softmax and activations are left out (under 1 %).
+  Where the loaded model is at hand (``Shape.linear_params_counted``), the linear layers are
+  counted from its modules rather than from the config: every ``nn.Linear`` (in x out), and a
+  mixture-of-experts layer's 3-D expert weights at ``num_experts_per_tok / num_experts`` of
+  their size (each token passes through exactly top-k experts, whichever they are) - exact
+  for any family (OPT's two-matrix MLP, Phi-3's fused projections, MoE).
 - Decode bytes per step: every weight byte once (quantized weights at their stored size,
   embedding table excluded unless tied to lm_head) plus the K and V cache read for the whole
-  context and written for the new token. Activations are left out (small at decode).
+  context - at most ``sliding_window`` tokens in a sliding-window layer, which is all the
+  cache keeps there - and written for the new token. Activations are left out (small at
+  decode).
 MFU = achieved FLOP/s ÷ peak dense tensor FLOP/s of the compute dtype; MBU = achieved bytes/s ÷
 peak memory bandwidth. Peaks are datasheet figures (source recorded); unknown GPUs get None.
 Where the cell measured its device (``roofline.Roofline``), the same ratios against the
@@ -72,21 +79,51 @@ class Shape:
     head_dim: int
     vocab_size: int
     tie_word_embeddings: bool
+    linear_params_counted: int | None = None
+    """Matrix-product weights per token counted from the loaded model (module docstring);
+    None: the Llama-style count from the config (q, k, v, o, gated MLP, lm_head)."""
+    sliding_window: int | None = None
+    """Tokens a sliding-window layer keeps in its KV cache; None: no window."""
+    windowed_layers: int = 0
+    """How many of ``num_layers`` have that window."""
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> Shape:
-        """Read the shape from a transformers config.json dict."""
+    def from_config(cls, config: Mapping[str, Any], *, counted: int | None = None) -> Shape:
+        """Read the shape from a transformers config.json dict (``to_dict()`` form).
+
+        ``counted``: the linear weights counted from the loaded model; with it a config
+        without ``intermediate_size`` (OPT's ``ffn_dim``) is read too (its
+        ``intermediate_size`` is then 0, unused). Windows: ``layer_types`` names the
+        ``sliding_attention`` layers where the config has it, else every layer is windowed
+        when ``sliding_window`` is set and ``use_sliding_window`` is not false. Raises
+        KeyError for a missing key it needs."""
         hidden = int(config["hidden_size"])
         heads = int(config["num_attention_heads"])
+        layers = int(config["num_hidden_layers"])
+        window = config.get("sliding_window") or None
+        layer_types = config.get("layer_types")
+        if window is None or config.get("use_sliding_window") is False:
+            windowed = 0
+        elif layer_types:
+            windowed = sum(t == "sliding_attention" for t in layer_types)
+        else:
+            windowed = layers
+        if counted is None:
+            intermediate = int(config["intermediate_size"])
+        else:
+            intermediate = int(config.get("intermediate_size") or 0)
         return cls(
             hidden_size=hidden,
-            intermediate_size=int(config["intermediate_size"]),
-            num_layers=int(config["num_hidden_layers"]),
+            intermediate_size=intermediate,
+            num_layers=layers,
             num_heads=heads,
             num_kv_heads=int(config.get("num_key_value_heads") or heads),
             head_dim=int(config.get("head_dim") or hidden // heads),
             vocab_size=int(config["vocab_size"]),
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            linear_params_counted=counted,
+            sliding_window=int(window) if windowed else None,
+            windowed_layers=windowed,
         )
 
     @property
@@ -99,26 +136,51 @@ class Shape:
 
     @property
     def linear_params(self) -> int:
-        """All matrix-product weights per token: every layer plus lm_head."""
+        """All matrix-product weights per token: every layer plus lm_head (counted from the
+        model where ``linear_params_counted`` is set)."""
+        if self.linear_params_counted is not None:
+            return self.linear_params_counted
         return self.num_layers * self.layer_linear_params + self.hidden_size * self.vocab_size
 
     def kv_bytes_per_token(self, kv_dtype_bytes: int) -> int:
-        """K and V cache bytes per token of context, over all layers."""
+        """K and V cache bytes per token of context, over all layers (windows ignored)."""
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * kv_dtype_bytes
+
+    def kv_bytes(self, tokens: int, kv_dtype_bytes: int) -> int:
+        """K and V cache bytes of one sequence of ``tokens``, a windowed layer holding at most
+        ``sliding_window`` of them."""
+        per_layer_token = 2 * self.num_kv_heads * self.head_dim * kv_dtype_bytes
+        full = self.num_layers - self.windowed_layers
+        windowed = min(tokens, self.sliding_window or tokens)
+        return per_layer_token * (full * tokens + self.windowed_layers * windowed)
+
+
+def _attended_pairs(shape: Shape, seq: int) -> float:
+    """Query-key pairs of a causal prefill over ``seq`` tokens, summed over layers: ``seq^2/2``
+    in a full layer; in a sliding-window layer of window ``w < seq``, ``w^2/2 + (seq - w) w``."""
+    full = shape.num_layers - shape.windowed_layers
+    w = shape.sliding_window or seq
+    windowed = seq * seq / 2 if seq <= w else w * w / 2 + (seq - w) * w
+    return full * seq * seq / 2 + shape.windowed_layers * windowed
 
 
 def prefill_flops(shape: Shape, batch: int, seq: int) -> float:
     """FLOPs of one prefill forward (see module conventions)."""
     linear = 2.0 * batch * seq * shape.linear_params
-    # QK^T and PV: 2 products x 2 FLOPs x s^2 x head_dim per head, causal half kept.
-    attention = 2.0 * batch * shape.num_heads * shape.head_dim * seq * seq * shape.num_layers
+    # QK^T and PV: 2 products x 2 FLOPs x head_dim per head per attended pair (causal half).
+    attention = 4.0 * batch * shape.num_heads * shape.head_dim * _attended_pairs(shape, seq)
     return linear + attention
 
 
 def decode_step_flops(shape: Shape, batch: int, context: int) -> float:
-    """FLOPs of one decode step with ``context`` tokens already in the cache."""
+    """FLOPs of one decode step with ``context`` tokens already in the cache (a windowed layer
+    attends to at most ``sliding_window`` of them)."""
     linear = 2.0 * batch * shape.linear_params
-    attention = 4.0 * batch * shape.num_heads * shape.head_dim * (context + 1) * shape.num_layers
+    full = shape.num_layers - shape.windowed_layers
+    attended = full * (context + 1) + shape.windowed_layers * min(
+        context + 1, shape.sliding_window or context + 1
+    )
+    attention = 4.0 * batch * shape.num_heads * shape.head_dim * attended
     return linear + attention
 
 
@@ -126,8 +188,7 @@ def decode_step_bytes(
     shape: Shape, batch: int, context: int, weight_bytes: int, kv_dtype_bytes: int
 ) -> float:
     """Bytes one decode step must move: weights once, KV cache read and the new KV written."""
-    kv_per_token = shape.kv_bytes_per_token(kv_dtype_bytes)
-    return float(weight_bytes + batch * (context + 1) * kv_per_token)
+    return float(weight_bytes + batch * shape.kv_bytes(context + 1, kv_dtype_bytes))
 
 
 @dataclass(frozen=True)

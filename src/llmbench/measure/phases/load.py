@@ -10,6 +10,7 @@ efficiency, memory) and ``llmbench.measure.phases.spec``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,10 +103,35 @@ class ModelFacts:
         }
 
 
+def matmul_params_per_token(model: Any, config: Mapping[str, Any]) -> int:
+    """Weights one token multiplies through (``measure.efficiency`` conventions): every
+    ``nn.Linear``'s ``in_features x out_features`` (bitsandbytes' layers keep those of the
+    unquantized layer); in a mixture-of-experts model (``num_experts`` or
+    ``num_local_experts`` and ``num_experts_per_tok`` in the config) also each router
+    (transformers 5 keeps it as a bare ``(experts, hidden)`` parameter, every token goes
+    through it) and the 3-D expert weights (``(experts, out, in)``) at
+    ``num_experts_per_tok / experts`` of their elements."""
+    import torch
+
+    experts = config.get("num_experts") or config.get("num_local_experts")
+    top_k = config.get("num_experts_per_tok")
+    total = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            total += module.in_features * module.out_features
+        elif experts and top_k:
+            for param in module.parameters(recurse=False):
+                if param.dim() == 3 and param.shape[0] == experts:
+                    total += param.numel() * top_k // experts
+                elif param.dim() == 2 and param.shape[0] == experts:
+                    total += param.numel()
+    return total
+
+
 def inspect_model(model: Any) -> ModelFacts:
     """Shape, parameter count, loaded dtype, placement and weights of a loaded model."""
     config = model.config.to_dict()
-    shape = Shape.from_config(config)
+    shape = Shape.from_config(config, counted=matmul_params_per_token(model, config))
     inspection = quantization.inspect_model(model)
     return ModelFacts(
         shape=shape,
