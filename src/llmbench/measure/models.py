@@ -22,6 +22,7 @@ from typing import Any
 
 from llmbench.grid.files import read_json as read_config_file
 from llmbench.grid.models import HUB_ID
+from llmbench.measure.fp8 import build_torchao_config
 from llmbench.measure.quantization import build_bnb_config, passes_config
 from llmbench.record.cell import read_json, write_json_atomic
 
@@ -186,6 +187,9 @@ def load_kwargs(
     config = build_bnb_config(quant, compute_dtype, llm_int8_threshold)
     if config is not None and passes_config(quant):
         kwargs["quantization_config"] = config
+    torchao_config = build_torchao_config(quant)  # fp8 / fp8-dyn: quantized on load
+    if torchao_config is not None:
+        kwargs["quantization_config"] = torchao_config
     return kwargs
 
 
