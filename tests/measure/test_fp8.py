@@ -130,3 +130,7 @@ def test_a_tiny_model_quantized_on_load_holds_float8_weights(pretrained, repo):
     config = models.architecture_config(repo / "config/models/tiny-mistral.json")
     predicted = weight_breakdown(Architecture.from_config(config), "fp8", "bfloat16").by_dtype
     assert held == predicted
+    # placement counts the bytes stored, not the wrapper's bf16 itemsize
+    placed = models.placement(model)["parameter_bytes_per_device"]
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())  # rotary inv_freq
+    assert placed == {"cpu": sum(held.values()) - buffers}

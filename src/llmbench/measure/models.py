@@ -23,7 +23,7 @@ from typing import Any
 from llmbench.grid.files import read_json as read_config_file
 from llmbench.grid.models import HUB_ID
 from llmbench.measure.fp8 import build_torchao_config
-from llmbench.measure.quantization import build_bnb_config, passes_config
+from llmbench.measure.quantization import build_bnb_config, passes_config, stored_tensors
 from llmbench.record.cell import read_json, write_json_atomic
 
 MANIFEST = "checkpoint.json"
@@ -243,7 +243,8 @@ def placement(model: Any) -> dict[str, Any]:
     """Where the model's parameters live: bytes per device and module ranges per device."""
     bytes_per_device: dict[str, int] = defaultdict(int)
     for parameter in model.parameters():
-        bytes_per_device[str(parameter.device)] += parameter.numel() * parameter.element_size()
+        for tensor in stored_tensors(parameter):  # a Float8Tensor's qdata and scale
+            bytes_per_device[str(parameter.device)] += tensor.numel() * tensor.element_size()
     device_map = getattr(model, "hf_device_map", None)
     modules: dict[str, list[str]] = defaultdict(list)
     if device_map:
