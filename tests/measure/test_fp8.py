@@ -134,3 +134,12 @@ def test_a_tiny_model_quantized_on_load_holds_float8_weights(pretrained, repo):
     placed = models.placement(model)["parameter_bytes_per_device"]
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())  # rotary inv_freq
     assert placed == {"cpu": sum(held.values()) - buffers}
+    # what one profiled forward ran: the dequantized weights' bf16 GEMMs, no fp8 matmul
+    import torch
+
+    ran = fp8.profile_matmul(model, torch.randint(0, 100, (2, 16)), torch)
+    assert ran["ops"]["aten::mm"] >= layers and not set(fp8.FP8_MATMUL_OPS) & set(ran["ops"])
+    assert fp8.check_fp8("fp8", inspection, ran)["passed"]
+    assert not fp8.check_fp8("fp8-dyn", {**inspection, "activation_quantized": [True]}, ran)[
+        "passed"
+    ]

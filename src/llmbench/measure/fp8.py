@@ -128,22 +128,27 @@ def inspect_fp8(model: Any) -> dict[str, Any]:
 def profile_matmul(model: Any, input_ids: Any, torch: Any) -> dict[str, Any]:
     """Run one forward of ``input_ids`` (e.g. ``(1, 8)`` token ids) under torch.profiler and
     return the operators (:data:`OP_MARKERS`) and the CUDA GEMM kernels (:data:`GEMM_MARKERS`)
-    that ran, as ``{"ops": {name: calls}, "gemm_kernels": [names]}``. CUDA only: the caller
-    decides."""
+    that ran, as ``{"ops": {name: calls}, "gemm_kernels": [names]}`` (no kernels without
+    CUDA). The first row's first 8 tokens of ``input_ids`` (batch, seq) are the input."""
     from torch.profiler import ProfilerActivity, profile
 
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch.no_grad(), profile(activities=activities) as prof:
         model(input_ids[:1, :8])
-        torch.cuda.synchronize()
+        if cuda:
+            torch.cuda.synchronize()
     ops: dict[str, int] = {}
     kernels: set[str] = set()
     for event in prof.events():
         name = event.name
         device_type = str(getattr(event, "device_type", "")).lower()
-        if "cuda" in device_type:
-            if any(marker in name.lower() for marker in GEMM_MARKERS):
-                kernels.add(name)
-        elif "::" in name and any(marker in name for marker in OP_MARKERS):
+        # kernels appear as device-side events and under the op that launched them
+        launched = [kernel.name for kernel in getattr(event, "kernels", None) or []]
+        for kernel in launched + ([name] if "cuda" in device_type else []):
+            if any(marker in kernel.lower() for marker in GEMM_MARKERS):
+                kernels.add(kernel)
+        if "cuda" not in device_type and "::" in name and any(m in name for m in OP_MARKERS):
             ops[name] = ops.get(name, 0) + 1
     return {"ops": dict(sorted(ops.items())), "gemm_kernels": sorted(kernels)}
 
