@@ -11,8 +11,9 @@ The check reads the loaded model: each ``nn.Linear`` whose weight is a torchao
 ``Float8Tensor`` (its stored ``qdata`` float8_e4m3fn, ``scale`` float32 ``(out, 1)``), the
 output embedding (lm_head) left in the model dtype (transformers' torchao quantizer leaves the
 output embeddings out unless ``include_input_output_embeddings``), and, on CUDA, the aten ops
-and GEMM kernels one small forward ran (:func:`profile_matmul`): fp8-dyn must run
-``aten::_scaled_mm``; fp8 (weight-only) must not.
+and GEMM kernels one small forward ran (:func:`profile_matmul`): fp8-dyn must run an fp8 x fp8
+matmul (``aten::_scaled_mm``, or mslk's ``f8f8bf16_rowwise`` where that package is installed)
+once per float8 layer; fp8 (weight-only) a model-dtype ``aten::mm`` and none of those.
 """
 
 from __future__ import annotations
