@@ -39,3 +39,14 @@ def test_every_reason_that_applies_is_named():
     assert static_unsupported(cell, "cuda") == static_unsupported(
         Cell("m", "nf4", "sdpa", "bfloat16", 1, 8, int8_threshold="4"), "cuda"
     )
+
+
+@pytest.mark.parametrize("quant", ["fp8", "fp8-dyn"])
+def test_fp8_needs_a_cuda_gpu_of_compute_capability_8_9_or_more(quant):
+    cell = Cell("m", quant, "sdpa", "bfloat16", 1, 8)
+    assert "this cell runs on the CPU" in static_unsupported(cell, "cpu")
+    assert "this GPU is 8.0" in static_unsupported(cell, "cuda", (8, 0))
+    assert static_unsupported(cell, "cuda", (8, 9)) is None
+    assert static_unsupported(cell, "cuda", (9, 0)) is None
+    assert static_unsupported(cell, "cuda") is None  # capability unknown: attempted
+    assert static_unsupported(Cell("m", "none", "sdpa", "bfloat16", 1, 8), "cuda", (8, 0)) is None

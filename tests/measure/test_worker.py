@@ -142,3 +142,10 @@ def test_a_bnb_setting_on_a_cell_it_does_not_apply_to_is_unsupported_before_load
         == "int8_threshold 4 sets LLM.int8's outlier threshold; quant none is not int8"
     )
     assert result["model"] is None
+
+
+def test_an_fp8_cell_on_the_cpu_is_unsupported_before_load(tmp_path):
+    cell = Cell("tiny-llama", "fp8-dyn", "sdpa", "bfloat16", 1, 8)
+    result = worker.run(worker_spec(tmp_path, cell))
+    assert (result["status"], result["phase"]) == ("unsupported", "setup")
+    assert "compute capability >= 8.9" in result["reason"] and result["model"] is None

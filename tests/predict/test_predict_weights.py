@@ -73,6 +73,16 @@ def test_int8_weights_with_fp32_row_scales():
     assert w.by_dtype["float32"] == w.quant_scales + 128
 
 
+def test_fp8_weights_one_byte_each_with_fp32_row_scales():
+    for quant in ("fp8", "fp8-dyn"):  # torchao Float8Tensor: qdata + float32 scale (out, 1)
+        w = weight_breakdown(Architecture.from_config(TINY), quant, "bfloat16")
+        assert w.quantized == w.by_dtype["float8_e4m3fn"] == 2 * PROJECTION_PARAMS
+        rows = 128 + 64 + 64 + 128 + 384 + 384 + 128
+        assert w.quant_scales == 2 * 4 * rows
+        assert w.by_dtype["float32"] == w.quant_scales + 128
+        assert w.load_residual == w.quant_nested == w.quant_code == 0
+
+
 def test_quantization_orders_the_weights():
     sizes = {
         q: predict.predict(MISTRAL, cell(quant=q)).load.peak_allocated

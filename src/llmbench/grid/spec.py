@@ -20,17 +20,34 @@ from typing import Any
 from llmbench.grid.files import read_yaml
 from llmbench.grid.schemas import validate_document
 
-QUANTS: tuple[str, ...] = ("none", "int8", "nf4", "nf4-dq", "nf4-not-passed", "fp4", "fp4-dq")
+QUANTS: tuple[str, ...] = (
+    "none",
+    "int8",
+    "nf4",
+    "nf4-dq",
+    "nf4-not-passed",
+    "fp4",
+    "fp4-dq",
+    "fp8",
+    "fp8-dyn",
+)
 """Quantization axis: bitsandbytes LLM.int8 (``int8``), 4-bit NormalFloat (``nf4``) or 4-bit
 float (``fp4``, bitsandbytes' own default 4-bit type), ``-dq`` with double quantization of the
 absmax. ``nf4-not-passed`` reproduces the seed's case 2 as written: a BitsAndBytesConfig is
-built but never passed to ``from_pretrained``."""
+built but never passed to ``from_pretrained``. ``fp8`` (torchao ``Float8WeightOnlyConfig``:
+weights float8_e4m3fn with a float32 scale per output row, compute in the model dtype) and
+``fp8-dyn`` (torchao ``Float8DynamicActivationFloat8WeightConfig``, PerRow: activations
+quantized per row at run time, fp8 x fp8 matmul through ``torch._scaled_mm``) quantize on
+load through transformers' ``TorchAoConfig``; they need CUDA compute capability >= 8.9."""
 
 FOUR_BIT_QUANTS: frozenset[str] = frozenset({"nf4", "nf4-dq", "fp4", "fp4-dq"})
 """Quantizations that load bitsandbytes ``Linear4bit`` layers."""
 
 BNB_QUANTS: frozenset[str] = frozenset({"int8", *FOUR_BIT_QUANTS})
 """Quantizations that really pass a BitsAndBytesConfig."""
+
+TORCHAO_QUANTS: frozenset[str] = frozenset({"fp8", "fp8-dyn"})
+"""Quantizations that pass a transformers ``TorchAoConfig`` (torchao, an optional extra)."""
 
 ATTNS: tuple[str, ...] = (
     "eager",

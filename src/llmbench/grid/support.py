@@ -6,13 +6,30 @@ Everything else is attempted and, if the libraries refuse, classified from the r
 
 from __future__ import annotations
 
-from llmbench.grid.spec import FOUR_BIT_QUANTS, Cell
+from llmbench.grid.spec import FOUR_BIT_QUANTS, TORCHAO_QUANTS, Cell
+
+FP8_MIN_CAPABILITY = (8, 9)
+"""CUDA compute capability torchao's float8 kernels need (Ada 8.9, Hopper 9.0); torchao 0.18
+asserts it in ``Float8DynamicActivationFloat8WeightConfig``'s transform."""
 
 
-def static_unsupported(cell: Cell, device: str) -> str | None:
+def static_unsupported(
+    cell: Cell, device: str, capability: tuple[int, int] | None = None
+) -> str | None:
     """Why a cell cannot run on ``device`` ("cuda" or "cpu"): every reason that applies,
-    joined by "; ", or None to attempt it."""
+    joined by "; ", or None to attempt it. ``capability``: the CUDA compute capability
+    (major, minor) of the cell's GPU, where known (fp8 needs >= 8.9)."""
     reasons = []
+    if cell.quant in TORCHAO_QUANTS and device != "cuda":
+        reasons.append(
+            f"{cell.quant} runs torchao's float8 kernels, which need CUDA compute capability "
+            ">= 8.9 (Ada/Hopper); this cell runs on the CPU"
+        )
+    elif cell.quant in TORCHAO_QUANTS and capability and tuple(capability) < FP8_MIN_CAPABILITY:
+        reasons.append(
+            f"{cell.quant} runs torchao's float8 kernels, which need CUDA compute capability "
+            f">= 8.9 (Ada/Hopper); this GPU is {capability[0]}.{capability[1]}"
+        )
     if cell.attn == "flash_attention_2" and device != "cuda":
         reasons.append("flash-attn kernels run only on NVIDIA CUDA GPUs; this cell runs on the CPU")
     if cell.decode_mode == "graph" and device != "cuda":

@@ -22,7 +22,8 @@ from typing import Any
 
 from llmbench.grid.files import read_json as read_config_file
 from llmbench.grid.models import HUB_ID
-from llmbench.measure.quantization import build_bnb_config, passes_config
+from llmbench.measure.fp8 import build_torchao_config
+from llmbench.measure.quantization import build_bnb_config, passes_config, stored_tensors
 from llmbench.record.cell import read_json, write_json_atomic
 
 MANIFEST = "checkpoint.json"
@@ -186,6 +187,9 @@ def load_kwargs(
     config = build_bnb_config(quant, compute_dtype, llm_int8_threshold)
     if config is not None and passes_config(quant):
         kwargs["quantization_config"] = config
+    torchao_config = build_torchao_config(quant)  # fp8 / fp8-dyn: quantized on load
+    if torchao_config is not None:
+        kwargs["quantization_config"] = torchao_config
     return kwargs
 
 
@@ -239,7 +243,8 @@ def placement(model: Any) -> dict[str, Any]:
     """Where the model's parameters live: bytes per device and module ranges per device."""
     bytes_per_device: dict[str, int] = defaultdict(int)
     for parameter in model.parameters():
-        bytes_per_device[str(parameter.device)] += parameter.numel() * parameter.element_size()
+        for tensor in stored_tensors(parameter):  # a Float8Tensor's qdata and scale
+            bytes_per_device[str(parameter.device)] += tensor.numel() * tensor.element_size()
     device_map = getattr(model, "hf_device_map", None)
     modules: dict[str, list[str]] = defaultdict(list)
     if device_map:

@@ -99,6 +99,17 @@ def _quant_state_tensors(weight: Any) -> list[Any]:
     return tensors
 
 
+def stored_tensors(tensor: Any) -> list[Any]:
+    """The plain tensors that hold a tensor's bytes: itself, or for a wrapper tensor subclass
+    (torchao's Float8Tensor: ``qdata`` float8_e4m3fn and ``scale`` float32, named by
+    ``__tensor_flatten__``) its inner tensors, which own the storage the wrapper has none of."""
+    flatten = getattr(tensor, "__tensor_flatten__", None)
+    if flatten is None:
+        return [tensor]
+    names, _ = flatten()
+    return [inner for name in names for inner in stored_tensors(getattr(tensor, name))]
+
+
 def inspect_model(model: Any) -> dict[str, Any]:
     """What the loaded model really holds: bitsandbytes layers and weight bytes by dtype."""
     import torch
@@ -136,6 +147,7 @@ def inspect_model(model: Any) -> dict[str, Any]:
     tensors = list(model.parameters()) + list(model.buffers())
     for parameter in list(model.parameters()):
         tensors += _quant_state_tensors(parameter)
+    tensors = [stored for tensor in tensors for stored in stored_tensors(tensor)]
     for tensor in tensors:
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
         if key in seen:  # tied weights (e.g. embeddings and lm_head) count once

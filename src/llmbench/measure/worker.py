@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from llmbench.grid.spec import TORCHAO_QUANTS
 from llmbench.host import nvml
-from llmbench.measure import attention, quantization
+from llmbench.measure import attention, fp8, quantization
 from llmbench.measure.allocator import AllocatorTrace, allocator_check
 from llmbench.measure.checks import gpu_clean_check
 from llmbench.measure.failures import classify
@@ -75,6 +76,7 @@ def _measure_loaded(spec: CellSpec, session: Session, result: Record, save: Save
             result["phase"] = "generate"
             generated = hf_generate.measure_generate(loaded, spec.cell, spec.measurement, session)
     result["memory"] = session.tracker.to_dict()  # every phase, the generations gone
+    _fp8_matmul(spec, session, loaded, result)
     _summarise(spec, session, loaded, prefilled, decoded, result)
     if generated is not None:
         result["latency"]["generate"] = generated
@@ -90,7 +92,7 @@ def _set_up(spec: CellSpec, result: Record, save: Save) -> Session:
     device = setup.resolve_device(spec.settings["device"], torch)
     result["cell"]["device"] = device
     result["environment"].update(setup.prepare_torch(torch, device, spec.settings))
-    setup.check_supported(spec.cell, device)
+    setup.check_supported(spec.cell, device, torch)
     gpus = result["environment"]["gpus"]
     if device == "cuda":
         result["checks"]["gpu_clean"] = gpu_clean_check(result["gpu_before"], gpus)
@@ -111,18 +113,32 @@ def _load(spec: CellSpec, session: Session, result: Record, save: Save) -> Loade
     facts = load.inspect_model(model)
     result["model"].update(facts.describe())
     checks = result["checks"]
-    checks["quantization"] = quantization.check_quantization(
-        spec.cell.quant,
-        facts.inspection,
-        compute_dtype=spec.cell.compute_dtype_4bit(spec.settings["bnb_4bit_compute_dtype"]),
-        int8_threshold=spec.cell.llm_int8_threshold,
-    )
+    if spec.cell.quant in TORCHAO_QUANTS:  # the matmul is added after decode (_fp8_matmul)
+        checks["quantization"] = fp8.check_fp8(spec.cell.quant, fp8.inspect_fp8(model), None)
+    else:
+        checks["quantization"] = quantization.check_quantization(
+            spec.cell.quant,
+            facts.inspection,
+            compute_dtype=spec.cell.compute_dtype_4bit(spec.settings["bnb_4bit_compute_dtype"]),
+            int8_threshold=spec.cell.llm_int8_threshold,
+        )
     checks["attention"] = load.attention_check(spec.cell, facts.attn_in_config)
     if session.device == "cuda":
         checks["allocator"] = allocator_check(session.torch, spec.cell)
     save()
     input_ids = load.make_prompt(model, spec, facts.shape.vocab_size, session.torch)
     return Loaded(model, input_ids, facts, measure_started)
+
+
+def _fp8_matmul(spec: CellSpec, session: Session, loaded: Loaded, result: Record) -> None:
+    """An fp8 cell on CUDA: profile one 8-token forward, after every measured phase so that
+    it changes none of them, and re-check the quantization with the matmul that ran."""
+    if spec.cell.quant not in TORCHAO_QUANTS or session.device != "cuda":
+        return
+    kernels = fp8.profile_matmul(loaded.model, loaded.input_ids, session.torch)
+    result["checks"]["quantization"] = fp8.check_fp8(
+        spec.cell.quant, result["checks"]["quantization"]["fp8"], kernels
+    )
 
 
 def _prefill(

@@ -32,6 +32,12 @@ NF4_LOAD_RESIDUAL_BYTES = 4 * MIB
 (4,194,304 bytes in both H100 4-bit reference loads, bf16 and fp32; int8 and unquantized
 loads have none). A load-time buffer whose origin was not traced; kept as a constant."""
 
+FP8_QUANTIZE_FLOAT32_COPIES = 3
+"""Float32 ``out x in`` tensors live at once while torchao 0.18 quantizes one weight to fp8
+on load (``_quantize_affine_float8``: ``x.to(float32)``, ``/ scale``, ``clamp``; the first
+is no copy when the checkpoint is float32). Read from the code, not measured: the torch path,
+taken when the ``mslk`` package is not installed."""
+
 INT8_THRESHOLD = 6.0
 """``BitsAndBytesConfig.llm_int8_threshold`` default: activations with ``|x| >= 6`` make
 their column an outlier column, computed in 16-bit."""

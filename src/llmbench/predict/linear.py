@@ -1,7 +1,8 @@
-"""Replay of one projection (``nn.Linear`` or its bitsandbytes replacement) on ``rows``
-tokens: the dense matmul, ``Linear4bit`` (NF4 or FP4, double-quantized or not: the same
-kernels and allocations, only the code table's values differ) and LLM.int8's
-``MatMul8bitLt`` with its outlier decomposition, allocation by allocation.
+"""Replay of one projection (``nn.Linear``, its bitsandbytes replacement or a torchao
+``Float8Tensor`` weight) on ``rows`` tokens: the dense matmul, torchao fp8 (weight-only or
+with dynamic per-row activation quantization), ``Linear4bit`` (NF4 or FP4, double-quantized
+or not: the same kernels and allocations, only the code table's values differ) and
+LLM.int8's ``MatMul8bitLt`` with its outlier decomposition, allocation by allocation.
 
 Imports ``llmbench.predict.replay``, ``outliers`` and ``constants``.
 """
@@ -20,7 +21,49 @@ def _linear(r: _Replay, ctx: _Context, rows: int, projection: str, term: str) ->
         return r.alloc(term, rows * out_features * ctx.a)
     if ctx.quant == "int8":
         return _linear_int8(r, ctx, rows, projection, term)
+    if ctx.quant == "fp8":
+        return _linear_fp8_weight_only(r, ctx, rows, projection, term)
+    if ctx.quant == "fp8-dyn":
+        return _linear_fp8_dynamic(r, ctx, rows, projection, term)
     return _linear_4bit(r, ctx, rows, projection, term)
+
+
+def _linear_fp8_weight_only(
+    r: _Replay, ctx: _Context, rows: int, projection: str, term: str
+) -> str:
+    """torchao 0.18 ``Float8Tensor`` weight-only: ``_float8_addmm_impl`` runs
+    ``torch.matmul(x, weight.t().dequantize())``; ``_dequantize_affine_float8`` holds
+    ``qdata.to(float32)`` and its product with the row scales (float32, ``out x in`` each)
+    while it casts to the model dtype; the model-dtype weight lives through the GEMM."""
+    out_f, in_f = ctx.arch.projection_shapes()[projection]
+    n = out_f * in_f
+    upcast = r.alloc("quant_scratch", 4 * n)
+    product = r.alloc("quant_scratch", 4 * n)
+    weight = r.alloc("quant_scratch", n * ctx.a)
+    r.free(upcast, product)
+    out = r.alloc(term, rows * out_f * ctx.a)
+    r.free(weight)
+    return out
+
+
+def _linear_fp8_dynamic(r: _Replay, ctx: _Context, rows: int, projection: str, term: str) -> str:
+    """torchao 0.18 fp8 x fp8 with PerRow scales, the torch path (no ``mslk`` package):
+    ``Float8Tensor.from_hp`` of the activation: ``_choose_scale_float8`` (``x.abs()`` in the
+    model dtype, freed after ``amax``; float32 row scales), ``_quantize_affine_float8``
+    (``x.to(float32)``, ``/ scale``, ``clamp``: three float32 ``rows x in`` tensors live
+    until the float8 result exists); then ``torch._scaled_mm`` into a model-dtype output."""
+    out_f, in_f = ctx.arch.projection_shapes()[projection]
+    absolute = r.alloc("quant_scratch", rows * in_f * ctx.a)
+    amax = r.alloc("quant_scratch", rows * ctx.a)
+    r.free(absolute)
+    scale = r.alloc("quant_scratch", rows * 4)
+    r.free(amax)
+    floats = [r.alloc("quant_scratch", rows * in_f * 4) for _ in range(3)]
+    qdata = r.alloc("quant_scratch", rows * in_f)
+    r.free(*floats)
+    out = r.alloc(term, rows * out_f * ctx.a)
+    r.free(qdata, scale)
+    return out
 
 
 def _linear_4bit(r: _Replay, ctx: _Context, rows: int, projection: str, term: str) -> str:

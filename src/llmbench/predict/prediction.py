@@ -24,9 +24,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from llmbench.grid.spec import Cell
+from llmbench.grid.spec import TORCHAO_QUANTS, Cell
 from llmbench.predict.architecture import Architecture
-from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES, DTYPE_BYTES
+from llmbench.predict.constants import (
+    CUBLAS_WORKSPACE_BYTES,
+    CUDA_CONTEXT_BYTES,
+    DTYPE_BYTES,
+    FP8_QUANTIZE_FLOAT32_COPIES,
+)
 from llmbench.predict.fit import allocator_slack, fit_verdict
 from llmbench.predict.forward import _forward
 from llmbench.predict.outliers import int8_outlier_fraction
@@ -175,14 +180,21 @@ def _context(
 
 
 def _load_phase(ctx: _Context, weights: WeightBreakdown, *, prequantized: bool) -> PhasePrediction:
-    """The weights; quantizing on load adds the largest weight at checkpoint precision."""
+    """The weights; quantizing on load adds the largest weight at checkpoint precision (and
+    for fp8 the float32 copies torchao makes of it: :data:`FP8_QUANTIZE_FLOAT32_COPIES`)."""
     return _phase("load", _load_replay(ctx, weights, prequantized=prequantized))
 
 
 def _load_replay(ctx: _Context, weights: WeightBreakdown, *, prequantized: bool) -> _Replay:
     load = _Replay()
     _base(load, weights, workspace=False, inputs=0)
-    if not prequantized and ctx.quant != "none":
+    if ctx.quant in TORCHAO_QUANTS:  # always quantized on load (no fp8 checkpoint)
+        largest = max(o * i for o, i in ctx.arch.projection_shapes().values())
+        load.stage = "quantize on load"
+        # the weight at checkpoint precision and the float32 copies; its fp8 result is counted
+        copies = FP8_QUANTIZE_FLOAT32_COPIES - (ctx.cell.dtype == "float32")
+        load.alloc("load_staging", largest * (ctx.a + 4 * copies))
+    elif not prequantized and ctx.quant != "none":
         largest = max(o * i for o, i in ctx.arch.projection_shapes().values())
         load.stage = "quantize on load"
         load.alloc("load_staging", largest * DTYPE_BYTES[ctx.cell.dtype])

@@ -55,6 +55,10 @@ Terms (bytes; ``Terms`` has one field each):
 - ``traced``: a traced prediction (``llmbench.predict.trace``) splits its peak into weights,
   workspace, inputs and the KV cache the phase leaves; everything else live at the traced
   peak (the forward's temporaries, not split by term) is this one, transient for the fit rule.
+- ``quant_scratch`` of fp8 / fp8-dyn (torchao 0.18 ``Float8Tensor``, ``llmbench.predict.linear``):
+  weight-only: the weight dequantized (float32 copy, float32 product, model-dtype result);
+  fp8-dyn: the activation's per-row quantization (``abs``, float32 copy, quotient, clamp,
+  float8 result and float32 row scales).
 - ``load_staging``: quantizing on load instead of from a pre-quantized checkpoint (not what the
   pipeline does by default): the largest quantized weight at checkpoint precision.
 
@@ -65,7 +69,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from llmbench.grid.spec import BNB_QUANTS, Cell
+from llmbench.grid.spec import BNB_QUANTS, TORCHAO_QUANTS, Cell
 from llmbench.predict.architecture import Architecture
 from llmbench.predict.constants import granule
 
@@ -185,5 +189,7 @@ class _Context:
 
     @property
     def quant(self) -> str:
-        """The cell's bitsandbytes quantization: int8, nf4, nf4-dq, fp4, fp4-dq, else none."""
-        return self.cell.quant if self.cell.quant in BNB_QUANTS else "none"
+        """The cell's quantization: bitsandbytes int8, nf4, nf4-dq, fp4, fp4-dq, torchao fp8,
+        fp8-dyn, else none."""
+        quantized = self.cell.quant in BNB_QUANTS or self.cell.quant in TORCHAO_QUANTS
+        return self.cell.quant if quantized else "none"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llmbench.grid.spec import FOUR_BIT_QUANTS
+from llmbench.grid.spec import FOUR_BIT_QUANTS, TORCHAO_QUANTS
 from llmbench.predict.architecture import Architecture
 from llmbench.predict.constants import DTYPE_BYTES, NF4_LOAD_RESIDUAL_BYTES, granule
 
@@ -121,6 +121,11 @@ def _projection(tally: _Tally, quant: str, dtype: str, shape: tuple[int, int], l
             tally.add("float32", 256 * 4, L)  # state2.code
             tally.add("float32", 4, L)  # offset
             tally.nested += (4 * outer + 256 * 4 + 4) * L
+    elif quant in TORCHAO_QUANTS:  # torchao 0.18 Float8Tensor: qdata + scale (out, 1)
+        tally.add("float8_e4m3fn", n, L)
+        tally.add("float32", 4 * out_features, L)
+        tally.quantized += n * L
+        tally.scales += 4 * out_features * L
     else:
         a = DTYPE_BYTES[dtype]
         tally.add(dtype, n * a, L)
@@ -130,7 +135,9 @@ def _projection(tally: _Tally, quant: str, dtype: str, shape: tuple[int, int], l
 def weight_breakdown(arch: Architecture, quant: str, dtype: str) -> WeightBreakdown:
     """Weights as loaded for a quant label (``nf4-not-passed`` loads unquantized weights).
 
-    ``quant``: none, int8, nf4, nf4-dq, fp4 or fp4-dq (anything else counts as unquantized);
+    ``quant``: none, int8, nf4, nf4-dq, fp4, fp4-dq, fp8 or fp8-dyn (anything else counts as
+    unquantized; fp8 and fp8-dyn store alike: one float8_e4m3fn byte per weight and a float32
+    scale per output row, torchao 0.18 ``Float8Tensor`` with PerRow granularity);
     ``dtype``: a key of ``DTYPE_BYTES`` (KeyError otherwise). Bytes throughout. fp4 is stored
     exactly as nf4 (bitsandbytes 0.50 ``quantize_4bit``: the same two-per-byte packing, the
     same float32 absmax per 64-weight block or its uint8 double quantization in blocks of 256,

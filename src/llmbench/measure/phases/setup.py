@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from llmbench.grid.spec import BNB_QUANTS, Cell
+from llmbench.grid.spec import BNB_QUANTS, TORCHAO_QUANTS, Cell
 from llmbench.grid.support import static_unsupported
 from llmbench.host import environment
+from llmbench.measure import fp8
 from llmbench.measure.energy import EnergyMeter
 from llmbench.measure.memory import MemoryTracker
 from llmbench.measure.timing import Stopwatch
@@ -66,11 +67,20 @@ def prepare_torch(torch: Any, device: str, settings: Mapping[str, Any]) -> dict[
     return environment.capture_torch()
 
 
-def check_supported(cell: Cell, device: str) -> None:
-    """Raise Cancelled("unsupported", reason) for a cell known not to run on ``device``."""
-    reason = static_unsupported(cell, device)
+def check_supported(cell: Cell, device: str, torch: Any = None) -> None:
+    """Raise Cancelled("unsupported", reason) for a cell known not to run on ``device`` (on
+    CUDA ``torch`` gives the GPU's compute capability), then Cancelled("unavailable", reason)
+    for an fp8 cell without torchao (an optional extra)."""
+    capability = None
+    if torch is not None and device == "cuda" and cell.quant in TORCHAO_QUANTS:
+        capability = tuple(torch.cuda.get_device_capability(0))
+    reason = static_unsupported(cell, device, capability)
     if reason:
         raise Cancelled("unsupported", reason)
+    if cell.quant in TORCHAO_QUANTS:
+        missing = fp8.torchao_missing_reason()
+        if missing:
+            raise Cancelled("unavailable", missing)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ QUANT_MARKERS = {
     "nf4-not-passed": "v",
     "fp4": "<",
     "fp4-dq": ">",
+    "fp8": "P",
+    "fp8-dyn": "h",
 }
 """Marker per quantization; no 'x' or '*' (those mean a cell did not run elsewhere)."""
 
