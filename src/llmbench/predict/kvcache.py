@@ -30,10 +30,14 @@ quantized part ``S + k - (k mod R)``.
 Decode transient of one step in a layer (``update``): the dequantized K and V of the
 quantized part (``Q`` tokens each, model dtype), then ``torch.cat`` of dequantized +
 residual + new token into the returned K and V (``Q + r + 1`` tokens each, ``r`` the
-residual before the step), all four alive together at the second ``cat``. Scratch inside
-the backends' dequantize (unpacking, the ``(data - shift) * scale`` temporaries) is not
-modelled: unknown, it depends on the backend's CUDA kernel; the prediction leaves it out
-and says so in the phase's ``stage``.
+residual before the step), all four alive together, then the residual's ``torch.cat`` with
+the token (new K and V of ``r + 1`` tokens while the old V is alive). Scratch inside the
+backends' dequantize (unpacking, the ``(data - shift) * scale`` temporaries) is not modelled:
+with quanto on the CPU it is freed before the first ``cat`` (checked with
+``predict.trace.livebytes``, tests/predict/test_kvcache.py); on CUDA it depends on the
+backend's kernel (unknown), and the phase's ``stage`` says it is left out. A decode that
+reaches ``R`` steps requantizes the whole layer, whose scratch is not modelled either: such
+cells are not predicted.
 
 Imports ``llmbench.grid.spec.Cell`` and ``llmbench.predict`` (architecture, constants,
 prediction, replay).
@@ -129,13 +133,24 @@ def _allocated(arch: Architecture, cell: Cell, steps: int, a: int) -> int | None
 
 def decode_transient_bytes(arch: Architecture, cell: Cell, steps: int, a: int) -> int:
     """The last layer's update at decode step ``steps`` (1-based): dequantized K and V
-    (``Q`` tokens each) and the returned K and V (``Q + r + 1`` tokens each), ``Q`` and ``r``
-    as left by step ``steps - 1``; granule-rounded. Dequantize scratch is not included."""
+    (``Q`` tokens each), the returned K and V (``Q + r + 1`` tokens each) and the residual
+    grown by ``torch.cat`` to ``r + 1`` tokens (new K and V, the old K dropped), ``Q`` and
+    ``r`` as left by step ``steps - 1``; granule-rounded. Dequantize scratch is not included
+    (with quanto on the CPU it is freed before the first ``cat``: tests/predict/
+    test_kvcache.py); a requantizing step adds only the first two (its quantize scratch is
+    not modelled)."""
     s = arch.shape
     per_token = cell.batch * s.num_kv_heads * s.head_dim * a
     quantized_tokens, residual_tokens = split_tokens(cell.seq, steps - 1)
     returned = quantized_tokens + residual_tokens + 1
-    return 2 * granule(per_token * quantized_tokens) + 2 * granule(per_token * returned)
+    dequantized_and_returned = 2 * granule(per_token * quantized_tokens) + 2 * granule(
+        per_token * returned
+    )
+    if residual_tokens + 1 >= RESIDUAL_LENGTH:  # requantized (scratch not modelled), emptied
+        return dequantized_and_returned
+    # the residual grows by ``torch.cat``: new K and V, the old K already dropped
+    grown = 2 * granule(per_token * (residual_tokens + 1)) - granule(per_token * residual_tokens)
+    return dequantized_and_returned + grown
 
 
 def with_quantized_cache(
@@ -146,8 +161,10 @@ def with_quantized_cache(
 
     - prefill: every layer the model-dtype replay counted in ``kv_cache`` (whole layers of
       ``S`` tokens; a partial last one stays in the model dtype, alive as the projection's
-      output) is quantized instead; the quantize scratch of the first update is assumed not
-      to be the peak (it is one layer's K at a time, smaller than the MLP's activations).
+      output) is quantized instead; at a peak inside the last layer's attention that
+      layer's model-dtype K and V are alive as well (``update`` returns them); the quantize
+      scratch of the first update (about 1.4 x one layer's K and V with quanto on the CPU)
+      is assumed not to be the peak (it is smaller than the last layer's MLP activations).
     - decode: the peak is taken at the last layer's update of the last step
       (``decode_tokens - 1`` steps): ``kv_cache`` = the cache after the previous step,
       ``kv_cache_growth`` = ``decode_transient_bytes``; the other terms as the model-dtype
@@ -155,6 +172,12 @@ def with_quantized_cache(
     """
     a = DTYPE_BYTES[cell.dtype]
     steps = max(decode_tokens - 1, 0)
+    if steps >= RESIDUAL_LENGTH:
+        return (
+            f"kv_cache {cell.kv_cache}: {steps} decode steps reach the residual length "
+            f"{RESIDUAL_LENGTH}, where the whole layer is requantized: the quantize scratch "
+            "is not modelled"
+        )
     per_layer_full = arch.kv_bytes(cell.batch, cell.seq, a)
     after_prefill = _allocated(arch, cell, 0, a)
     before_last = _allocated(arch, cell, max(steps - 1, 0), a)
@@ -167,6 +190,10 @@ def with_quantized_cache(
     per_layer_quantized = after_prefill // arch.shape.num_layers
     prefill_terms = model_dtype.prefill.peak
     whole, partial = divmod(prefill_terms.kv_cache, per_layer_full)
+    if whole and "attention" in model_dtype.prefill.stage:
+        # inside the last layer's attention the update has returned the prompt's K and V
+        # themselves (model dtype): alive beside their quantized copy until attention ends
+        partial += per_layer_full
     prefill = PhasePrediction(
         "prefill",
         replace(prefill_terms, kv_cache=whole * per_layer_quantized + partial),
