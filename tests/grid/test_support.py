@@ -39,3 +39,12 @@ def test_every_reason_that_applies_is_named():
     assert static_unsupported(cell, "cuda") == static_unsupported(
         Cell("m", "nf4", "sdpa", "bfloat16", 1, 8, int8_threshold="4"), "cuda"
     )
+
+
+@pytest.mark.parametrize("mode", ["static", "graph"])
+def test_a_quantized_kv_cache_runs_only_in_eager_decode(mode):
+    cell = Cell("m", "none", "sdpa", "bfloat16", 1, 8, decode_mode=mode, kv_cache="hqq-int4")
+    reason = static_unsupported(cell, "cuda")
+    assert reason is not None and f"decode_mode {mode} decodes into a preallocated" in reason
+    eager = Cell("m", "none", "sdpa", "bfloat16", 1, 8, kv_cache="quanto-int2")
+    assert static_unsupported(eager, "cpu") is None
