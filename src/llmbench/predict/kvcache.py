@@ -19,7 +19,7 @@ model dtype: quanto's ``MaxOptimizer`` and hqq's ``compute_dtype`` both take the
 
 exact where ``n`` is a multiple of ``g`` and ``n / g`` of ``8 / nbits`` (else ``None``:
 unknown, both libraries pad); ``kv_cache_bytes`` checks this on the CPU against the tensors
-of a real cache (tests/predict/test_kvcache.py).
+of a real cache's tensors after a worker run (tests/measure/test_kvcache.py).
 
 Update rule (``QuantizedLayer.update``): the prefill quantizes all ``S`` prompt tokens and
 keeps no model-dtype copy; decode step ``k`` (1-based) appends its token to the residual, and
@@ -34,7 +34,7 @@ residual before the step), all four alive together, then the residual's ``torch.
 the token (new K and V of ``r + 1`` tokens while the old V is alive). Scratch inside the
 backends' dequantize (unpacking, the ``(data - shift) * scale`` temporaries) is not modelled:
 with quanto on the CPU it is freed before the first ``cat`` (checked with
-``predict.trace.livebytes``, tests/predict/test_kvcache.py); on CUDA it depends on the
+``predict.trace.livebytes``, tests/predict/test_predict_kvcache.py); on CUDA it depends on the
 backend's kernel (unknown), and the phase's ``stage`` says it is left out. A decode that
 reaches ``R`` steps requantizes the whole layer, whose scratch is not modelled either: such
 cells are not predicted.
@@ -136,9 +136,9 @@ def decode_transient_bytes(arch: Architecture, cell: Cell, steps: int, a: int) -
     (``Q`` tokens each), the returned K and V (``Q + r + 1`` tokens each) and the residual
     grown by ``torch.cat`` to ``r + 1`` tokens (new K and V, the old K dropped), ``Q`` and
     ``r`` as left by step ``steps - 1``; granule-rounded. Dequantize scratch is not included
-    (with quanto on the CPU it is freed before the first ``cat``: tests/predict/
-    test_kvcache.py); a requantizing step adds only the first two (its quantize scratch is
-    not modelled)."""
+    (with quanto on the CPU it is freed before the first ``cat``:
+    tests/predict/test_predict_kvcache.py); a requantizing step adds only the first two (its
+    quantize scratch is not modelled)."""
     s = arch.shape
     per_token = cell.batch * s.num_kv_heads * s.head_dim * a
     quantized_tokens, residual_tokens = split_tokens(cell.seq, steps - 1)
