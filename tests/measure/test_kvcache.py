@@ -86,3 +86,21 @@ def test_a_model_dtype_cell_builds_no_cache_and_needs_no_backend():
     cell = Cell("tiny-llama", "none", "sdpa", "bfloat16", 1, 8)
     assert kvcache.cache_factory(object(), cell) is None
     assert kvcache.check_backend(cell) is None
+
+
+def test_a_quanto_extension_that_cannot_be_built_makes_the_cell_unavailable(monkeypatch):
+    from optimum.quanto.library.extensions import extension
+
+    class Unbuildable:
+        @property
+        def lib(self):
+            raise OSError("CUDA_HOME environment variable is not set")
+
+    monkeypatch.setitem(extension._extensions, "quanto_cuda", Unbuildable())
+    cell = Cell("tiny-llama", "none", "sdpa", "bfloat16", 1, 8, kv_cache="quanto-int4")
+    reason = kvcache.prepare_backend(cell, "cuda")
+    assert "quanto_cuda" in reason and "CUDA_HOME environment variable is not set" in reason
+    assert (
+        kvcache.prepare_backend(Cell(**{**cell.__dict__, "kv_cache": "hqq-int4"}), "cuda") is None
+    )
+    assert kvcache.prepare_backend(cell, "cpu") is None  # quanto_cpp: built, loads

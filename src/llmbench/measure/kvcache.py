@@ -58,6 +58,33 @@ def check_backend(cell: Cell) -> str | None:
     )
 
 
+def prepare_backend(cell: Cell, device: str) -> str | None:
+    """Build (or load the already built) C++/CUDA extension of optimum-quanto that dequantizing
+    a quanto cache calls (``quanto::unpack``: ``quanto_cuda`` on ``cuda``, ``quanto_cpp`` on
+    the CPU), so that its JIT compilation with ninja (and nvcc on CUDA; minutes at the first
+    use, cached in the package's ``build`` folder afterwards) happens during the cell's
+    start-up and not in its timed decode. Returns why it cannot be built (the cell is then
+    ``unavailable``), or None: also None for HQQ (pure PyTorch) and ``kv_cache: model``."""
+    quantization = cell.kv_quantization
+    if quantization is None or quantization[0] != "quanto":
+        return None
+    from optimum.quanto.library.extensions import get_extension, is_extension_available
+
+    name = "quanto_cuda" if device == "cuda" else "quanto_cpp"
+    if not is_extension_available(name):  # quanto then dequantizes with PyTorch ops
+        return None
+    try:
+        _ = get_extension(name).lib  # the property builds or loads it
+    except Exception as exc:  # noqa: BLE001 - a compiler or header missing: the cell's reason
+        first = str(exc).strip().splitlines()[:1] or [type(exc).__name__]
+        return (
+            f"kv_cache {cell.kv_cache}: optimum-quanto's extension {name} (its unpack kernel, "
+            f"built with ninja{' and nvcc' if device == 'cuda' else ''} at first use) could "
+            f"not be built: {type(exc).__name__}: {first[0][:300]}"
+        )
+    return None
+
+
 def cache_factory(model: Any, cell: Cell) -> Callable[[], Any] | None:
     """A function building a fresh empty ``QuantizedCache`` for the cell's backend and nbits
     (defaults ``q_group_size`` 64, ``residual_length`` 128, axis 0), or None for
