@@ -64,3 +64,21 @@ def test_cpu_host_falls_back_to_the_tiny_frontier(repo):
     assert frontier.choose_section({**config, "on_missing_gpu": "ignore"}, False, config_dir)
     with pytest.raises(RuntimeError, match="frontier"):
         frontier.choose_section({**config, "on_missing_gpu": "fail"}, False, config_dir)
+
+
+def test_a_quantized_kv_cache_search_names_itself_and_its_probes(repo):
+    search = Search("tiny-mistral", "none", "sdpa", "bfloat16", "seq", 1, "quanto-int4")
+    assert search.name == "seq_b1_kv-quanto-int4"
+    assert search.relpath == "tiny-mistral/none/sdpa/bfloat16/seq_b1_kv-quanto-int4.json"
+    assert (
+        search.cell(4096).relpath == "tiny-mistral/none/sdpa/bfloat16/b1_s4096_kv-quanto-int4.json"
+    )
+    wildcards = {"model": "tiny-mistral", "quant": "none", "attn": "sdpa", "dtype": "bfloat16"}
+    assert Search.from_wildcards({**wildcards, "search": search.name}) == search
+    with pytest.raises(ValueError, match="_kv-"):
+        Search.from_wildcards({**wildcards, "search": "seq_b1_decode-graph"})
+    config = yaml.safe_load((repo / "config/config.yaml").read_text())
+    default = frontier.plan(TINY_SECTION, config["models"])
+    both = frontier.plan({**TINY_SECTION, "kv_cache": ["model", "hqq-int4"]}, config["models"])
+    assert {s.kv_cache for s in default} == {"model"}
+    assert len(both) == 2 * len(default) and set(default) < set(both)

@@ -50,3 +50,32 @@ def test_table_and_figure(tmp_path):
     figures.draw_frontier(csv, str(tmp_path / "f.png"), str(tmp_path / "f.svg"))
     assert (tmp_path / "f.png").stat().st_size > 10_000
     assert "unsupported" in (tmp_path / "f.svg").read_text()
+
+
+def test_the_kv_cache_column_appears_only_with_a_quantized_cache_search():
+    from llmbench.frontier.tables import table_row
+
+    document = {
+        "search": {"model": "m", "quant": "none", "attn": "sdpa", "dtype": "bfloat16"},
+        "probes": [],
+        "step": 256,
+        "frontier": None,
+        "status": "oom",
+        "first_fail": None,
+        "largest_ok": None,
+        "values_min": 256,
+        "values_max": 512,
+        "predicted": None,
+        "n_probes": 0,
+        "probes_run": 0,
+        "probes_reused": 0,
+        "max_probes": 2,
+        "goal_probes": 2,
+        "brute_force": 2,
+    }
+    for axis in ({"axis": "seq", "fixed": 1}, {"axis": "seq", "fixed": 1, "kv_cache": "model"}):
+        assert "kv_cache" not in table_row(
+            {**document, "search": {**document["search"], **axis}}, "p"
+        )
+    quantized = {**document["search"], "axis": "seq", "fixed": 1, "kv_cache": "hqq-int4"}
+    assert table_row({**document, "search": quantized}, "p")["kv_cache"] == "hqq-int4"

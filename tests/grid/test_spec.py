@@ -271,3 +271,23 @@ def test_a_threshold_outside_the_axis_fails_the_grid_schema(tmp_path):
     path = write_grid(tmp_path, {"blocks": [block(quant=["int8"], int8_threshold=[7])]})
     with pytest.raises(SchemaError, match="int8_threshold"):
         load_grid(str(path), tmp_path, MODELS)
+
+
+@pytest.mark.parametrize(
+    "kv, suffix, quantization",
+    [
+        ("quanto-int4", "_kv-quanto-int4", ("quanto", 4)),
+        ("quanto-int2", "_kv-quanto-int2", ("quanto", 2)),
+        ("hqq-int4", "_kv-hqq-int4", ("hqq", 4)),
+        ("hqq-int2", "_kv-hqq-int2", ("hqq", 2)),
+    ],
+)
+def test_a_quantized_kv_cache_is_a_path_suffix_that_parses_back(kv, suffix, quantization):
+    cell = Cell("m", "int8", "sdpa", "bfloat16", 1, 8, int8_threshold="4", kv_cache=kv)
+    assert cell.variant == f"_t4{suffix}" and cell.kv_quantization == quantization
+    assert parse_variant(cell.variant) == {"int8_threshold": "4", "kv_cache": kv}
+    pattern = re.compile("b1_s8{variant}".format(**wildcard_constraints()))
+    assert pattern.fullmatch(f"b1_s8{cell.variant}")
+    assert Cell("m", "none", "sdpa", "bfloat16", 1, 8).kv_quantization is None
+    with pytest.raises(ValueError, match="kv_cache"):
+        Cell("m", "none", "sdpa", "bfloat16", 1, 8, kv_cache="quanto-int3")  # quanto: 2 or 4

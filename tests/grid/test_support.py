@@ -50,3 +50,12 @@ def test_fp8_needs_a_cuda_gpu_of_compute_capability_8_9_or_more(quant):
     assert static_unsupported(cell, "cuda", (9, 0)) is None
     assert static_unsupported(cell, "cuda") is None  # capability unknown: attempted
     assert static_unsupported(Cell("m", "none", "sdpa", "bfloat16", 1, 8), "cuda", (8, 0)) is None
+
+
+@pytest.mark.parametrize("mode", ["static", "graph"])
+def test_a_quantized_kv_cache_runs_only_in_eager_decode(mode):
+    cell = Cell("m", "none", "sdpa", "bfloat16", 1, 8, decode_mode=mode, kv_cache="hqq-int4")
+    reason = static_unsupported(cell, "cuda")
+    assert reason is not None and f"decode_mode {mode} decodes into a preallocated" in reason
+    eager = Cell("m", "none", "sdpa", "bfloat16", 1, 8, kv_cache="quanto-int2")
+    assert static_unsupported(eager, "cpu") is None

@@ -8,16 +8,21 @@ May import: :mod:`.search`, ``llmbench.grid`` (and yaml, lazily).
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from llmbench.frontier.search import grid_values
-from llmbench.grid.spec import Cell
+from llmbench.grid.spec import KV_CACHES, Cell, parse_variant
 
 AXES: tuple[str, ...] = ("seq", "batch")
 """Axis a search moves along; the other one is held fixed."""
+
+_SEARCH_NAME = re.compile(r"(seq_b|batch_s)([1-9][0-9]*)(.*)")
+"""A search's file stem: axis, fixed value, the probes' path suffix (``Cell.variant``)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -25,7 +30,8 @@ class Search:
     """One frontier search: a configuration and the axis it moves along.
 
     ``axis`` "seq": the largest sequence length at batch ``fixed``; "batch": the largest batch
-    at sequence length ``fixed``.
+    at sequence length ``fixed``. ``kv_cache``: the probes' KV cache format (grid axis
+    ``kv_cache``; default ``model``, the name and paths searches had before it existed).
     """
 
     model: str
@@ -34,6 +40,7 @@ class Search:
     dtype: str
     axis: str
     fixed: int
+    kv_cache: str = KV_CACHES[0]
 
     def __post_init__(self) -> None:
         if self.axis not in AXES:
@@ -42,8 +49,10 @@ class Search:
 
     @property
     def name(self) -> str:
-        """File stem: ``seq_b{batch}`` or ``batch_s{seq}``."""
-        return f"seq_b{self.fixed}" if self.axis == "seq" else f"batch_s{self.fixed}"
+        """File stem: ``seq_b{batch}`` or ``batch_s{seq}``, then the probes' path suffix for a
+        quantized KV cache (e.g. ``seq_b1_kv-quanto-int4``)."""
+        stem = f"seq_b{self.fixed}" if self.axis == "seq" else f"batch_s{self.fixed}"
+        return stem + self.cell(1).variant
 
     @property
     def relpath(self) -> str:
@@ -53,22 +62,29 @@ class Search:
     def cell(self, value: int) -> Cell:
         """The cell a probe at ``value`` measures."""
         batch, seq = (self.fixed, value) if self.axis == "seq" else (value, self.fixed)
-        return Cell(self.model, self.quant, self.attn, self.dtype, batch, seq)
+        return Cell(
+            self.model, self.quant, self.attn, self.dtype, batch, seq, kv_cache=self.kv_cache
+        )
 
     @classmethod
     def from_wildcards(cls, values: Mapping[str, Any]) -> Search:
         """Build from Snakemake wildcards (model, quant, attn, dtype, search=<name>)."""
         name = str(values["search"])
-        axis, _, fixed = name.partition("_")
-        if axis not in AXES or fixed[:1] != ("b" if axis == "seq" else "s"):
-            raise ValueError(f"search name {name!r} is not seq_b<batch> or batch_s<seq>")
+        match = _SEARCH_NAME.fullmatch(name)
+        optional = parse_variant(match.group(3)) if match else None
+        if match is None or set(optional) - {"kv_cache"}:
+            raise ValueError(
+                f"search name {name!r} is not seq_b<batch> or batch_s<seq>, with an optional "
+                "_kv-<kv_cache> suffix"
+            )
         return cls(
             str(values["model"]),
             str(values["quant"]),
             str(values["attn"]),
             str(values["dtype"]),
-            axis,
-            int(fixed[1:]),
+            "seq" if match.group(1) == "seq_b" else "batch",
+            int(match.group(2)),
+            **optional,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,8 +100,9 @@ def search_values(search: Search, section: Mapping[str, Any]) -> list[int]:
 
 
 def plan(section: Mapping[str, Any], models: Mapping[str, Any] | None = None) -> list[Search]:
-    """Every search a ``frontier`` section asks for: per model × quant × attn × dtype, one seq
-    search per batch in ``batch`` and one batch search per sequence length in ``seq``."""
+    """Every search a ``frontier`` section asks for: per model × quant × attn × dtype ×
+    kv_cache (optional key, default ``[model]``), one seq search per batch in ``batch`` and
+    one batch search per sequence length in ``seq``."""
     searches = []
     for model in section["models"]:
         if models is not None and model not in models:
@@ -95,11 +112,13 @@ def plan(section: Mapping[str, Any], models: Mapping[str, Any] | None = None) ->
             )
         for quant in section["quant"]:
             for attn in section["attn"]:
-                for dtype in section["dtype"]:
+                for dtype, kv in itertools.product(
+                    section["dtype"], section.get("kv_cache", KV_CACHES[:1])
+                ):
                     for batch in section["batch"]:
-                        searches.append(Search(model, quant, attn, dtype, "seq", batch))
+                        searches.append(Search(model, quant, attn, dtype, "seq", batch, kv))
                     for seq in section["seq"]:
-                        searches.append(Search(model, quant, attn, dtype, "batch", seq))
+                        searches.append(Search(model, quant, attn, dtype, "batch", seq, kv))
     return sorted(set(searches))
 
 

@@ -46,7 +46,8 @@ TABLE_COLUMNS = (
     "path",
 )
 """Columns of results/tables/frontier.csv, one row per search. ``batch``/``seq``: the fixed
-axis (the searched one is empty); ``reduction``: brute_force / probes."""
+axis (the searched one is empty); ``reduction``: brute_force / probes. A table with a
+quantized-KV-cache search adds ``kv_cache`` after ``dtype``."""
 
 
 def table_row(document: Mapping[str, Any], path: str) -> dict[str, Any]:
@@ -91,6 +92,8 @@ def table_row(document: Mapping[str, Any], path: str) -> dict[str, Any]:
         "probe_values": " ".join(str(p["value"]) for p in probes),
         "probe_statuses": " ".join(p["status"] for p in probes),
         "path": path,
+        # only a quantized-cache search has the column (frontier.csv of the others unchanged)
+        **({"kv_cache": search["kv_cache"]} if search.get("kv_cache", "model") != "model" else {}),
     }
 
 
@@ -101,7 +104,10 @@ def table(paths: Iterable[str | Path]) -> Any:
     import pandas as pd
 
     rows = [table_row(json.loads(Path(p).read_text()), str(p)) for p in paths]
-    frame = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    kv = ["kv_cache"] if any("kv_cache" in row for row in rows) else []
+    frame = pd.DataFrame(rows, columns=[*TABLE_COLUMNS[:4], *kv, *TABLE_COLUMNS[4:]])
+    if kv:
+        frame["kv_cache"] = frame["kv_cache"].fillna("model")
     for column in ("batch", "seq", "frontier", "first_fail", "largest_ok", "predicted"):
         frame[column] = frame[column].astype("Int64")
-    return frame.sort_values(["model", "quant", "attn", "dtype", "search", "batch", "seq"])
+    return frame.sort_values(["model", "quant", "attn", "dtype", *kv, "search", "batch", "seq"])

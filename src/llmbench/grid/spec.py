@@ -2,8 +2,8 @@
 
 A grid file (``config/grids/<name>.yaml``) is a list of blocks; each block is a cartesian
 product over models × quant × attn × dtype × batch × seq, and over the optional axes
-decode_mode × allocator × bnb_compute × int8_threshold (:data:`OPTIONAL_AXES`; a block that
-omits one takes its default). The grid is the union of its blocks.
+decode_mode × allocator × bnb_compute × int8_threshold × kv_cache (:data:`OPTIONAL_AXES`; a
+block that omits one takes its default). The grid is the union of its blocks.
 Every combination becomes a cell, including ones that cannot run: those end as cells whose
 JSON says ``unsupported`` or ``unavailable`` rather than being dropped.
 """
@@ -85,11 +85,21 @@ bitsandbytes' default (6.0), a number passes it (``0`` = no outlier decompositio
 column in int8). Only ``int8`` has it: another cell with a value other than ``default`` is
 ``unsupported`` before it loads (``grid.support``)."""
 
+KV_CACHES: tuple[str, ...] = ("model", "quanto-int4", "quanto-int2", "hqq-int4", "hqq-int2")
+"""Format of the KV cache: ``model`` (the model dtype: a DynamicCache, what every cell did
+before this axis existed), or ``<backend>-int<nbits>``: transformers' ``QuantizedCache``
+(backend ``quanto`` = optimum-quanto, ``hqq`` = HQQ) at ``nbits`` bits, groups of
+``q_group_size`` 64 and a ``residual_length`` of 128 tokens kept in the model dtype (its
+defaults in transformers 5.17's ``cache_utils.QuantizedCache``). quanto takes nbits 2 and 4
+only (``QuantoQuantizedLayer.__init__``). Only decode_mode ``eager`` builds a cache per
+forward: a quantized cache with another decode_mode is ``unsupported`` (``grid.support``)."""
+
 OPTIONAL_AXES: dict[str, tuple[str, ...]] = {
     "decode_mode": DECODE_MODES,
     "allocator": ALLOCATORS,
     "bnb_compute": BNB_COMPUTES,
     "int8_threshold": INT8_THRESHOLDS,
+    "kv_cache": KV_CACHES,
 }
 """Axes a grid block may omit; the first value is the default. A cell at every default has
 the path it had before these axes existed; other values add a suffix (:attr:`Cell.variant`)."""
@@ -99,6 +109,7 @@ _VARIANT_TAGS: dict[str, dict[str, str]] = {
     "allocator": {"expandable_segments": "_alloc-expandable"},
     "bnb_compute": {"bfloat16": "_c-bf16", "float16": "_c-fp16", "float32": "_c-fp32"},
     "int8_threshold": {value: f"_t{value}" for value in INT8_THRESHOLDS[1:]},
+    "kv_cache": {value: f"_kv-{value}" for value in KV_CACHES[1:]},
 }
 """Path suffix of each non-default optional-axis value, in path order."""
 
@@ -122,6 +133,7 @@ class Cell:
     allocator: str = ALLOCATORS[0]
     bnb_compute: str = BNB_COMPUTES[0]
     int8_threshold: str = INT8_THRESHOLDS[0]
+    kv_cache: str = KV_CACHES[0]
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.model):
@@ -161,6 +173,15 @@ class Cell:
         """The ``llm_int8_threshold`` this cell passes, or None to leave bitsandbytes' default
         (``int8_threshold: default``)."""
         return None if self.int8_threshold == "default" else float(self.int8_threshold)
+
+    @property
+    def kv_quantization(self) -> tuple[str, int] | None:
+        """The quantized KV cache's ``(backend, nbits)``, e.g. ``("quanto", 4)``; None for a
+        cache in the model dtype (``kv_cache: model``)."""
+        if self.kv_cache == "model":
+            return None
+        backend, bits = self.kv_cache.split("-int")
+        return backend, int(bits)
 
     @property
     def variant(self) -> str:

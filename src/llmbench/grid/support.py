@@ -44,6 +44,12 @@ def static_unsupported(
             f"int8_threshold {cell.int8_threshold} sets LLM.int8's outlier threshold; "
             f"quant {cell.quant} is not int8"
         )
+    if cell.kv_cache != "model" and cell.decode_mode != "eager":
+        reasons.append(
+            f"kv_cache {cell.kv_cache} is transformers' QuantizedCache, grown per forward like "
+            f"a DynamicCache; decode_mode {cell.decode_mode} decodes into a preallocated "
+            "StaticCache"
+        )
     if cell.allocator != "default" and device != "cuda":
         reasons.append(
             f"allocator {cell.allocator} configures PyTorch's CUDA allocator; "

@@ -4,7 +4,8 @@ Owns: ``worker`` (the process entry point; records each phase's typed result int
 JSON and saves it after every step), ``phases`` (setup, load, prefill, decode, summary: one
 small function per step, each with a typed input and result), the trackers ``memory``,
 ``timing``, ``energy``; ``efficiency`` (MFU/MBU), ``checks``, ``attention``,
-``quantization``, ``models`` (checkpoints and loading) and ``failures`` (what went wrong).
+``quantization``, ``kvcache`` (a quantized KV cache: build, stored bytes, check), ``models``
+(checkpoints and loading) and ``failures`` (what went wrong).
 Only this package imports torch, transformers or bitsandbytes, and only inside functions.
 May import: ``llmbench.grid``, ``llmbench.host``, ``llmbench.record``.
 """

@@ -21,7 +21,7 @@ from typing import Any
 
 from llmbench.grid.spec import TORCHAO_QUANTS
 from llmbench.host import nvml
-from llmbench.measure import attention, fp8, quantization
+from llmbench.measure import attention, fp8, kvcache, quantization
 from llmbench.measure.allocator import AllocatorTrace, allocator_check
 from llmbench.measure.checks import gpu_clean_check
 from llmbench.measure.failures import classify
@@ -58,7 +58,9 @@ def measure(spec: CellSpec, result: Record, save: Save) -> None:
 
 
 def _measure_loaded(spec: CellSpec, session: Session, result: Record, save: Save) -> None:
-    """Load, prefill, decode, generate (eager decode_mode with ``measurement.generate``)."""
+    """Load, prefill, decode, generate (eager decode_mode and a model-dtype KV cache, with
+    ``measurement.generate``); a quantized KV cache adds its stored bytes (``kv_cache``) and
+    its check (``checks.kv_cache``)."""
     result["phase"] = "load"
     save()  # start-up is over: the parent's cell time limit counts from here (run.runner)
     loaded = _load(spec, session, result, save)
@@ -70,7 +72,15 @@ def _measure_loaded(spec: CellSpec, session: Session, result: Record, save: Save
         decoded = _decode(spec, session, loaded, result)
         if decoded.truth is not None:
             result["checks"]["decode_truth"] = decoded.truth
-        if spec.cell.decode_mode == "eager" and spec.measurement.get("generate"):
+        if decoded.kv_cache is not None:
+            result["checks"]["kv_cache"] = decoded.kv_cache["check"]
+            result["kv_cache"] = {"format": spec.cell.kv_cache, **decoded.kv_cache["stored_bytes"]}
+        # generate builds its own DynamicCache: a quantized-cache cell has no generate run
+        if (
+            spec.cell.decode_mode == "eager"
+            and spec.cell.kv_cache == "model"
+            and spec.measurement.get("generate")
+        ):
             result["memory"] = session.tracker.to_dict()  # decode's, kept if generate fails
             save()
             result["phase"] = "generate"
@@ -93,6 +103,15 @@ def _set_up(spec: CellSpec, result: Record, save: Save) -> Session:
     result["cell"]["device"] = device
     result["environment"].update(setup.prepare_torch(torch, device, spec.settings))
     setup.check_supported(spec.cell, device, torch)
+    missing = kvcache.check_backend(spec.cell)
+    if missing:
+        raise Cancelled("unavailable", missing)
+    if spec.cell.kv_quantization is not None:  # quanto's JIT build counts as start-up
+        started = time.perf_counter()
+        unbuilt = kvcache.prepare_backend(spec.cell, device)
+        result["timing_breakdown"]["kv_backend_prepare_s"] = time.perf_counter() - started
+        if unbuilt:
+            raise Cancelled("unavailable", unbuilt)
     gpus = result["environment"]["gpus"]
     if device == "cuda":
         result["checks"]["gpu_clean"] = gpu_clean_check(result["gpu_before"], gpus)
@@ -127,7 +146,8 @@ def _load(spec: CellSpec, session: Session, result: Record, save: Save) -> Loade
         checks["allocator"] = allocator_check(session.torch, spec.cell)
     save()
     input_ids = load.make_prompt(model, spec, facts.shape.vocab_size, session.torch)
-    return Loaded(model, input_ids, facts, measure_started)
+    new_cache = kvcache.cache_factory(model, spec.cell)
+    return Loaded(model, input_ids, facts, measure_started, new_cache)
 
 
 def _fp8_matmul(spec: CellSpec, session: Session, loaded: Loaded, result: Record) -> None:

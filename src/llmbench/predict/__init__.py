@@ -38,6 +38,8 @@ Modules, each importing only those above it in this list:
 - ``prediction``: the phases load / prefill / decode of one cell (``predict``, ``Prediction``).
 - ``trace`` (subpackage): the tracer, its cache (``trace.cache``, torch-free) and
   ``python -m llmbench.predict.trace.fill`` / ``.check``; see its ``__init__``.
+- ``kvcache``: a quantized KV cache (grid axis ``kv_cache``): stored bytes, decode transient,
+  the hand replay's phases with its KV terms replaced.
 - ``method``: which method answers a cell (``predict_cell``, ``Unpredictable``).
 - ``output``: rows, text table and CSV for ``llmbench predict`` and Snakemake.
 - ``columns``: predicted and measured / predicted columns of a cells table.

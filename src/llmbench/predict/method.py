@@ -10,8 +10,13 @@ formula and never a crash of the other cells.
 - The hand replay answers where it applies (``hand_replay_reason`` is None): the families it
   replays, without a sliding window the cell's tokens reach.
 
+- A quantized-KV-cache cell (``kv_cache`` other than ``model``) gets the hand replay of its
+  model-dtype twin with the KV terms replaced (``llmbench.predict.kvcache``; method
+  ``hand replay + quantized KV cache (predict.kvcache)``), or ``Unpredictable`` where the
+  hand replay does not apply.
+
 Imports ``llmbench.grid.spec.Cell`` and ``llmbench.predict`` (architecture, constants,
-prediction, replay, trace.cache).
+kvcache, prediction, replay, trace.cache).
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from llmbench.grid.spec import Cell
-from llmbench.predict.architecture import model_config_for
+from llmbench.predict.architecture import Architecture, model_config_for
 from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, INT8_THRESHOLD, granule
+from llmbench.predict.kvcache import with_quantized_cache
 from llmbench.predict.prediction import PhasePrediction, Prediction, predict
 from llmbench.predict.replay import Terms
 from llmbench.predict.trace.cache import FILL_COMMAND, TRACE_CACHE, cached_trace
@@ -122,6 +128,10 @@ def predict_cell(
             f"at bitsandbytes' default threshold {INT8_THRESHOLD} only (their fraction is "
             "fitted on the reference; llmbench.predict.outliers)",
         )
+    if cell.kv_quantization is not None:
+        return _quantized_cache_cell(
+            cell, models, repo_root, bnb_4bit_compute_dtype, decode_tokens, trace_cache
+        )
     entry = models.get(cell.model) or {}
     source = entry.get("architecture") or entry.get("pretrained") or "its config"
     try:
@@ -155,3 +165,48 @@ def predict_cell(
     return Unpredictable(
         cell, f"cannot predict {cell.model} from {source}: {hand_reason}; tracer: {tracer}"
     )
+
+
+def _quantized_cache_cell(
+    cell: Cell,
+    models: Mapping[str, Any],
+    repo_root: Path,
+    bnb_4bit_compute_dtype: str,
+    decode_tokens: int,
+    trace_cache: Path | None,
+) -> Prediction | Unpredictable | None:
+    """A quantized-KV-cache cell: the hand replay of the same cell with a model-dtype cache,
+    its KV terms replaced (``llmbench.predict.kvcache``); the tracer's cached traces are of
+    DynamicCache runs and are not used."""
+    model_dtype = predict_cell(
+        replace(cell, kv_cache="model"),
+        models,
+        repo_root,
+        bnb_4bit_compute_dtype=bnb_4bit_compute_dtype,
+        decode_tokens=decode_tokens,
+        trace_cache=trace_cache,
+    )
+    if model_dtype is None:
+        return None
+    if isinstance(model_dtype, Unpredictable):
+        return Unpredictable(cell, f"kv_cache {cell.kv_cache}: {model_dtype.reason}")
+    if model_dtype.method != "hand replay" and model_dtype.cross_check is None:
+        return Unpredictable(
+            cell,
+            f"kv_cache {cell.kv_cache}: only the hand replay's terms are adjusted for a "
+            f"quantized cache; {cell.model} is predicted by the {model_dtype.method}",
+        )
+    try:
+        config = model_config_for(cell.model, models, repo_root) or {}
+        if model_dtype.method != "hand replay":  # the tracer answered; the hand replay applies
+            model_dtype = predict(
+                config,
+                replace(cell, kv_cache="model"),
+                bnb_4bit_compute_dtype=bnb_4bit_compute_dtype,
+                decode_tokens=decode_tokens,
+            )
+        arch = Architecture.from_config(config)
+        adjusted = with_quantized_cache(model_dtype, arch, cell, decode_tokens)
+    except Exception as exc:  # one model's failure is its cells' data, not everyone's crash
+        return Unpredictable(cell, f"kv_cache {cell.kv_cache}: cannot predict: {exc!r}")
+    return Unpredictable(cell, adjusted) if isinstance(adjusted, str) else adjusted

@@ -3,11 +3,13 @@
 Owns: ``warm_up`` (finds the SDPA backend chosen for decode), ``DecodeResult``/
 ``time_decode`` (latency of each step inside the tracker's and the energy meter's ``decode``
 region, in the cell's ``decode_mode``) and ``latency_record``.
-May import: ``llmbench.grid``, ``llmbench.measure`` (attention, timing) and
+May import: ``llmbench.grid``, ``llmbench.measure`` (attention, kvcache, timing) and
 ``llmbench.measure.phases`` (generation, load, setup, static).
 
 decode_mode ``eager`` grows a DynamicCache (``generation.Generation``); ``static`` and
-``graph`` decode into a ``StaticCache`` (``static.StaticGeneration``). ``graph`` captures one
+``graph`` decode into a ``StaticCache`` (``static.StaticGeneration``). A cell with a
+quantized ``kv_cache`` (eager only) prefills into transformers' ``QuantizedCache`` and decodes
+from it; its stored bytes and check are taken after the last timed step. ``graph`` captures one
 step, then for ``TRUTH_STEPS`` cache states compares a replay's logits with an eager step's
 from the same state (``static.truth_steps``; the ``decode_truth`` check), then times further
 replays.
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmbench.grid.spec import Cell
-from llmbench.measure import attention
+from llmbench.measure import attention, kvcache
 from llmbench.measure.phases.generation import Generation
 from llmbench.measure.phases.load import Loaded
 from llmbench.measure.phases.setup import Session
@@ -39,10 +41,13 @@ the default ``rtol`` of ``torch.testing.assert_close`` for that dtype (PyTorch's
 def _generation(
     loaded: Loaded, prefill_kwargs: dict[str, Any], decode_mode: str, max_new_tokens: int
 ) -> Generation | StaticGeneration:
-    """A fresh greedy generation from the prompt: a DynamicCache for ``eager``, else a
-    StaticCache of prompt + ``max_new_tokens`` positions."""
-    if decode_mode == "eager":
-        return Generation(loaded.model, loaded.input_ids, prefill_kwargs)
+    """A fresh greedy generation from the prompt: for ``eager`` a DynamicCache, or the cell's
+    quantized cache (``Loaded.new_cache``), else a StaticCache of prompt + ``max_new_tokens``
+    positions."""
+    if decode_mode == "eager":  # a quantized cell's prefill fills a fresh quantized cache
+        return Generation(
+            loaded.model, loaded.input_ids, {**prefill_kwargs, **loaded.cache_kwargs()}
+        )
     return StaticGeneration(loaded.model, loaded.input_ids, prefill_kwargs, max_new_tokens)
 
 
@@ -75,7 +80,8 @@ def warm_up(
 
 @dataclass(frozen=True)
 class DecodeResult:
-    """Time to first token and each later step (ms), and the dtype the cache held.
+    """Time to first token and each later step (ms), and the dtype the cache held (a quantized
+    cache: its residual's, the model dtype).
 
     Graph mode adds the capture time (s) and the truth check's record."""
 
@@ -84,6 +90,8 @@ class DecodeResult:
     kv_dtype: str
     capture_s: float | None = None
     truth: dict[str, Any] | None = None
+    kv_cache: dict[str, Any] | None = None
+    """A quantized cache's stored bytes and check after the last timed step (``kvcache``)."""
 
     @property
     def steps(self) -> int:
@@ -118,8 +126,14 @@ def time_decode(
         for _ in range(steps):
             step_ms.append(stopwatch.time(generation.step)[1])
     kv_dtype = generation.kv_dtype() or cell.dtype
+    kv_cache = None
+    if cell.kv_quantization is not None:
+        kv_cache = {
+            "stored_bytes": kvcache.stored_bytes(generation.cache),
+            "check": kvcache.check_kv_cache(generation.cache, cell),
+        }
     del generation
-    return DecodeResult(ttft_ms, step_ms, kv_dtype)
+    return DecodeResult(ttft_ms, step_ms, kv_dtype, kv_cache=kv_cache)
 
 
 def _time_graph_decode(

@@ -10,7 +10,7 @@ efficiency, memory) and ``llmbench.measure.phases.spec``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,3 +188,10 @@ class Loaded:
     facts: ModelFacts
     measure_started: float
     """time.perf_counter() right after the load: ``timing_breakdown.measure_s`` starts here."""
+    new_cache: Callable[[], Any] | None = None
+    """Builds a fresh empty KV cache for one forward over the prompt (the cell's quantized
+    cache, ``measure.kvcache.cache_factory``); None: the model builds its DynamicCache."""
+
+    def cache_kwargs(self) -> dict[str, Any]:
+        """``{"past_key_values": <fresh cache>}`` for a prompt forward, or ``{}``."""
+        return {} if self.new_cache is None else {"past_key_values": self.new_cache()}

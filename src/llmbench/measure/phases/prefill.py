@@ -44,7 +44,8 @@ class PrefillPass:
 
 
 def memory_pass(loaded: Loaded, cell: Cell, tracker: MemoryTracker) -> PrefillPass:
-    """One forward over the prompt (the seed's) inside the tracker's ``prefill`` phase.
+    """One forward over the prompt (the seed's) inside the tracker's ``prefill`` phase, into a
+    fresh quantized cache for a cell with one (``Loaded.new_cache``).
 
     Raises what the forward raises, and MemoryBudgetExceeded when it outgrew a CPU budget.
     """
@@ -54,7 +55,7 @@ def memory_pass(loaded: Loaded, cell: Cell, tracker: MemoryTracker) -> PrefillPa
         attention.count_attention_calls(loaded.model, cell.attn_implementation) as calls,
         attention.record_sdpa_choice(uses_sdpa) as sdpa_chosen,
     ):
-        outputs = loaded.model(input_ids=loaded.input_ids)
+        outputs = loaded.model(input_ids=loaded.input_ids, **loaded.cache_kwargs())
         logits_dtype = str(outputs.logits.dtype).removeprefix("torch.")
         del outputs
     return PrefillPass(calls["calls"], sdpa_chosen if uses_sdpa else None, logits_dtype)
@@ -69,7 +70,9 @@ def time_prefill(loaded: Loaded, measurement: Mapping[str, Any], session: Sessio
     model, input_ids = loaded.model, loaded.input_ids
 
     def forward() -> None:
-        model(input_ids=input_ids)  # outputs dropped at once: no two passes alive together
+        # outputs dropped at once: no two passes alive together; a quantized-cache cell
+        # quantizes the prompt's K/V into a fresh cache, as its generation's prefill does
+        model(input_ids=input_ids, **loaded.cache_kwargs())
 
     for _ in range(measurement["warmup"]):
         forward()

@@ -49,13 +49,14 @@ SEARCH_IDENTITY = (
     "quant",
     "attn",
     "dtype",
+    "kv_cache",
     "search",
     "batch",
     "seq",
     "device",
     "memory_budget_gib",
 )
-"""Columns of frontier.csv that tell searches apart."""
+"""Columns of frontier.csv that tell searches apart (``kv_cache`` only where present)."""
 COINCIDE = 0.01
 """Two series within this relative difference at every cell they share coincide on a plot."""
 
