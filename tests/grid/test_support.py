@@ -39,3 +39,13 @@ def test_every_reason_that_applies_is_named():
     assert static_unsupported(cell, "cuda") == static_unsupported(
         Cell("m", "nf4", "sdpa", "bfloat16", 1, 8, int8_threshold="4"), "cuda"
     )
+
+
+def test_a_device_map_off_cuda_and_a_max_memory_without_a_planner_are_unsupported():
+    planned = Cell("m", "none", "sdpa", "bfloat16", 1, 8, device_map="balanced")
+    assert static_unsupported(planned, "cuda") is None
+    assert "runs on the CPU" in static_unsupported(planned, "cpu")
+    single = Cell("m", "none", "sdpa", "bfloat16", 1, 8, device_map="single", max_memory="60GiB")
+    assert "device_map single plans none" in static_unsupported(single, "cuda")
+    capped = Cell("m", "none", "sdpa", "bfloat16", 1, 8, max_memory="60GiB")
+    assert static_unsupported(capped, "cuda") is None
