@@ -44,7 +44,8 @@ def device_rows(
     if isinstance(answer, Unpredictable):
         return [{**base, "fits": "unknown", "reason": answer.reason}]
     if answer.offloaded:
-        where = ", ".join(answer.offloaded)
+        off = answer.offloaded
+        where = off[0] if len(off) == 1 else f"{len(off)} modules ({off[0]} ... {off[-1]})"
         reason = f"the planner puts {where} off the {answer.gpus} GPU(s) (cpu/disk offload)"
         return [{**base, "fits": "no", "reason": reason}]
     return [
