@@ -83,3 +83,10 @@ def test_the_table_has_a_header_with_the_units():
     text = format_devices(device_rows(c, answer, answer, "auto"), grid="g", gpus=1, gpu_mem="80GiB")
     assert text.startswith("grid g: predicted peak allocated per device (GiB = 2^30 bytes)")
     assert "80.00 GiB" in text and "yes" in text
+
+
+def test_single_never_needs_more_than_one_gpu():
+    c = Cell("tiny-llama", "none", "eager", "bfloat16", 8, 2048, device_map="single")
+    assert gpus_needed(c, MODELS, REPO, gpu_mem=GIB, max_gpus=4, decode_tokens=2) is None
+    fits = gpus_needed(c, MODELS, REPO, gpu_mem=80 * GIB, max_gpus=4, decode_tokens=2)
+    assert fits.gpus == 1 and fits.policy == "single"

@@ -151,8 +151,10 @@ def gpus_needed(
     decode_tokens: int = 32,
 ) -> MultiGpuPrediction | Unpredictable | None:
     """The prediction at the smallest number of GPUs (1 .. ``max_gpus``) of ``gpu_mem``
-    bytes on which every device fits (``yes``); None when even ``max_gpus`` do not."""
-    for gpus in range(1, max_gpus + 1):
+    bytes on which every device fits (``yes``); None when even ``max_gpus`` do not (or, for
+    ``single``, which uses one GPU whatever N, when one does not)."""
+    most = 1 if resolve_policy(cell, policy) == "single" else max_gpus  # one GPU, always
+    for gpus in range(1, most + 1):
         answer = predict_devices(
             cell,
             models,
