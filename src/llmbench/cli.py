@@ -11,6 +11,9 @@
   analytic memory model (llmbench.predict) for every cell of a grid, instantly, without a GPU:
   predicted load/prefill/decode peak allocated (GiB), the dominant term, and whether the cell
   fits ``--gpu-mem`` (``llmbench predict --help`` explains the columns).
+- ``predict --gpus N [--gpu-mem 80GiB] [--device-map POLICY] [--max-gpus 8]``: the same on N
+  GPUs: per-device peaks from transformers' device_map planner and the tracer (needs torch and
+  transformers; seconds per cell), each device's fit, and the fewest GPUs each cell needs.
 - ``compare A B --names h100 h200 --to DIR``: the same cells of two reference runs (their
   ``tables/cells.csv``) side by side, one row per cell (``DIR/tables/cells.csv``), a figure
   (``DIR/figures/crossgpu.png|svg``) and a summary on stdout (llmbench.report.compare).
@@ -153,6 +156,24 @@ columns (GiB = 2^30 bytes):
                          unknown: no prediction for this model
   dominant               the term that holds the most memory at the peak
 
+several GPUs (--gpus N): one line per device of each cell. transformers' own planner
+(_get_device_map: get_balanced_memory + infer_auto_device_map over compute_module_sizes, as
+from_pretrained runs it) places the modules on N GPUs of --gpu-mem, each with --gpu-mem minus
+the CUDA context free (and the cell's max_memory as a cap; on ONE GPU without max_memory the
+planner keeps 10 % free, as transformers does); the tracer then charges weights, activations,
+the KV cache of the layers each GPU holds, the copies accelerate makes between GPUs and the
+logits (copied back to the first GPU) to devices.
+  device_map             the planner's policy: --device-map, else the cell's device_map
+                         (auto when the cell's is config, as from_pretrained's auto/balanced)
+  weights                bytes of parameters and buffers on the device
+  load, prefill, decode  predicted peak allocated of each phase on the device
+  need, fits             as above, per device (slack from the device's peak minus weights)
+  GPUs needed            the fewest GPUs of --gpu-mem (1 .. --max-gpus) on which every
+                         device fits (yes) under that policy; none: not even --max-gpus
+  modules                the device's modules (decoder layers as a range)
+A cell the planner cannot place on the GPUs (modules left on cpu/disk) fits no; a quantized
+cell is unknown (its placement goes through transformers' quantizer, not predicted).
+
 --gpu-mem reads 80GiB, 79.18 GiB (2^30 bytes), 24GB (10^9 bytes: 22.35 GiB), 81920MiB, or a
 bare number of GiB. --terms lists every term of each cell's peak, one a line. --format csv
 prints every number, one row per cell (with --terms, one column per term), and no header,
@@ -190,6 +211,22 @@ def _parser() -> argparse.ArgumentParser:
     predictor.add_argument("--grid", help="grid name or path (default: the config's grid)")
     predictor.add_argument(
         "--gpu-mem", default="80GiB", help="device memory to fit in, e.g. 80GiB, 24GB (80GiB)"
+    )
+    predictor.add_argument(
+        "--gpus",
+        type=int,
+        help="per-device prediction on this many GPUs of --gpu-mem, and GPUs needed",
+    )
+    predictor.add_argument(
+        "--device-map",
+        choices=("single", "auto", "balanced", "balanced_low_0", "sequential"),
+        help="with --gpus: the planner's policy for every cell (default: the cell's; auto)",
+    )
+    predictor.add_argument(
+        "--max-gpus",
+        type=int,
+        default=8,
+        help="with --gpus: the most GPUs 'GPUs needed' tries (8)",
     )
     predictor.add_argument(
         "--format",
@@ -237,6 +274,9 @@ def _predict(args: argparse.Namespace) -> None:
         predict.parse_bytes(args.gpu_mem)
     except ValueError as exc:
         raise UsageError(f"--gpu-mem: {exc}") from None
+    if args.gpus is not None:
+        _predict_devices(args, grid)
+        return
     rows = predict.grid_prediction_rows(
         grid, repo_root=REPO_ROOT, gpu_mem=args.gpu_mem, terms=args.terms
     )
@@ -244,6 +284,30 @@ def _predict(args: argparse.Namespace) -> None:
         sys.stdout.write(predict.format_csv(rows))
     else:
         print(predict.format_report(rows, grid=grid, gpu_mem=args.gpu_mem, terms=args.terms))
+
+
+def _predict_devices(args: argparse.Namespace, grid: str) -> None:
+    """``predict --gpus N``: one row per device (``llmbench.predict.devicesoutput``)."""
+    from llmbench.predict import devicesoutput
+
+    if args.gpus < 1 or args.max_gpus < 1:
+        raise UsageError("--gpus and --max-gpus must be at least 1")
+    if args.terms:
+        raise UsageError("--terms is not available with --gpus")
+    rows = devicesoutput.grid_device_rows(
+        grid,
+        repo_root=REPO_ROOT,
+        gpus=args.gpus,
+        gpu_mem=args.gpu_mem,
+        policy=args.device_map,
+        max_gpus=args.max_gpus,
+    )
+    if args.format == "csv":
+        from llmbench.predict import format_csv
+
+        sys.stdout.write(format_csv(rows))
+    else:
+        print(devicesoutput.format_devices(rows, grid=grid, gpus=args.gpus, gpu_mem=args.gpu_mem))
 
 
 def _run(args: argparse.Namespace) -> None:

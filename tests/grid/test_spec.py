@@ -291,3 +291,33 @@ def test_a_quantized_kv_cache_is_a_path_suffix_that_parses_back(kv, suffix, quan
     assert Cell("m", "none", "sdpa", "bfloat16", 1, 8).kv_quantization is None
     with pytest.raises(ValueError, match="kv_cache"):
         Cell("m", "none", "sdpa", "bfloat16", 1, 8, kv_cache="quanto-int3")  # quanto: 2 or 4
+
+
+@pytest.mark.parametrize(
+    "device_map, max_memory, suffix",
+    [
+        ("balanced", "none", "_dm-balanced"),
+        ("balanced_low_0", "60GiB", "_dm-balanced_low_0_mm60GiB"),
+        ("sequential", "8GiB", "_dm-sequential_mm8GiB"),
+        ("config", "120GiB", "_mm120GiB"),
+    ],
+)
+def test_placement_axes_become_a_path_suffix_that_parses_back(device_map, max_memory, suffix):
+    cell = Cell("m", "none", "sdpa", "bfloat16", 1, 8, device_map=device_map, max_memory=max_memory)
+    assert cell.variant == suffix
+    assert Cell("m", "none", "sdpa", "bfloat16", 1, 8).variant == ""  # the default keeps its path
+    wildcards = {**cell.to_dict(), "variant": cell.variant}
+    for axis in ("device_map", "max_memory"):
+        del wildcards[axis]
+    assert Cell.from_mapping(wildcards) == cell
+    assert re.fullmatch(wildcard_constraints()["variant"], cell.variant)
+
+
+def test_placement_axes_resolve_to_what_the_cell_passes():
+    cell = Cell("m", "none", "sdpa", "bfloat16", 1, 8)
+    assert cell.device_map_policy("auto") == "auto" and cell.max_memory_bytes is None
+    capped = Cell("m", "none", "sdpa", "bfloat16", 1, 8, device_map="single", max_memory="60GiB")
+    assert capped.device_map_policy("auto") == "single"
+    assert capped.max_memory_bytes == 60 * 2**30
+    with pytest.raises(ValueError, match="max_memory"):
+        Cell("m", "none", "sdpa", "bfloat16", 1, 8, max_memory="61GiB")

@@ -59,3 +59,13 @@ def test_a_quantized_kv_cache_runs_only_in_eager_decode(mode):
     assert reason is not None and f"decode_mode {mode} decodes into a preallocated" in reason
     eager = Cell("m", "none", "sdpa", "bfloat16", 1, 8, kv_cache="quanto-int2")
     assert static_unsupported(eager, "cpu") is None
+
+
+def test_a_device_map_off_cuda_and_a_max_memory_without_a_planner_are_unsupported():
+    planned = Cell("m", "none", "sdpa", "bfloat16", 1, 8, device_map="balanced")
+    assert static_unsupported(planned, "cuda") is None
+    assert "runs on the CPU" in static_unsupported(planned, "cpu")
+    single = Cell("m", "none", "sdpa", "bfloat16", 1, 8, device_map="single", max_memory="60GiB")
+    assert "device_map single plans none" in static_unsupported(single, "cuda")
+    capped = Cell("m", "none", "sdpa", "bfloat16", 1, 8, max_memory="60GiB")
+    assert static_unsupported(capped, "cuda") is None

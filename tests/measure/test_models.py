@@ -171,3 +171,12 @@ def test_placement_summarises_layer_ranges_per_device():
         "cuda:0": ["model.embed_tokens", "model.layers.0-15"],
         "cuda:1": ["lm_head", "model.layers.16-31", "model.norm"],
     }
+
+
+def test_max_memory_caps_every_visible_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert models.resolve_max_memory(60 * 2**30, "cuda") == {0: 60 * 2**30, 1: 60 * 2**30}
+    assert models.resolve_max_memory(None, "cuda") is None
+    assert models.resolve_max_memory(60 * 2**30, "cpu") is None

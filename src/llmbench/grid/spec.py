@@ -2,8 +2,9 @@
 
 A grid file (``config/grids/<name>.yaml``) is a list of blocks; each block is a cartesian
 product over models × quant × attn × dtype × batch × seq, and over the optional axes
-decode_mode × allocator × bnb_compute × int8_threshold × kv_cache (:data:`OPTIONAL_AXES`; a
-block that omits one takes its default). The grid is the union of its blocks.
+decode_mode × allocator × bnb_compute × int8_threshold × kv_cache × device_map ×
+max_memory (:data:`OPTIONAL_AXES`; a block that omits one takes its default). The grid
+is the union of its blocks.
 Every combination becomes a cell, including ones that cannot run: those end as cells whose
 JSON says ``unsupported`` or ``unavailable`` rather than being dropped.
 """
@@ -94,12 +95,45 @@ defaults in transformers 5.17's ``cache_utils.QuantizedCache``). quanto takes nb
 only (``QuantoQuantizedLayer.__init__``). Only decode_mode ``eager`` builds a cache per
 forward: a quantized cache with another decode_mode is ``unsupported`` (``grid.support``)."""
 
+DEVICE_MAPS: tuple[str, ...] = (
+    "config",
+    "single",
+    "auto",
+    "balanced",
+    "balanced_low_0",
+    "sequential",
+)
+"""``device_map`` passed to ``from_pretrained``: ``config`` takes the config key ``device_map``
+(what every cell did before this axis existed), ``single`` puts the whole model on the first
+GPU (``{"": 0}``), the others are transformers' planners over every visible GPU (``auto`` and
+``balanced`` are the same plan; ``balanced_low_0`` keeps GPU 0 light; ``sequential`` fills
+GPU 0 first). Another value than ``config`` on the CPU is ``unsupported`` (``grid.support``)."""
+
+MAX_MEMORIES: tuple[str, ...] = (
+    "none",
+    "8GiB",
+    "16GiB",
+    "24GiB",
+    "32GiB",
+    "40GiB",
+    "48GiB",
+    "60GiB",
+    "70GiB",
+    "80GiB",
+    "120GiB",
+)
+"""Per-GPU cap of the device_map planner (``max_memory={i: value}`` for every visible GPU;
+GiB = 2^30 bytes): ``none`` passes no ``max_memory`` (transformers uses each GPU's free
+memory). Only a planned device_map reads it: with ``single`` it is ``unsupported``."""
+
 OPTIONAL_AXES: dict[str, tuple[str, ...]] = {
     "decode_mode": DECODE_MODES,
     "allocator": ALLOCATORS,
     "bnb_compute": BNB_COMPUTES,
     "int8_threshold": INT8_THRESHOLDS,
     "kv_cache": KV_CACHES,
+    "device_map": DEVICE_MAPS,
+    "max_memory": MAX_MEMORIES,
 }
 """Axes a grid block may omit; the first value is the default. A cell at every default has
 the path it had before these axes existed; other values add a suffix (:attr:`Cell.variant`)."""
@@ -110,6 +144,8 @@ _VARIANT_TAGS: dict[str, dict[str, str]] = {
     "bnb_compute": {"bfloat16": "_c-bf16", "float16": "_c-fp16", "float32": "_c-fp32"},
     "int8_threshold": {value: f"_t{value}" for value in INT8_THRESHOLDS[1:]},
     "kv_cache": {value: f"_kv-{value}" for value in KV_CACHES[1:]},
+    "device_map": {value: f"_dm-{value}" for value in DEVICE_MAPS[1:]},
+    "max_memory": {value: f"_mm{value}" for value in MAX_MEMORIES[1:]},
 }
 """Path suffix of each non-default optional-axis value, in path order."""
 
@@ -134,6 +170,8 @@ class Cell:
     bnb_compute: str = BNB_COMPUTES[0]
     int8_threshold: str = INT8_THRESHOLDS[0]
     kv_cache: str = KV_CACHES[0]
+    device_map: str = DEVICE_MAPS[0]
+    max_memory: str = MAX_MEMORIES[0]
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.model):
@@ -173,6 +211,18 @@ class Cell:
         """The ``llm_int8_threshold`` this cell passes, or None to leave bitsandbytes' default
         (``int8_threshold: default``)."""
         return None if self.int8_threshold == "default" else float(self.int8_threshold)
+
+    def device_map_policy(self, configured: str) -> str:
+        """The device_map this cell loads with: its ``device_map``, or ``configured`` (the
+        config key ``device_map``) at ``config``."""
+        return configured if self.device_map == "config" else self.device_map
+
+    @property
+    def max_memory_bytes(self) -> int | None:
+        """The per-GPU cap in bytes (``60GiB`` -> 60 * 2^30), or None at ``none``."""
+        if self.max_memory == "none":
+            return None
+        return int(self.max_memory.removesuffix("GiB")) * 2**30
 
     @property
     def kv_quantization(self) -> tuple[str, int] | None:

@@ -55,4 +55,15 @@ def static_unsupported(
             f"allocator {cell.allocator} configures PyTorch's CUDA allocator; "
             "this cell runs on the CPU"
         )
+    if cell.device_map != "config" and device != "cuda":
+        reasons.append(
+            f"device_map {cell.device_map} places the model over CUDA GPUs; "
+            "this cell runs on the CPU"
+        )
+    if cell.max_memory != "none" and (device != "cuda" or cell.device_map == "single"):
+        reasons.append(
+            f"max_memory {cell.max_memory} caps what transformers' device_map planner puts on "
+            "each GPU; "
+            + ("this cell runs on the CPU" if device != "cuda" else "device_map single plans none")
+        )
     return "; ".join(reasons) or None

@@ -138,6 +138,16 @@ def resolve_device_map(device_map: str, device: str) -> Any:
     return {"": 0} if device_map == "single" else device_map
 
 
+def resolve_max_memory(cap_bytes: int | None, device: str) -> dict[int, int] | None:
+    """The ``max_memory`` argument for from_pretrained: ``cap_bytes`` for every visible CUDA
+    GPU, or None (not passed) without a cap or off CUDA."""
+    if cap_bytes is None or device != "cuda":
+        return None
+    import torch
+
+    return dict.fromkeys(range(torch.cuda.device_count()), cap_bytes)
+
+
 def choose_checkpoint(
     model_entry: Mapping[str, Any],
     base_dir: Path | None,

@@ -23,7 +23,7 @@ layers at 5-1536 rows (e.g. decode with batch > 4), where the dequantize fallbac
 although bitsandbytes may pick its fused kernel on some GPUs (over-prediction of at most one
 dequantized weight). LLM.int8 at a non-default ``int8_threshold`` is not predicted
 (``Unpredictable``: the outlier fraction is fitted at 6.0). One device is assumed
-(``device_map`` that places the whole model on one GPU).
+(``device_map`` that places the whole model on one GPU), except by ``multigpu``.
 
 Modules, each importing only those above it in this list:
 
@@ -42,6 +42,9 @@ Modules, each importing only those above it in this list:
   the hand replay's phases with its KV terms replaced.
 - ``method``: which method answers a cell (``predict_cell``, ``Unpredictable``).
 - ``output``: rows, text table and CSV for ``llmbench predict`` and Snakemake.
+- ``multigpu``: per-device peaks and fits on N GPUs, and the GPUs a cell needs (runs
+  ``trace.devices``: torch, only when called).
+- ``devicesoutput``: rows and table of ``llmbench predict --gpus N``.
 - ``columns``: predicted and measured / predicted columns of a cells table.
 - ``reserved``: predicted peak reserved bytes: each phase's replay run through ``allocator``
   (close for sdpa/flash, short by up to 20 % for eager: see its docstring); not yet used by

@@ -55,10 +55,15 @@ def plan_load(spec: CellSpec, device: str) -> LoadPlan:
         quant=cell.quant,
         attn_implementation=cell.attn_implementation,
         dtype=cell.dtype,
-        device_map=models.resolve_device_map(spec.settings["device_map"], device),
+        device_map=models.resolve_device_map(
+            cell.device_map_policy(spec.settings["device_map"]), device
+        ),
         compute_dtype=cell.compute_dtype_4bit(configured) or configured,
         llm_int8_threshold=cell.llm_int8_threshold,
     )
+    max_memory = models.resolve_max_memory(cell.max_memory_bytes, device)
+    if max_memory is not None:
+        kwargs["max_memory"] = max_memory
     config = models.loading_config(checkpoint, kwargs.get("quantization_config"))
     if config is not None:
         kwargs["config"] = config

@@ -17,6 +17,8 @@ Modules, each importing only those above it in this list:
 - ``check``: ``python -m llmbench.predict.trace.check``, traced vs measured reference cells.
 - ``placement`` (torch, transformers): transformers' ``device_map`` over several GPUs on the
   meta model, parameter bytes per device.
+- ``devices`` (torch, transformers): ``trace_devices`` -> ``DevicePeaks``, load / prefill /
+  decode peaks per GPU of a model spread by that map (accelerate's device copies replayed).
 
 Only ``cache`` is imported by ``llmbench.predict`` at import time (``method``): torch,
 transformers and bitsandbytes load only when a trace runs, so ``llmbench predict`` keeps

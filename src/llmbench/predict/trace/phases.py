@@ -101,7 +101,7 @@ def trace_cell(
             load, resident = _load(live, model, cell)
             prompt = torch.zeros(cell.batch, cell.seq, dtype=torch.long, device="meta")
             live.track(prompt)
-            prefill, prefill_at, prefill_kv = _prefill(live, model, prompt)
+            prefill, prefill_at, prefill_kv = prefill_pass(live, model, prompt)
             decode, decode_at, decode_kv = _decode(live, model, prompt, cell, decode_tokens - 1)
     except Untraceable:
         raise
@@ -208,7 +208,8 @@ def cache_bytes(cache: Any) -> int:
     return sum(storages.values())
 
 
-def _prefill(live: LiveBytes, model: Any, prompt: torch.Tensor) -> tuple[int, str, int]:
+def prefill_pass(live: LiveBytes, model: Any, prompt: torch.Tensor) -> tuple[int, str, int]:
+    """The prefill: peaks reset, one forward of ``prompt``; (peak, op at the peak, KV bytes)."""
     live.reset_peak()
     outputs = model(input_ids=prompt)
     kv = cache_bytes(outputs.past_key_values)
@@ -219,10 +220,20 @@ def _prefill(live: LiveBytes, model: Any, prompt: torch.Tensor) -> tuple[int, st
 def _decode(
     live: LiveBytes, model: Any, prompt: torch.Tensor, cell: Cell, steps: int
 ) -> tuple[int, str, int]:
-    """The larger peak of the first and the last of ``steps`` decode steps. The last one
-    follows a prefill of ``seq + steps - 2`` tokens and one untracked step, so that what a
-    step leaves behind (LLM.int8's outlier columns) is a one-token step's, as in the run."""
-    peaks = []
+    """The larger peak of the first and the last of ``steps`` decode steps
+    (:func:`decode_passes`)."""
+    return max(
+        (live.peak, live.peak_at, kv) for kv in decode_passes(live, model, prompt, cell, steps)
+    )
+
+
+def decode_passes(
+    live: LiveBytes, model: Any, prompt: torch.Tensor, cell: Cell, steps: int
+) -> Iterator[int]:
+    """Run the first and the last of ``steps`` decode steps, pausing after each with
+    ``live``'s peak being that step's; yields the cache's bytes then. The last one follows a
+    prefill of ``seq + steps - 2`` tokens and one untracked step, so that what a step leaves
+    behind (LLM.int8's outlier columns) is a one-token step's, as in the run."""
     for past in sorted({cell.seq, cell.seq + max(steps, 1) - 1}):
         longer = None
         if past != cell.seq:
@@ -236,6 +247,5 @@ def _decode(
         live.reset_peak()
         if steps > 0:
             generation.step()
-        peaks.append((live.peak, live.peak_at, cache_bytes(generation.cache)))
+        yield cache_bytes(generation.cache)
         del generation
-    return max(peaks)

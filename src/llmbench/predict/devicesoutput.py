@@ -1,0 +1,160 @@
+"""The several-GPU report of ``llmbench predict --gpus N``: one row per device of every cell
+of a grid on N GPUs of ``--gpu-mem`` (GiB = 2^30 bytes), with the number of such GPUs each
+cell needs (``multigpu.gpus_needed``), as CSV or as a fixed-width table for a person.
+
+Imports ``llmbench.grid`` (grids, the static support rule) and ``llmbench.predict``
+(constants, method, multigpu, output); yaml lazily.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from llmbench.grid.spec import Cell
+from llmbench.grid.support import static_unsupported
+from llmbench.predict.constants import gib
+from llmbench.predict.method import Unpredictable
+from llmbench.predict.multigpu import (
+    MultiGpuPrediction,
+    gpus_needed,
+    predict_devices,
+    resolve_policy,
+)
+from llmbench.predict.output import parse_bytes
+
+_CELL_KEYS = ("model", "quant", "attn", "dtype", "batch", "seq", "device_map", "max_memory")
+
+
+def device_rows(
+    cell: Cell,
+    answer: MultiGpuPrediction | Unpredictable,
+    needed: MultiGpuPrediction | Unpredictable | None,
+    policy: str,
+) -> list[dict[str, Any]]:
+    """Rows of one cell: one per device (GiB), or one with ``fits`` ``unknown`` /
+    ``unsupported`` / ``no`` (offloaded) and a ``reason``; ``gpus_needed`` on each."""
+    base: dict[str, Any] = {k: v for k, v in asdict(cell).items() if k in _CELL_KEYS}
+    base["policy"] = policy
+    if isinstance(needed, MultiGpuPrediction):
+        base["gpus_needed"] = needed.gpus
+    elif needed is None:
+        base["gpus_needed"] = "none"
+    if isinstance(answer, Unpredictable):
+        return [{**base, "fits": "unknown", "reason": answer.reason}]
+    if answer.offloaded:
+        off = answer.offloaded
+        where = off[0] if len(off) == 1 else f"{len(off)} modules ({off[0]} ... {off[-1]})"
+        reason = f"the planner puts {where} off the {answer.gpus} GPU(s) (cpu/disk offload)"
+        return [{**base, "fits": "no", "reason": reason}]
+    return [
+        {
+            **base,
+            "device": d.device,
+            "weights_gib": gib(d.weights),
+            "load_peak_allocated_gib": gib(d.load),
+            "prefill_peak_allocated_gib": gib(d.prefill),
+            "decode_peak_allocated_gib": gib(d.decode),
+            "need_gib": gib(d.need),
+            "fits": d.fits,
+            "modules": " ".join(d.modules),
+        }
+        for d in answer.devices
+    ]
+
+
+def grid_device_rows(
+    grid: str | None,
+    *,
+    repo_root: Path,
+    gpus: int,
+    gpu_mem: str,
+    policy: str | None = None,
+    max_gpus: int = 8,
+) -> list[dict[str, Any]]:
+    """Rows of every cell of a grid (default: the config's) on ``gpus`` GPUs of ``gpu_mem``,
+    planned with ``policy`` (default: each cell's device_map, ``auto`` at ``config``), and
+    the GPUs of ``gpu_mem`` each cell needs (up to ``max_gpus``). Raises ValueError for an
+    unknown grid or an unreadable ``gpu_mem``."""
+    import yaml
+
+    from llmbench.grid.spec import expand_grid, load_grid
+
+    config = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    grid = grid or str(config["grid"])
+    models = config["models"]
+    capacity = parse_bytes(gpu_mem)
+    decode_tokens = int((config.get("measurement") or {}).get("decode_tokens", 32))
+    rows: list[dict[str, Any]] = []
+    for cell in expand_grid(load_grid(grid, repo_root / "config", models)):
+        chosen = resolve_policy(cell, policy)
+        reason = static_unsupported(cell, "cuda")
+        if reason:
+            base = {k: v for k, v in asdict(cell).items() if k in _CELL_KEYS}
+            rows.append({**base, "policy": chosen, "fits": "unsupported", "reason": reason})
+            continue
+        kwargs = {"gpu_mem": capacity, "policy": chosen, "decode_tokens": decode_tokens}
+        answer = predict_devices(cell, models, repo_root, gpus=gpus, **kwargs)
+        needed = gpus_needed(cell, models, repo_root, max_gpus=max_gpus, **kwargs)
+        rows.extend(device_rows(cell, answer, needed, chosen))
+    return rows
+
+
+_COLUMNS = (
+    ("model", "model", "<"),
+    ("quant", "quant", "<"),
+    ("attn", "attn", "<"),
+    ("dtype", "dtype", "<"),
+    ("batch", "b", ">"),
+    ("seq", "seq", ">"),
+    ("policy", "device_map", "<"),
+    ("max_memory", "max_memory", "<"),
+    ("device", "device", "<"),
+    ("weights_gib", "weights", ">"),
+    ("load_peak_allocated_gib", "load", ">"),
+    ("prefill_peak_allocated_gib", "prefill", ">"),
+    ("decode_peak_allocated_gib", "decode", ">"),
+    ("need_gib", "need", ">"),
+    ("fits", "fits", "<"),
+    ("gpus_needed", "GPUs needed", ">"),
+    ("modules", "modules", "<"),
+)
+
+
+def format_devices(rows: list[dict[str, Any]], *, grid: str, gpus: int, gpu_mem: str) -> str:
+    """The table for a person: a header with the units and the GPUs as read, one line per
+    device (numbers in GiB, 2 decimals), then each row's reason."""
+    capacity = gib(parse_bytes(gpu_mem))
+    header = (
+        f"grid {grid}: predicted peak allocated per device (GiB = 2^30 bytes) on {gpus} x "
+        f"{gpu_mem} ({capacity:.2f} GiB) GPUs; need = peak + allocator slack + CUDA context; "
+        f"GPUs needed: the fewest GPUs of {gpu_mem} on which every device fits"
+    )
+
+    def text(value: Any) -> str:
+        if value is None:
+            return ""
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    table = [[text(row.get(key)) for key, _, _ in _COLUMNS] for row in rows]
+    widths = [
+        max([len(title), *(len(line[i]) for line in table)])
+        for i, (_, title, _) in enumerate(_COLUMNS)
+    ]
+    lines = [
+        "  ".join(
+            f"{title:{align}{w}}" for (_, title, align), w in zip(_COLUMNS, widths, strict=True)
+        )
+    ]
+    for line in table:
+        cells = zip(line, _COLUMNS, widths, strict=True)
+        lines.append("  ".join(f"{v:{align}{w}}" for v, (_, _, align), w in cells).rstrip())
+    reasons = [f"{_where(r)}: {r['reason']}" for r in rows if r.get("reason")]
+    return "\n\n".join(part for part in (header, "\n".join(lines), "\n".join(reasons)) if part)
+
+
+def _where(row: dict[str, Any]) -> str:
+    return "/".join(str(row[k]) for k in ("model", "quant", "attn", "dtype")) + (
+        f"/b{row['batch']}_s{row['seq']}"
+    )

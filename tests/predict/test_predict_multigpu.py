@@ -1,0 +1,92 @@
+"""llmbench.predict.multigpu and devicesoutput, and ``llmbench predict --gpus``: per-device
+fits and the number of GPUs a cell needs (tiny models and the 70B config on meta)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import yaml  # noqa: E402
+from predict_fixtures import REPO  # noqa: E402
+
+from llmbench import cli  # noqa: E402
+from llmbench.grid.spec import Cell  # noqa: E402
+from llmbench.predict.constants import GIB  # noqa: E402
+from llmbench.predict.devicesoutput import device_rows, format_devices  # noqa: E402
+from llmbench.predict.method import Unpredictable  # noqa: E402
+from llmbench.predict.multigpu import gpus_needed, predict_devices, resolve_policy  # noqa: E402
+
+MODELS = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["models"]
+
+
+def test_70b_bfloat16_needs_two_141_gib_gpus_not_one():
+    c = Cell("llama-3.1-70b", "none", "sdpa", "bfloat16", 1, 1024)
+    one = predict_devices(c, MODELS, REPO, gpus=1, gpu_mem=141 * GIB, decode_tokens=2)
+    assert one.fits == "no" and one.offloaded
+    needed = gpus_needed(c, MODELS, REPO, gpu_mem=141 * GIB, decode_tokens=2)
+    assert needed.gpus == 2 and needed.fits == "yes" and needed.policy == "auto"
+    assert [d.device for d in needed.devices] == ["cuda:0", "cuda:1"]
+    assert "model.layers.0-39" in needed.devices[0].modules
+    assert "lm_head" in needed.devices[1].modules
+
+
+def test_a_device_that_does_not_fit_says_no_and_more_gpus_are_tried():
+    c = Cell("tiny-llama", "none", "eager", "bfloat16", 8, 2048)
+    small = predict_devices(c, MODELS, REPO, gpus=1, gpu_mem=GIB, decode_tokens=2)
+    assert small.fits == "no"  # the eager prefill's b x h x s x s scores alone exceed 1 GiB
+    assert gpus_needed(c, MODELS, REPO, gpu_mem=GIB, max_gpus=2, decode_tokens=2) is None
+
+
+def test_the_policy_is_the_cells_and_auto_at_config():
+    plain = Cell("tiny-llama", "none", "sdpa", "bfloat16", 1, 8)
+    assert resolve_policy(plain, None) == "auto"
+    assert (
+        resolve_policy(
+            Cell("tiny-llama", "none", "sdpa", "bfloat16", 1, 8, device_map="sequential"), None
+        )
+        == "sequential"
+    )
+    assert resolve_policy(plain, "balanced_low_0") == "balanced_low_0"
+
+
+def test_an_unpredictable_cell_gives_one_unknown_row_with_the_reason():
+    c = Cell("tiny-llama", "nf4", "sdpa", "bfloat16", 1, 8)
+    answer = predict_devices(c, MODELS, REPO, gpus=2, gpu_mem=80 * GIB)
+    assert isinstance(answer, Unpredictable)
+    (row,) = device_rows(c, answer, answer, "auto")
+    assert row["fits"] == "unknown" and "nf4" in row["reason"] and "gpus_needed" not in row
+
+
+def test_predict_gpus_prints_every_device_and_the_gpus_needed(tmp_path, capsys):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(
+        "blocks:\n  - {models: [tiny-llama], quant: [none], attn: [sdpa], dtype: [bfloat16],"
+        " batch: [1], seq: [16], device_map: [config, single], max_memory: [none, 8GiB]}\n"
+    )
+    argv = ["predict", "--grid", str(grid), "--gpus", "2", "--gpu-mem", "80GiB"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "GPUs needed" in out and "cuda:0" in out
+    assert "device_map single plans none" in out  # single with a max_memory: unsupported
+    assert cli.main([*argv, "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("model,quant,attn,dtype,batch,seq,device_map,max_memory,policy")
+    assert len(lines) == 1 + 2 + 2 + 1 + 1  # auto balances even a tiny model over both GPUs
+    assert cli.main(["predict", "--grid", str(grid), "--gpus", "0"]) == 2
+
+
+def test_the_table_has_a_header_with_the_units():
+    c = Cell("tiny-llama", "none", "sdpa", "bfloat16", 1, 8)
+    answer = predict_devices(c, MODELS, REPO, gpus=1, gpu_mem=80 * GIB, decode_tokens=2)
+    text = format_devices(device_rows(c, answer, answer, "auto"), grid="g", gpus=1, gpu_mem="80GiB")
+    assert text.startswith("grid g: predicted peak allocated per device (GiB = 2^30 bytes)")
+    assert "80.00 GiB" in text and "yes" in text
+
+
+def test_single_never_needs_more_than_one_gpu():
+    c = Cell("tiny-llama", "none", "eager", "bfloat16", 8, 2048, device_map="single")
+    assert gpus_needed(c, MODELS, REPO, gpu_mem=GIB, max_gpus=4, decode_tokens=2) is None
+    fits = gpus_needed(c, MODELS, REPO, gpu_mem=80 * GIB, max_gpus=4, decode_tokens=2)
+    assert fits.gpus == 1 and fits.policy == "single"
