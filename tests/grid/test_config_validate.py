@@ -127,3 +127,15 @@ def test_validate_command_checks_the_merged_config(tmp_path, repo, capsys):
     override.write_text("measurement: {repeats: 0}\n")
     assert main([str(override)], repo=repo) == 1
     assert "config key 'measurement.repeats': 0 is less than" in capsys.readouterr().err
+
+
+def test_each_schema_keeps_its_own_validator(config):
+    """first_error builds each schema's validator once: asking one schema must not answer
+    with another's (the same document, valid against one, invalid against the other)."""
+    from llmbench.grid.schemas import first_error
+
+    verdicts = [
+        first_error(config, name) is None
+        for name in ("config.schema.yaml", "cell.schema.json", "config.schema.yaml")
+    ]
+    assert verdicts == [True, False, True]

@@ -108,3 +108,22 @@ def test_fp4_is_stored_as_nf4():
             arch, f"nf4{dq}", "bfloat16"
         )
     assert weight_breakdown(arch, "fp4", "bfloat16").load_residual == NF4_LOAD_RESIDUAL_BYTES
+
+
+def test_the_memoized_breakdown_is_never_another_keys():
+    """weight_breakdown is memoized: each key (architecture, quant, dtype) gets its own answer,
+    the one an uncached call computes, whatever was asked before it."""
+    weight_breakdown.cache_clear()
+    untied = Architecture.from_config(TINY)
+    keys = [
+        (untied, "none", "bfloat16"),
+        (untied, "nf4", "bfloat16"),  # same architecture, another quant
+        (untied, "none", "float32"),  # same architecture, another dtype
+        (Architecture.from_config({**TINY, "tie_word_embeddings": True}), "none", "bfloat16"),
+        (Architecture.from_config({**TINY, "num_hidden_layers": 3}), "none", "bfloat16"),
+    ]
+    answers = [weight_breakdown(*key) for key in keys + keys]  # second round from the cache
+    fresh = [weight_breakdown.__wrapped__(*key) for key in keys]
+    assert answers == fresh + fresh
+    assert len({(w.allocated, w.dense, w.quantized) for w in fresh}) == len(keys)
+    assert weight_breakdown.cache_info().hits == len(keys)

@@ -316,3 +316,38 @@ def test_bnb_axes_and_what_the_layers_held_are_columns(tmp_path):
     write_tables(cells, devices, **tables)  # text columns keep parquet writable
     written = pd.read_parquet(tables["cells_parquet"]).set_index("batch")
     assert written["int8_threshold_found"].fillna("").to_dict() == {2: "", 4: "", 8: "4.0/6.0"}
+
+
+def _varied_cells(tmp_path, count):
+    """``count`` cell files of registry models with distinct shapes (distinct predictions)."""
+    paths = []
+    for i in range(count):
+        result = ok_result(batch=1 + i % 3)
+        result["cell"].update(model=("tiny-mistral", "tiny-llama")[i % 2], seq=16 * (1 + i))
+        paths.append(write(tmp_path, f"c{i}.json", result))
+    return paths
+
+
+def test_worker_processes_build_the_same_tables(tmp_path, monkeypatch):
+    from llmbench.report import aggregate
+
+    paths = _varied_cells(tmp_path, 7)
+    serial = build_tables(paths, workers=1)
+    monkeypatch.setattr(aggregate, "PARALLEL_MIN_CELLS", 2)
+    parallel = build_tables(paths, workers=2)
+    predicted = serial[0]["predicted_prefill_peak_allocated_gib"]
+    assert predicted.notna().all() and predicted.nunique() > 3  # predictions that differ
+    pd.testing.assert_frame_equal(parallel[0], serial[0])
+    pd.testing.assert_frame_equal(parallel[1], serial[1])
+
+
+def test_worker_processes_name_every_bad_cell_file(tmp_path, monkeypatch):
+    from llmbench.report import aggregate
+
+    paths = _varied_cells(tmp_path, 4)
+    (tmp_path / "truncated.json").write_text('{"schema_version": 1, "cell": ')
+    monkeypatch.setattr(aggregate, "PARALLEL_MIN_CELLS", 2)
+    with pytest.raises(SchemaError) as failure:
+        build_tables([*paths, str(tmp_path / "truncated.json")], workers=2)
+    assert f"{tmp_path / 'truncated.json'}: not valid JSON" in str(failure.value)
+    assert "c0.json" not in str(failure.value)

@@ -37,10 +37,17 @@ def validate_document(document: Any, schema_name: str, *, where: str) -> None:
         raise SchemaError(f"{where}: {key}: {error.message}")
 
 
+@functools.cache
+def _validator(schema_name: str) -> jsonschema.protocols.Validator:
+    """The validator of ``schema_name``, built once per process (schema files do not change
+    while it runs): a cells table validates thousands of cell JSONs against one schema."""
+    schema = load_schema(schema_name)
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
 def first_error(document: Any, schema_name: str) -> jsonschema.ValidationError | None:
     """The first violation of ``schema_name`` in key order, or None."""
-    schema = load_schema(schema_name)
-    validator = jsonschema.validators.validator_for(schema)(schema)
+    validator = _validator(schema_name)
     errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.path])
     return errors[0] if errors else None
 

@@ -136,6 +136,9 @@ class _Replay:
 
     def __init__(self) -> None:
         self.live: dict[str, tuple[str, int]] = {}
+        self.total = 0
+        """Sum of the live tensors' bytes, kept as they come and go (not re-summed per
+        allocation: a cells table replays about a hundred allocations per phase and cell)."""
         self.best_total = -1
         self.best: dict[str, int] = {}
         self.best_stage = ""
@@ -152,7 +155,11 @@ class _Replay:
             self._counter += 1
             name = f"t{self._counter}"
         assert term in TERM_NAMES, term
+        previous = self.live.get(name)
+        if previous is not None:  # a named handle allocated again replaces its tensor
+            self.total -= previous[1]
         self.live[name] = (term, granule(nbytes))
+        self.total += self.live[name][1]
         self.log.append((name, self.live[name][1]))
         self._check()
         return name
@@ -160,11 +167,13 @@ class _Replay:
     def free(self, *names: str | None) -> None:
         """Release tensors (``None`` handles are ignored: views and no-op casts)."""
         for name in names:
-            if name is not None and self.live.pop(name, None) is not None:
+            freed = None if name is None else self.live.pop(name, None)
+            if freed is not None:
+                self.total -= freed[1]
                 self.log.append((name, -1))
 
     def _check(self) -> None:
-        total = sum(nbytes for _, nbytes in self.live.values())
+        total = self.total
         if total > self.best_total:
             self.best_total = total
             self.best_stage = self.stage

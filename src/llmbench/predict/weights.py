@@ -8,6 +8,7 @@ Imports ``llmbench.grid.spec`` (the quant labels), ``llmbench.predict.architectu
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from llmbench.grid.spec import FOUR_BIT_QUANTS, TORCHAO_QUANTS
@@ -132,8 +133,13 @@ def _projection(tally: _Tally, quant: str, dtype: str, shape: tuple[int, int], l
         tally.dense += n * a * L
 
 
+@functools.lru_cache(maxsize=256)
 def weight_breakdown(arch: Architecture, quant: str, dtype: str) -> WeightBreakdown:
     """Weights as loaded for a quant label (``nf4-not-passed`` loads unquantized weights).
+
+    Memoized on its arguments (a frozen ``Architecture``, two labels): a grid's cells share
+    one breakdown per model, quant and dtype whatever their batch and sequence. The result is
+    shared between callers: do not mutate its ``by_dtype``.
 
     ``quant``: none, int8, nf4, nf4-dq, fp4, fp4-dq, fp8 or fp8-dyn (anything else counts as
     unquantized; fp8 and fp8-dyn store alike: one float8_e4m3fn byte per weight and a float32

@@ -13,12 +13,18 @@ cannot predict gets empty ``predicted_*`` columns and the reason in ``predicted_
 that are not valid cell JSONs stop a build (``UnreadableCells``, naming every one), and then
 no table is written: ``write_tables`` replaces each table atomically, so readers see the
 previous tables or the new ones.
+
+Cell files are read, validated and turned into rows by a pool of worker processes, one per
+usable core, when there are at least ``PARALLEL_MIN_CELLS`` of them (JSON-schema validation
+and the predicted columns cost milliseconds per cell: 10,000 cells took 45 s on one core);
+rows keep the order of the paths, so the tables do not depend on the number of workers.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -197,11 +203,44 @@ def _rows_of(result: Mapping[str, Any], path: str) -> tuple[dict[str, Any], list
         return {**row, "path": path, "table_error": f"{type(exc).__name__}: {exc}"}, []
 
 
+PARALLEL_MIN_CELLS = 256
+"""Fewer cell files than this are read in the calling process: starting workers would cost
+more than they save."""
+
+
+def _cell_entry(path: str) -> tuple[dict[str, Any], list[dict]] | tuple[None, str]:
+    """(cells.csv row, devices.csv rows) of one cell file, or (None, why) when the file is not
+    a valid cell JSON. Module-level, so that worker processes can run it."""
+    try:
+        result = read_cell_result(path)
+    except (OSError, ValueError) as exc:  # read_cell_result's errors name the file
+        return None, str(exc).removeprefix(f"{path}: ")
+    return _rows_of(result, path)
+
+
+def _cell_entries(paths: list[str], workers: int | None) -> Iterator[tuple[Any, Any]]:
+    """``_cell_entry`` of each path, in order; over ``workers`` processes (default: one per
+    usable core) when there are at least ``PARALLEL_MIN_CELLS`` paths."""
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if workers <= 1 or len(paths) < PARALLEL_MIN_CELLS:
+        yield from map(_cell_entry, paths)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        # a few chunks per worker: balanced, without one inter-process message per cell
+        yield from pool.map(_cell_entry, paths, chunksize=len(paths) // (8 * workers) + 1)
+
+
 def build_tables(
-    paths: Iterable[str | Path], seed_cases: Iterable[Mapping[str, Any]] = ()
+    paths: Iterable[str | Path],
+    seed_cases: Iterable[Mapping[str, Any]] = (),
+    *,
+    workers: int | None = None,
 ) -> tuple[Any, Any]:
     """Read and validate every cell JSON; return (cells, devices) DataFrames.
 
+    ``workers``: processes that read the cells (module docstring); None for one per usable
+    core, 1 for this process only. The tables are the same whatever it is.
     Raises UnreadableCells (a SchemaError) naming every file that is not valid JSON or not a
     valid cell result, after reading them all.
     """
@@ -209,13 +248,11 @@ def build_tables(
 
     labels = seed_case_columns(seed_cases)
     rows, devices, problems = [], [], []
-    for path in paths:
-        try:
-            result = read_cell_result(path)
-        except (OSError, ValueError) as exc:  # read_cell_result's errors name the file
-            problems.append((str(path), str(exc).removeprefix(f"{path}: ")))
+    paths = [str(path) for path in paths]
+    for path, (row, device_list) in zip(paths, _cell_entries(paths, workers), strict=True):
+        if row is None:
+            problems.append((path, device_list))
             continue
-        row, device_list = _rows_of(result, str(path))
         row.update(labels.get(tuple(row[k] for k in CELL_KEYS), dict.fromkeys(SEED_COLUMNS)))
         rows.append(row)
         devices.extend(device_list)
