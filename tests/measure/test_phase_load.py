@@ -9,7 +9,12 @@ import transformers
 
 from llmbench.grid.spec import Cell
 from llmbench.measure.efficiency import Shape
-from llmbench.measure.phases.load import matmul_params_per_token, plan_load
+from llmbench.measure.phases.load import (
+    expert_weights,
+    matmul_params_per_token,
+    plan_load,
+    position_limit,
+)
 from llmbench.measure.phases.spec import CellSpec
 
 
@@ -76,3 +81,27 @@ def test_moe_counts_top_k_of_its_experts(repo):
     routed = config["num_experts_per_tok"] * 3 * h * config["moe_intermediate_size"]
     expected = layers * (attention + shared + router + routed) + h * vocab
     assert matmul_params_per_token(model, config) == expected
+
+
+def test_a_moe_model_names_its_routed_expert_weights_and_a_dense_one_none(repo):
+    model, config = _model(repo, "tiny-qwen2moe")
+    h, inter, experts = (
+        config["hidden_size"],
+        config["moe_intermediate_size"],
+        config["num_experts"],
+    )
+    per_layer = experts * 3 * h * inter * next(model.parameters()).element_size()
+    assert expert_weights(model, config) == (
+        experts,
+        config["num_experts_per_tok"],
+        config["num_hidden_layers"] * per_layer,
+    )
+    dense, dense_config = _model(repo, "tiny-mistral")
+    assert expert_weights(dense, dense_config) is None
+
+
+def test_learned_positions_have_a_limit_and_rotary_ones_none(repo):
+    opt, _ = _model(repo, "tiny-opt")
+    assert position_limit(opt) == (2048, "model.decoder.embed_positions")
+    mistral, _ = _model(repo, "tiny-mistral")
+    assert position_limit(mistral) is None

@@ -149,3 +149,30 @@ def test_an_fp8_cell_on_the_cpu_is_unsupported_before_load(tmp_path):
     result = worker.run(worker_spec(tmp_path, cell))
     assert (result["status"], result["phase"]) == ("unsupported", "setup")
     assert "compute capability >= 8.9" in result["reason"] and result["model"] is None
+
+
+def test_a_prompt_past_learned_position_embeddings_is_unsupported_after_load(tmp_path, repo):
+    # OPT's table holds max_position_embeddings positions (plus 2 offset rows): 2048 prompt
+    # tokens and 5 decoded ones index past it (on CUDA: a device-side assert mid-prefill)
+    weights = tmp_path / "tiny-opt"
+    models.materialize(repo / "config/models/tiny-opt.json", weights, seed=1, device="cpu")
+    common = dict(
+        settings=SETTINGS,
+        model_entry={"pretrained": str(weights)},
+        base_dir=None,
+        prequantized_dir=None,
+        timeout_s=120,
+    )
+    out = tmp_path / "past.json"
+    result = run_cell(
+        cell=Cell("tiny-opt", "none", "eager", "float32", 1, 2044), out_path=out, **common
+    )
+    validate_cell_result(result, where=str(out))
+    assert result["status"] == "unsupported"
+    assert "need 2049 positions" in result["reason"] and "hold 2048" in result["reason"]
+    inside = run_cell(
+        cell=Cell("tiny-opt", "none", "eager", "float32", 1, 2043),
+        out_path=tmp_path / "in.json",
+        **common,
+    )
+    assert inside["status"] == "ok", inside["reason"]

@@ -233,12 +233,15 @@ def efficiency(
     device_name: str | None,
     n_devices: int,
     measured: Mapping[str, Any] | None = None,
+    assumption: str | None = None,
 ) -> Efficiency:
     """MFU of prefill and MBU of decode for one cell.
 
     ``decode_ms_per_step`` is the median step; the step's bytes are taken at the middle of the
     decoded context. With several devices (a model split by device_map, which runs layers one
     after another), the peak is that of one device: the devices do not work at the same time.
+    ``assumption``: what the byte count assumed beyond the conventions (e.g. a mixture of
+    experts' routing), appended to ``conventions``.
     """
     peak = device_peak(device_name)
     peak_flops = None
@@ -270,6 +273,7 @@ def efficiency(
             "FLOPs: 2/MAC over linear layers incl. lm_head on all prompt positions and causal "
             "half of attention; decode bytes: weights once + KV cache read/write; "
             f"n_devices={n_devices}, peak of one device"
+            + ("" if assumption is None else f"; {assumption}")
         ),
         measured_copy_bandwidth_bytes_s=bandwidth,
         measured_bf16_matmul_flops=measured.get("bf16_matmul_flops"),

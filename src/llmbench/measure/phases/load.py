@@ -96,6 +96,9 @@ class ModelFacts:
     """bitsandbytes layers and weight bytes by dtype (``quantization.inspect_model``)."""
     attn_in_config: str | None
     """The attention implementation the model's config says it uses."""
+    experts: tuple[int, int, int] | None = None
+    """A mixture-of-experts model's ``(experts, experts per token, bytes of the expert
+    weights)``; None for a dense model (``expert_weights``)."""
 
     def describe(self) -> dict[str, Any]:
         """JSON form, added to ``model`` after the load."""
@@ -108,6 +111,46 @@ class ModelFacts:
         }
 
 
+def _routing(config: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """(experts, experts per token) of a mixture-of-experts config, else (None, None)."""
+    experts = config.get("num_experts") or config.get("num_local_experts")
+    top_k = config.get("num_experts_per_tok")
+    return (int(experts), int(top_k)) if experts and top_k else (None, None)
+
+
+def expert_weights(model: Any, config: Mapping[str, Any]) -> tuple[int, int, int] | None:
+    """``(experts, experts per token, bytes)`` of a mixture-of-experts model's routed expert
+    weights (its 3-D ``(experts, out, in)`` parameters, as stored: bitsandbytes leaves them
+    unquantized); None for a dense model."""
+    experts, top_k = _routing(config)
+    if experts is None or top_k is None:
+        return None
+    stored = 0
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if param.dim() == 3 and param.shape[0] == experts:
+                stored += param.numel() * param.element_size()
+    return experts, top_k, stored
+
+
+def position_limit(model: Any) -> tuple[int, str] | None:
+    """``(positions, module name)`` of a model with learned absolute position embeddings (an
+    ``nn.Embedding`` named ``embed_positions``, ``wpe`` or ``position_embeddings``; OPT's
+    keeps ``offset`` = 2 rows in front): a prompt plus its decoded tokens longer than
+    ``positions`` indexes past the table (a device-side assert on CUDA). None for rotary or
+    other relative positions, which have no such table."""
+    import torch
+
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Embedding) and name.rsplit(".", 1)[-1] in (
+            "embed_positions",
+            "wpe",
+            "position_embeddings",
+        ):
+            return module.num_embeddings - int(getattr(module, "offset", 0)), name
+    return None
+
+
 def matmul_params_per_token(model: Any, config: Mapping[str, Any]) -> int:
     """Weights one token multiplies through (``measure.efficiency`` conventions): every
     ``nn.Linear``'s ``in_features x out_features`` (bitsandbytes' layers keep those of the
@@ -118,8 +161,7 @@ def matmul_params_per_token(model: Any, config: Mapping[str, Any]) -> int:
     ``num_experts_per_tok / experts`` of their elements."""
     import torch
 
-    experts = config.get("num_experts") or config.get("num_local_experts")
-    top_k = config.get("num_experts_per_tok")
+    experts, top_k = _routing(config)
     total = 0
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
@@ -146,6 +188,7 @@ def inspect_model(model: Any) -> ModelFacts:
         placement=models.placement(model),
         inspection=inspection,
         attn_in_config=getattr(model.config, "_attn_implementation", None),
+        experts=expert_weights(model, config),
     )
 
 

@@ -60,11 +60,24 @@ def efficiency_record(
     """MFU of the median prefill and MBU of the median decode step (``efficiency``'s record).
 
     Decode reads every weight byte once per step; the input embedding table is not read
-    unless it is tied to lm_head. ``measured`` is the cell's ``Roofline`` record, if any.
+    unless it is tied to lm_head. A mixture-of-experts step reads only the experts its
+    ``batch`` tokens are routed to: assumed uniform routing, each token picking
+    ``k`` of ``E`` experts, an expert is read with probability ``1 - (1 - k/E)^batch``
+    (the assumption is written into the record's conventions). ``measured`` is the cell's
+    ``Roofline`` record, if any.
     """
     weight_bytes = facts.inspection["weight_bytes_total"]
     if not facts.shape.tie_word_embeddings:
         weight_bytes -= facts.inspection["embedding_bytes"]
+    assumption = None
+    if facts.experts is not None:
+        experts, top_k, expert_bytes = facts.experts
+        read = 1.0 - (1.0 - top_k / experts) ** cell.batch
+        weight_bytes -= round(expert_bytes * (1.0 - read))
+        assumption = (
+            f"mixture of experts: uniform routing assumed, {top_k} of {experts} experts per "
+            f"token, each expert's weights read with probability {read:.4f} per step"
+        )
     gpus = session.gpus
     return efficiency.efficiency(
         facts.shape,
@@ -79,6 +92,7 @@ def efficiency_record(
         device_name=gpus[0]["name"] if gpus else None,
         n_devices=session.n_devices,
         measured=measured,
+        assumption=assumption,
     ).to_dict()
 
 
