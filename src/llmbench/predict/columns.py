@@ -24,8 +24,11 @@ PREDICTED_COLUMNS = (
     "decode_measured_over_predicted",
     "predicted_generate_prefill_peak_allocated_gib",
     "generate_prefill_measured_over_predicted",
+    "predicted_method",
 )
-"""Columns ``table_columns`` adds to every cells table row."""
+"""Columns ``table_columns`` adds to every cells table row (``predicted_method``: which
+method answered, ``Prediction.method``: the tracer, the hand replay, or the hand replay with
+a quantized KV cache)."""
 
 PREDICTED_ERROR = "predicted_error"
 """Column ``table_columns`` adds, besides ``PREDICTED_COLUMNS``, to the row of a cell whose
@@ -94,6 +97,7 @@ def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> d
         predicted_generate_prefill_peak_allocated_gib=None
         if generate is None
         else gib(generate.peak_allocated),
+        predicted_method=prediction.method,
     )
     # A phase that failed (OOM, error) recorded the peak reached before failing: no ratio.
     failed = result.get("phase") if result.get("status") not in ("ok", "check_failed") else None
