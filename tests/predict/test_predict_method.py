@@ -43,8 +43,10 @@ def test_without_a_cached_trace_the_hand_replay_answers_or_the_cell_says_why(tmp
 def test_the_cached_trace_answers_with_the_hand_replay_as_cross_check(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    for model, attn in (("tiny-mistral", "sdpa"), ("tiny-gemma2", "eager"), ("tiny-opt", "sdpa")):
-        c = cell(attn=attn, batch=1, seq=16, model=model)
+    cases = (("tiny-mistral", "none", "sdpa"), ("tiny-gemma2", "none", "eager"),
+             ("tiny-opt", "none", "sdpa"), ("tiny-opt", "int8", "sdpa"))  # fmt: skip
+    for model, quant, attn in cases:
+        c = cell(quant, attn=attn, batch=1, seq=16, model=model)
         entry = cached_trace(
             config(model), c, decode_tokens=32, compute_dtype="bfloat16", cache_dir=tmp_path,
             allow_trace=True,
@@ -55,6 +57,8 @@ def test_the_cached_trace_answers_with_the_hand_replay_as_cross_check(tmp_path):
     mistral = predict_cell(cell("none", "sdpa", batch=1, seq=16, model="tiny-mistral"), MODELS,
                            REPO, trace_cache=tmp_path)  # fmt: skip
     assert mistral.method == "tracer"
+    # generate()'s prefill is not traced: the hand replay's, labelled as such
+    assert mistral.generate_prefill.stage.startswith("hand replay: ")
     assert mistral.prefill.peak_allocated == pytest.approx(mistral.cross_check[1], rel=0.01)
     assert mistral.prefill.peak.traced > 0 and mistral.prefill.peak.cuda_workspace > 0
     arch = config("tiny-mistral")  # K and V of 16 tokens, every layer, one 512-byte block min.
@@ -67,7 +71,10 @@ def test_the_cached_trace_answers_with_the_hand_replay_as_cross_check(tmp_path):
     assert gemma.prefill.stage.startswith("traced: after aten.")
     opt = predict_cell(cell("none", "sdpa", batch=1, seq=16, model="tiny-opt"), MODELS, REPO,
                        trace_cache=tmp_path)  # fmt: skip
-    assert isinstance(opt, Unpredictable) and "data-dependent" in opt.reason
+    assert opt.method == "tracer" and opt.generate_prefill is None  # no replay for OPT
+    int8 = predict_cell(cell("int8", "sdpa", batch=1, seq=16, model="tiny-opt"), MODELS, REPO,
+                        trace_cache=tmp_path)  # fmt: skip
+    assert isinstance(int8, Unpredictable) and "outlier model cannot read" in int8.reason
     # another decode length is another key: not cached, so the hand replay or nothing
     other = predict_cell(cell("none", "eager", batch=1, seq=16, model="tiny-gemma2"), MODELS,
                          REPO, trace_cache=tmp_path, decode_tokens=8)  # fmt: skip

@@ -27,8 +27,9 @@ PREDICTED_COLUMNS = (
     "predicted_method",
 )
 """Columns ``table_columns`` adds to every cells table row (``predicted_method``: which
-method answered, ``Prediction.method``: the tracer, the hand replay, or the hand replay with
-a quantized KV cache)."""
+method answered load, prefill and decode, ``Prediction.method``: the tracer, the hand replay,
+or the hand replay with a quantized KV cache; generate()'s prefill is always the hand
+replay's, where it applies, as the tracer does not trace it)."""
 
 PREDICTED_ERROR = "predicted_error"
 """Column ``table_columns`` adds, besides ``PREDICTED_COLUMNS``, to the row of a cell whose

@@ -158,7 +158,14 @@ def predict_cell(
         return Unpredictable(cell, f"cannot predict {cell.model} from {source}: {exc!r}")
     if traced is not None and "untraceable" not in traced:
         cross = None if hand is None else tuple(p.peak_allocated for p in hand.phases)
-        return replace(traced_prediction(cell, traced), cross_check=cross)
+        generate = None  # the tracer does not trace generate()'s prefill; the replay does
+        if hand is not None and hand.generate_prefill is not None:
+            generate = replace(
+                hand.generate_prefill, stage=f"hand replay: {hand.generate_prefill.stage}"
+            )
+        return replace(
+            traced_prediction(cell, traced), cross_check=cross, generate_prefill=generate
+        )
     if hand is not None:
         return hand
     tracer = traced["untraceable"] if traced else f"not traced yet ({FILL_COMMAND})"

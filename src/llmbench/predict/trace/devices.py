@@ -41,7 +41,7 @@ import torch
 from torch.utils._pytree import tree_map
 
 from llmbench.grid.spec import Cell
-from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, granule
+from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES
 from llmbench.predict.trace.cuda import cuda_semantics
 from llmbench.predict.trace.livebytes import LiveBytes
 from llmbench.predict.trace.model import Untraceable, build_meta_model, forced_sdpa_backend
@@ -87,14 +87,10 @@ class DeviceLiveBytes(LiveBytes):
         self.owner: dict[int, str] = {}
 
     def track(self, tensor: torch.Tensor, where: str = "track", device: str | None = None) -> None:
-        if not isinstance(tensor, torch.Tensor) or tensor.device.type != self.device_type:
+        new = self.new_storage(tensor)
+        if new is None:
             return
-        storage = tensor.untyped_storage()
-        key = id(storage)
-        known = self._refs.get(key)
-        if known is not None and known() is storage:
-            return
-        nbytes = granule(storage.nbytes())
+        key, storage, nbytes = new
         charged = device or self.current
         self._refs[key] = weakref.ref(storage, self._freed_on(key, nbytes, charged))
         self.owner[key] = charged

@@ -80,17 +80,25 @@ class LiveBytes(TorchDispatchMode):
         self.peak_at = "start"
         self._refs: dict[int, weakref.ref] = {}
 
-    def track(self, tensor: torch.Tensor, where: str = "track") -> None:
-        """Count ``tensor``'s storage if it is new (parameters made before the mode, inputs),
-        and update the peak."""
+    def new_storage(self, tensor: Any) -> tuple[int, Any, int] | None:
+        """``(key, storage, allocator-rounded bytes)`` of ``tensor``'s storage on
+        ``device_type`` if this mode does not count it yet, else None."""
         if not isinstance(tensor, torch.Tensor) or tensor.device.type != self.device_type:
-            return
+            return None
         storage = tensor.untyped_storage()
         key = id(storage)
         known = self._refs.get(key)
         if known is not None and known() is storage:
+            return None
+        return key, storage, granule(storage.nbytes())
+
+    def track(self, tensor: torch.Tensor, where: str = "track") -> None:
+        """Count ``tensor``'s storage if it is new (parameters made before the mode, inputs),
+        and update the peak."""
+        new = self.new_storage(tensor)
+        if new is None:
             return
-        nbytes = granule(storage.nbytes())
+        key, storage, nbytes = new
         self._refs[key] = weakref.ref(storage, self._freed(key, nbytes))
         self.live += nbytes
         self._update_peak(where)
