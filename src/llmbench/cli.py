@@ -140,8 +140,12 @@ def resume(reference: Path, target: Path, grid: str, frontier: bool = False) -> 
 
 PREDICT_EPILOG = """\
 columns (GiB = 2^30 bytes):
-  load, prefill, decode  predicted peak allocated memory of each phase (what
-                         torch.cuda.max_memory_allocated reports; replayed, not measured)
+  load                   predicted allocated memory after load (the resident weights and
+                         quantization state; the load's own transient peak, e.g. a mixture
+                         of experts' expert fusion, is not predicted)
+  prefill, decode        predicted peak allocated memory of the phase (what
+                         torch.cuda.max_memory_allocated reports; traced or replayed, not
+                         measured)
   need                   what the device must hold at the largest peak: peak allocated
                          + allocator slack (memory PyTorch's caching allocator reserves but
                          does not use: an envelope fitted on the H100 reference cells)
@@ -154,7 +158,11 @@ columns (GiB = 2^30 bytes):
                          unsupported: cannot run whatever the memory (flash-attn on the CPU;
                            flash or cuDNN attention in float32); the reason is printed
                          unknown: no prediction for this model
-  dominant               the term that holds the most memory at the peak
+  dominant               the term that holds the most memory at the peak (traced: the
+                         tracer's activations, not split into terms)
+  method                 which method answered: tracer (the model code run on the meta
+                         device) or hand replay (llmbench.predict's replay); fp8 and
+                         quantized-KV-cache cells are not yet checked against a GPU
 
 several GPUs (--gpus N): one line per device of each cell. transformers' own planner
 (_get_device_map: get_balanced_memory + infer_auto_device_map over compute_module_sizes, as
@@ -166,7 +174,8 @@ logits (copied back to the first GPU) to devices.
   device_map             the planner's policy: --device-map, else the cell's device_map
                          (auto when the cell's is config, as from_pretrained's auto/balanced)
   weights                bytes of parameters and buffers on the device
-  load, prefill, decode  predicted peak allocated of each phase on the device
+  load                   predicted allocated after load on the device
+  prefill, decode        predicted peak allocated of each phase on the device
   need, fits             as above, per device (slack from the device's peak minus weights)
   GPUs needed            the fewest GPUs of --gpu-mem (1 .. --max-gpus) on which every
                          device fits (yes) under that policy; none: not even --max-gpus
@@ -204,7 +213,8 @@ def _parser() -> argparse.ArgumentParser:
         "predict",
         help="predicted peak memory of a grid's cells",
         description="Predicted peak memory of every cell of a grid, and whether it fits a\n"
-        "device (the analytic model of llmbench.predict: no GPU, no torch, instant).",
+        "device (llmbench.predict: no GPU; on one device instant and without torch, from\n"
+        "cached traces; --gpus N traces with torch, seconds per cell).",
         epilog=PREDICT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -62,7 +62,8 @@ def test_cli_predict_table_and_csv(capsys):
     assert header[:6] == ["model", "quant", "attn", "dtype", "b", "seq"]
     assert len(rows) == 9
     # Every cell fits 80 GiB; the one that cannot run at all says so instead of "yes".
-    fits = {tuple(row[:6]): row[-2] for row in rows}
+    assert header[-3:] == ["fits", "dominant", "method"]
+    fits = {tuple(row[:6]): row[-3] for row in rows}
     assert fits.pop(("mistral-7b-v0.3", "nf4", "flash_attention_2", "float32", "2", "3072")) == (
         "unsupported"
     )
@@ -78,7 +79,7 @@ def test_cli_predict_table_and_csv(capsys):
     oom = [r for r in rows if r["attn"] == "eager" and r["batch"] == "4" and r["seq"] == "8192"]
     assert {r["fits"] for r in oom} == {"no"}
     _, rows = table_rows(report(capsys, "--grid", "seed", "--gpu-mem", "8GiB"))
-    fits = [row[-2] for row in rows]
+    fits = [row[-3] for row in rows]
     assert "no" in fits and "yes" in fits
 
 
@@ -94,12 +95,12 @@ def test_header_gives_the_units_and_the_budget_as_read(capsys):
 def test_report_closes_with_how_many_cells_fit(capsys):
     lines = report(capsys, "--grid", "seed", "--gpu-mem", "24GB")
     _, rows = table_rows(lines)
-    verdicts = [row[-2] for row in rows]
+    verdicts = [row[-3] for row in rows]
     counts = {v: verdicts.count(v) for v in ("yes", "maybe", "no", "unsupported")}
     assert counts == {"yes": 5, "maybe": 1, "no": 2, "unsupported": 1}
     assert lines[-1] == "9 cells: 5 fit, 1 maybe, 2 do not fit, 1 cannot run"
     lines = report(capsys, "--grid", "extended")
-    verdicts = [row[-2] for row in table_rows(lines)[1]]
+    verdicts = [row[-3] for row in table_rows(lines)[1]]
     assert (verdicts.count("yes"), verdicts.count("maybe"), verdicts.count("no")) == (75, 3, 3)
     assert lines[-1] == "81 cells: 75 fit, 3 maybe, 3 do not fit"  # no zero counts but "fit"
 
@@ -150,7 +151,9 @@ def test_the_pipelines_own_rule_flags_flash_attention_on_the_cpu():
     assert predict.cannot_run(Cell("m", "none", "sdpa-flash", "float32", 1, 8))
 
 
-def test_terms_are_one_a_line_within_100_columns(capsys):
+def test_terms_are_one_a_line_within_100_columns(capsys, monkeypatch, tmp_path):
+    # the hand replay's terms: no cached traces (a filled local cache would answer instead)
+    monkeypatch.setattr("llmbench.predict.method.TRACE_CACHE", tmp_path / "no-traces")
     lines = report(capsys, "--grid", "extended", "--terms")
     assert max(len(line) for line in lines) <= 100
     rows = predict.grid_prediction_rows("seed", repo_root=REPO, terms=True)

@@ -27,14 +27,17 @@ def test_fill_traces_missing_cells_once_and_counts_the_untraceable(tmp_path):
     }
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "config" / "grids" / "g.yaml").write_text(
-        "blocks:\n  - {models: [tiny-mistral, tiny-opt], quant: [none], attn: [sdpa],"
+        "blocks:\n  - {models: [tiny-mistral], quant: [none], attn: [sdpa],"
+        " dtype: [bfloat16], batch: [1], seq: [8, 16]}\n"
+        # LLM.int8's outlier model reads intermediate_size, which OPT's config lacks
+        "  - {models: [tiny-opt], quant: [int8], attn: [sdpa],"
         " dtype: [bfloat16], batch: [1], seq: [8, 16]}\n"
     )
     cache = tmp_path / "cache"
     first = fill("g", tmp_path, cache)
     assert first["tiny-mistral"] == {"traced": 2, "cached": 0, "untraceable": 0, "reason": None}
     assert first["tiny-opt"]["untraceable"] == 2
-    assert "data-dependent" in first["tiny-opt"]["reason"]
+    assert "outlier model cannot read" in first["tiny-opt"]["reason"]
     second = fill("g", tmp_path, cache)
     assert second["tiny-mistral"]["cached"] == 2 and second["tiny-mistral"]["traced"] == 0
     assert len(list(cache.rglob("*.json"))) == 4

@@ -125,3 +125,14 @@ def test_untraceable_cells_say_why():
         trace_cell({**config("tiny-mistral"), "model_type": "mistrall"}, cell(batch=1, seq=8))
     with pytest.raises(Untraceable, match="float32"):
         trace_cell(config("tiny-mistral"), cell("none", "flash_attention_2", "float32", 1, 8))
+
+
+def test_a_prompt_past_learned_positions_is_untraceable_saying_the_run_refuses_it():
+    opt = config("tiny-opt")  # 2048 learned positions
+    with pytest.raises(Untraceable, match="need 2049 positions.*hold 2048"):
+        trace_cell(
+            opt, cell("none", "eager", "bfloat16", 1, 2045, model="tiny-opt"), decode_tokens=4
+        )
+    assert trace_cell(
+        opt, cell("none", "eager", "bfloat16", 1, 2044, model="tiny-opt"), decode_tokens=4
+    )

@@ -18,6 +18,7 @@ from llmbench.predict.method import Unpredictable, predict_cell
 
 PREDICTED_COLUMNS = (
     "predicted_load_allocated_gib",
+    "load_measured_over_predicted",
     "predicted_prefill_peak_allocated_gib",
     "predicted_decode_peak_allocated_gib",
     "prefill_measured_over_predicted",
@@ -46,10 +47,13 @@ def _registry(repo_root: str) -> dict[str, Any]:
     return (yaml.safe_load(path.read_text()) or {}).get("models") or {}
 
 
-def _measured_peak(result: Mapping[str, Any], phase: str) -> int | None:
-    """Peak allocated bytes of a phase, summed over CUDA devices (as in cells.csv)."""
+def _measured_peak(
+    result: Mapping[str, Any], phase: str, key: str = "peak_allocated_bytes"
+) -> int | None:
+    """Peak allocated bytes of a phase (or another ``key`` of its device records, e.g.
+    ``allocated_bytes`` after it), summed over CUDA devices (as in cells.csv)."""
     record = ((result.get("memory") or {}).get("phases") or {}).get(phase) or {}
-    values = [d.get("peak_allocated_bytes") for d in record.get("devices") or []]
+    values = [d.get(key) for d in record.get("devices") or []]
     if not values or any(v is None for v in values):
         return None
     return int(sum(values))
@@ -105,6 +109,11 @@ def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> d
     load = ((result.get("memory") or {}).get("phases") or {}).get("load") or {}
     if len(load.get("devices") or []) > 1:
         return columns
+    # load: the prediction is what stays allocated after load (its transient peak is not
+    # predicted), so it is compared with the measured allocated bytes after the load
+    after_load = _measured_peak(result, "load", "allocated_bytes")
+    if after_load is not None and failed != "load":
+        columns["load_measured_over_predicted"] = after_load / prediction.load.peak_allocated
     phases = [("prefill", prediction.prefill), ("decode", prediction.decode)]
     if generate is not None:
         phases.append(("generate_prefill", generate))

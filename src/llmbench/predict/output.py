@@ -101,7 +101,7 @@ def prediction_row(
         return row
     peak = prediction.peak_phase
     row.update(
-        load_peak_allocated_gib=gib(prediction.load.peak_allocated),
+        load_allocated_gib=gib(prediction.load.peak_allocated),
         prefill_peak_allocated_gib=gib(prediction.prefill.peak_allocated),
         decode_peak_allocated_gib=gib(prediction.decode.peak_allocated),
         peak_phase=peak.phase,
@@ -113,6 +113,7 @@ def prediction_row(
         gpu_mem_gib=None if capacity_bytes is None else gib(capacity_bytes),
         fits=None if capacity_bytes is None else prediction.fit_verdict(capacity_bytes),
         method=prediction.method,
+        method_tag=METHOD_TAGS.get(prediction.method, prediction.method.replace(" ", "-")),
         cross_check_peak_allocated_gib=None
         if prediction.cross_check is None
         else gib(max(prediction.cross_check)),
@@ -165,13 +166,22 @@ _TABLE_COLUMNS = (
     ("dtype", "dtype", "{}"),
     ("batch", "b", "{}"),
     ("seq", "seq", "{}"),
-    ("load_peak_allocated_gib", "load", "{:.2f}"),
+    ("load_allocated_gib", "load", "{:.2f}"),
     ("prefill_peak_allocated_gib", "prefill", "{:.2f}"),
     ("decode_peak_allocated_gib", "decode", "{:.2f}"),
     ("device_need_gib", "need", "{:.2f}"),
     ("fits", "fits", "{}"),
     ("dominant_term", "dominant", "{}"),
+    ("method_tag", "method", "{}"),
 )
+
+METHOD_TAGS = {
+    "tracer": "tracer",
+    "hand replay": "replay",
+    "hand replay + quantized KV cache (predict.kvcache)": "replay+kv",
+}
+"""One-word form of ``Prediction.method`` for the text table (whitespace-separated columns);
+the CSV keeps the full name in ``method``."""
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -187,7 +197,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     def cell_text(row: dict[str, Any], key: str, fmt: str) -> str:
         value = row.get(key)
         if value is None or value == "":
-            return row.get("note", "") if key == "load_peak_allocated_gib" else ""
+            return row.get("note", "") if key == "load_allocated_gib" else ""
         return fmt.format(value)
 
     body = [[cell_text(row, key, fmt) for key, _, fmt in columns] for row in rows]
@@ -229,13 +239,13 @@ def format_terms(rows: list[dict[str, Any]]) -> str:
         if not values:
             continue
         phase = row["peak_phase"]
-        peak = row[f"{phase}_peak_allocated_gib"]
+        column = {p: f"{p}_peak_allocated_gib" for p in ("prefill", "decode")}
+        column["load"] = "load_allocated_gib"  # what stays allocated after the load
+        peak = row[column[phase]]
         lines = [
             f"{cell_label(row)}: fits {row.get('fits') or 'unknown'}",
             "  peak allocated: "
-            + ", ".join(
-                f"{p} {row[f'{p}_peak_allocated_gib']:.2f}" for p in ("load", "prefill", "decode")
-            ),
+            + ", ".join(f"{p} {row[column[p]]:.2f}" for p in ("load", "prefill", "decode")),
             f"  need {row['device_need_gib']:.2f} = peak {peak:.2f} + allocator slack "
             f"{row['allocator_slack_gib']:.2f} + CUDA context {row['cuda_context_gib']:.2f}",
             f"  {phase} peak at {row['peak_stage']}:",

@@ -31,7 +31,7 @@ from typing import Any
 from llmbench.grid.spec import Cell
 from llmbench.record.cell import write_json_atomic
 
-TRACER_VERSION = 4
+TRACER_VERSION = 5
 """Bump when the tracer's semantics change (every older entry then misses)."""
 
 LIBRARIES = ("torch", "transformers", "bitsandbytes")
