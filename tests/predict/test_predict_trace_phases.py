@@ -99,7 +99,7 @@ def test_equals_the_hand_replay_where_it_applies(model, quant, attn, dtype):
 
 
 @pytest.mark.parametrize("model", TINY)
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("attn", ["eager", "sdpa", "flash_attention_2"])
 def test_every_shipped_architecture_is_traced_or_says_why(model, attn):
     c = cell("none", attn, "bfloat16", batch=2, seq=40, model=model)
     traced = trace_cell(config(model), c, decode_tokens=4)

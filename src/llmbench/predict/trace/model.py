@@ -48,13 +48,36 @@ def transformers_attention(cell: Cell) -> str:
 
 def _register_flash_on_sdpa() -> None:
     """Register ``FLASH_ON_SDPA`` with transformers (idempotent): SDPA's attention function,
-    FA2's mask function."""
+    FA2's mask function (an all-ones padding mask on meta read as transformers reads it on
+    CUDA: no mask, as ``cuda._ignore_causal_mask_sdpa``'s patch does for SDPA)."""
     from transformers import AttentionInterface
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
 
+    def flash_mask(
+        batch_size: int,
+        q_length: int,
+        kv_length: int,
+        q_offset: int = 0,
+        kv_offset: int = 0,
+        mask_function: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor | None:
+        # A padding mask on meta (models that build an all-ones one when none is passed,
+        # e.g. OPT) has no values for ``flash_attention_mask``'s ``.all()``; the prompts of
+        # a run and of a trace are never padded, so give its answer for all ones.
+        if attention_mask is not None and attention_mask.device.type == "meta":
+            sliced = attention_mask[:, -kv_length:]
+            return None if sliced.shape[1] == kv_length else sliced
+        more = {} if mask_function is None else {"mask_function": mask_function}
+        return flash_attention_mask(
+            batch_size, q_length, kv_length, q_offset, kv_offset,
+            attention_mask=attention_mask, **more, **kwargs,
+        )  # fmt: skip
+
     AttentionInterface.register(FLASH_ON_SDPA, sdpa_attention_forward)
-    AttentionMaskInterface.register(FLASH_ON_SDPA, flash_attention_mask)
+    AttentionMaskInterface.register(FLASH_ON_SDPA, flash_mask)
 
 
 def forced_sdpa_backend(cell: Cell) -> str | None:
