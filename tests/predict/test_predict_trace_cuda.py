@@ -72,3 +72,23 @@ def test_float16_softmax_to_float32_makes_no_copy_on_cuda():
             y = F.softmax(x, dim=-1, dtype=torch.float32)
         assert y.dtype == torch.float32
         assert live.peak == expected, dtype
+
+
+def test_boolean_mask_becomes_additive_in_the_query_dtype_before_a_fused_kernel():
+    """PyTorch attention.cpp convert_boolean_attn_mask: a (b, 1, q, kv) bool mask becomes a
+    query-dtype tensor of the same shape, alive during the kernel (Mistral-7B-v0.1's 1 x 32768
+    prefill: 2 GiB beside the 1 GiB bool mask)."""
+    q, k, v = qkv(kv_heads=32, q_len=1024, kv_len=1024)
+    mask = torch.empty(2, 1, 1024, 1024, dtype=torch.bool, device="meta")
+    peaks = {}
+    for dtype in (torch.bool, torch.bfloat16):
+        live = LiveBytes("meta")
+        m = mask if dtype == torch.bool else torch.empty_like(mask, dtype=dtype)
+        with live, torch.inference_mode(), cuda_semantics() as choices:
+            F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+        assert choices.sdpa == {1024: {"efficient"}}
+        peaks[dtype] = live.peak
+    # an additive mask passes through: the kernel's output (b, h, q, d) and meta's two philox
+    # scalars (no logsumexp without grad)
+    assert peaks[torch.bfloat16] == 2 * 32 * 1024 * 128 * 2 + 2 * 512
+    assert peaks[torch.bool] - peaks[torch.bfloat16] == 2 * 1024 * 1024 * 2  # the bf16 copy

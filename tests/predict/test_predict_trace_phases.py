@@ -52,6 +52,24 @@ def test_reference_cells_traced_within_0_05_percent(relpath):
         assert getattr(traced, phase) / measured == pytest.approx(1, abs=5e-4), phase
 
 
+WINDOWED_CELLS = [
+    "flash_attention_2/bfloat16/b1_s8192.json",  # FA2 builds no mask: 64 MiB less prefill
+    "sdpa/bfloat16/b1_s32768.json",  # the bool mask made bf16 at the kernel: 2 GiB
+]
+"""Mistral-7B-v0.1 (4096-token window on every layer) on the H200: prompts past the window,
+where transformers builds a ``(1, 1, s, s)`` sliding-window mask for SDPA and none for FA2."""
+
+
+@pytest.mark.parametrize("relpath", WINDOWED_CELLS)
+def test_windowed_cells_traced_within_0_001_percent(relpath):
+    path = REPO / "results/reference/h200/families/cells/mistral-7b-v0.1/none" / relpath
+    result, c = load_reference(path)
+    traced = trace_cell(config("mistral-7b-v0.1"), c)
+    for phase in ("prefill", "decode"):
+        measured = device0(result, phase, "peak_allocated_bytes")
+        assert getattr(traced, phase) / measured == pytest.approx(1, abs=1e-5), phase
+
+
 @pytest.mark.parametrize("model", ["tiny-mistral", "tiny-llama", "tiny-qwen2", "tiny-qwen3"])
 @pytest.mark.parametrize(
     ("quant", "attn", "dtype"),
@@ -81,7 +99,7 @@ def test_equals_the_hand_replay_where_it_applies(model, quant, attn, dtype):
 
 
 @pytest.mark.parametrize("model", TINY)
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("attn", ["eager", "sdpa", "flash_attention_2"])
 def test_every_shipped_architecture_is_traced_or_says_why(model, attn):
     c = cell("none", attn, "bfloat16", batch=2, seq=40, model=model)
     traced = trace_cell(config(model), c, decode_tokens=4)

@@ -31,8 +31,10 @@ from typing import Any
 from llmbench.grid.spec import Cell
 from llmbench.record.cell import write_json_atomic
 
-TRACER_VERSION = 5
-"""Bump when the tracer's semantics change (every older entry then misses)."""
+TRACER_VERSION = 6
+"""Bump when the tracer's semantics change (every older entry then misses). 5: a boolean SDPA
+mask made additive before the kernel; flash_attention_2 traced with FA2's mask function.
+6: a prompt past learned position embeddings is untraceable with the run's reason."""
 
 LIBRARIES = ("torch", "transformers", "bitsandbytes")
 

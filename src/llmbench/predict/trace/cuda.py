@@ -16,7 +16,9 @@ What differs between CUDA and ``meta`` and is therefore patched while tracing:
   math; cuDNN only when forced): flash for float16/bfloat16 with head_dim <= 256 and no
   explicit mask (GQA handled by the kernel); memory-efficient when there is no GQA
   (``enable_gqa`` with unequal heads is refused) and head_dim <= 256 (a mask allowed); else
-  math. The chosen ATen op is then called: its outputs (``(b, h, q, d)`` output stored
+  math. A boolean mask is first made additive in the query's dtype, as CUDA's
+  ``scaled_dot_product_attention`` does (``additive_mask``). The chosen ATen op is then
+  called: its outputs (``(b, h, q, d)`` output stored
   ``(b, q, h, d)``, float32 logsumexp) are what the GPU kernel allocates. (The flash meta
   kernel also puts its two philox scalars on the device, which CUDA keeps on the host without
   dropout: 1 KiB too many while the kernel's outputs are alive.)
@@ -75,9 +77,24 @@ def sdpa_backend(
     return "math"
 
 
+def additive_mask(attn_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """The mask a fused SDPA kernel gets: a boolean ``attn_mask`` becomes an additive one of
+    the query's ``dtype`` and the mask's shape (0 where True, -inf where False), a new tensor
+    alive during the kernel (e.g. 2 GiB at ``(1, 1, 32768, 32768)`` in bfloat16, beside the
+    1 GiB boolean mask); a float mask or None passes through. PyTorch 2.11-2.13
+    ``attention.cpp``: ``scaled_dot_product_attention`` calls ``convert_boolean_attn_mask``
+    (``at::where(mask, 0.0, scalar_tensor(-inf, dtype))``) before dispatching to any backend."""
+    if attn_mask is None or attn_mask.dtype != torch.bool:
+        return attn_mask
+    neg_inf = torch.full((), float("-inf"), dtype=dtype, device=attn_mask.device)
+    return torch.where(attn_mask, 0.0, neg_inf)
+
+
 def _call_backend(backend: str, q: Any, k: Any, v: Any, **kw: Any) -> torch.Tensor:
     aten = torch.ops.aten
     mask, dropout, causal, scale = kw["attn_mask"], kw["dropout_p"], kw["is_causal"], kw["scale"]
+    if backend != "flash":  # flash takes no mask
+        mask = additive_mask(mask, q.dtype)
     if backend == "flash":
         return aten._scaled_dot_product_flash_attention(
             q, k, v, dropout, causal, False, scale=scale

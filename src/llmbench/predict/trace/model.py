@@ -22,19 +22,62 @@ class Untraceable(Exception):
     """A cell the tracer cannot run; the message says why (it becomes the ``unknown`` reason)."""
 
 
+FLASH_ON_SDPA = "llmbench_fa2_on_sdpa"
+"""The attention implementation a ``flash_attention_2`` cell is traced with
+(:func:`transformers_attention`); transformers takes a name containing "flash" for a Hub kernel."""
+
+
 def transformers_attention(cell: Cell) -> str:
     """The ``attn_implementation`` the traced model uses.
 
     ``flash_attention_2`` needs the flash-attn package and a GPU; it is traced as SDPA's flash
     kernel, which allocates the same tensors (output and float32 logsumexp, no ``s x kv``
-    tensor; transformers passes neither a mask nor repeated K/V to either). float32 is refused:
-    FA2 casts q/k/v to 16 bits first, which the SDPA flash kernel does not do.
+    tensor), under ``FLASH_ON_SDPA``: transformers' SDPA attention function with FA2's mask
+    function (``masking_utils.flash_attention_mask``: None for an unpadded prompt, so no
+    ``(b, 1, q, kv)`` mask is built, not even for a sliding window, which FA2 applies inside
+    the kernel; with no mask, SDPA keeps K/V unrepeated, as FA2 does). float32 is refused: FA2
+    casts q/k/v to 16 bits first, which the SDPA flash kernel does not do.
     """
     if cell.attn == "flash_attention_2":
         if cell.dtype == "float32":
             raise Untraceable("flash_attention_2 in float32 (its 16-bit casts) is not traced")
-        return "sdpa"
+        _register_flash_on_sdpa()
+        return FLASH_ON_SDPA
     return cell.attn_implementation
+
+
+def _register_flash_on_sdpa() -> None:
+    """Register ``FLASH_ON_SDPA`` with transformers (idempotent): SDPA's attention function,
+    FA2's mask function (an all-ones padding mask on meta read as transformers reads it on
+    CUDA: no mask, as ``cuda._ignore_causal_mask_sdpa``'s patch does for SDPA)."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
+
+    def flash_mask(
+        batch_size: int,
+        q_length: int,
+        kv_length: int,
+        q_offset: int = 0,
+        kv_offset: int = 0,
+        mask_function: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor | None:
+        # A padding mask on meta (models that build an all-ones one when none is passed,
+        # e.g. OPT) has no values for ``flash_attention_mask``'s ``.all()``; the prompts of
+        # a run and of a trace are never padded, so give its answer for all ones.
+        if attention_mask is not None and attention_mask.device.type == "meta":
+            sliced = attention_mask[:, -kv_length:]
+            return None if sliced.shape[1] == kv_length else sliced
+        more = {} if mask_function is None else {"mask_function": mask_function}
+        return flash_attention_mask(
+            batch_size, q_length, kv_length, q_offset, kv_offset,
+            attention_mask=attention_mask, **more, **kwargs,
+        )  # fmt: skip
+
+    AttentionInterface.register(FLASH_ON_SDPA, sdpa_attention_forward)
+    AttentionMaskInterface.register(FLASH_ON_SDPA, flash_mask)
 
 
 def forced_sdpa_backend(cell: Cell) -> str | None:
