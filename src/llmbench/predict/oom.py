@@ -54,16 +54,21 @@ def capacity_from_record(record: Mapping[str, Any], device: int = 0) -> int:
     (module docstring). Raises ``KeyError`` / ``ValueError`` for a record without them."""
     gpu = record["environment"]["gpus"][device]
     total = int(gpu["total_memory_bytes"])
-    before = record["gpu_before"]
-    nvml_total = next(
-        int(v["total_bytes"]) for v in before.values() if v.get("nvml_index") == device
-    )
+    nvml_total = int(nvml_before(record, device)["total_bytes"])
     phase = record["memory"]["phases"]["prefill"]["devices"][device]
     outside = int(phase["nvml_device_used_bytes"]) - int(phase["reserved_bytes"])
     outside -= nvml_total - total
     if outside <= 0:
         raise ValueError(f"no memory outside PyTorch's allocator measured: {outside} bytes")
     return total - outside
+
+
+def nvml_before(record: Mapping[str, Any], device: int = 0) -> Mapping[str, Any]:
+    """NVML's reading before the process started (``gpu_before``) of the GPU that ``device``
+    is (matched by UUID: on a host of several GPUs it need not be NVML index ``device``).
+    Raises ``KeyError`` where the record has none."""
+    uuid = record["environment"]["gpus"][device]["uuid"]
+    return record["gpu_before"][f"GPU-{uuid}"]
 
 
 def simulate_events(
