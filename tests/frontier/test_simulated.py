@@ -35,9 +35,11 @@ def test_simulated_frontier_finds_the_step_where_the_outcome_turns(limit):
     search = Search("mistral-7b-v0.3", "none", "eager", "bfloat16", "seq", 1)
     outcome, simulated = simulated_frontier(search, values, decide)
     assert outcome.largest_ok == (limit if limit >= 256 else None)
-    assert outcome.first_fail == (None if limit >= 32768 else max(limit + 256, 256))
+    assert outcome.first_fail == (None if limit >= 32768 else max(limit // 256 + 1, 1) * 256)
     assert simulated == calls
-    assert len(simulated) <= (1 if limit >= 32768 else 9)  # top first, then log2(128) + 1
+    # top first (enough when it runs), then the bottom (enough when it fails), then bisection
+    assert len(simulated) == len(set(simulated))
+    assert len(simulated) <= (1 if limit >= 32768 else 2 if limit < 256 else 2 + 7)
 
 
 # ---- the committed H100 frontier ---------------------------------------------------------------

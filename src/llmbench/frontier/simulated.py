@@ -3,7 +3,7 @@ allocator on the probe cell's traced allocation events (``llmbench.predict.oom``
 running it, searched with the same bisection (:func:`llmbench.frontier.search.bisect_frontier`,
 plain, from the middle). With ok/oom monotone along the axis (more tokens or sequences never
 need less memory) this finds the step where the simulated outcome turns, in
-``ceil(log2(len(values))) + 1`` traced cells at most.
+``ceil(log2(len(values))) + 2`` traced cells at most.
 
 Checked against the 24 searches of the committed H100 frontier
 (``results/reference/h100/frontier/``; tests/frontier/test_simulated.py): see that test for
@@ -59,9 +59,10 @@ def simulated_frontier(
     """The frontier of ``search`` over the ascending step grid ``values`` with every probe
     answered by ``decide`` (no GPU), and the values actually simulated, in order.
 
-    The largest value is simulated first; after that a value at or below one that ran is
-    ``ok`` and one at or above one that failed is ``oom`` without simulating (monotone), so a
-    search whose maximum runs (sdpa and FlashAttention-2 at 32768 tokens) costs one cell."""
+    The largest value is simulated first, then, if it fails, the smallest; after that a value
+    at or below one that ran is ``ok`` and one at or above one that failed is ``oom`` without
+    simulating (monotone), so a search whose maximum runs (sdpa and FlashAttention-2 at 32768
+    tokens) costs one cell and one whose minimum fails two."""
     values = list(values)
     simulated: list[int] = []
     largest_ok, smallest_fail = None, None
@@ -80,5 +81,6 @@ def simulated_frontier(
             smallest_fail = value
         return status
 
-    probe(values[-1])
+    if probe(values[-1]) == "oom" and len(values) > 1:
+        probe(values[0])  # a search where nothing runs (eager at 32768 tokens) ends here
     return bisect_frontier(values, probe, extra_probes=0), simulated
