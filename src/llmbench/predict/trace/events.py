@@ -145,8 +145,9 @@ def _run(log: AllocationLog, model: Any, cell: Cell, measurement: Mapping[str, A
     log.mark("setup")
     log.events.append(Free(log.request(8)))
     log.mark("load")
-    warm = _warmup_bytes(model)
-    log.events.append(Free(log.request(warm // 2 * 2)))
+    warm = _warmup_bytes(model) // 2 * 2
+    if warm:
+        log.events.append(Free(log.request(warm)))
     _, resident = _load(log, model, cell)
     log.mark("prompt")
     prompt = torch.zeros(cell.batch, cell.seq, dtype=torch.long, device="meta")
@@ -180,10 +181,12 @@ def _warmup_bytes(model: Any) -> int:
     """``caching_allocator_warmup``'s request: the bytes of every parameter (each storage
     once; a packed 4-bit weight's storage is its half byte per value, as the bnb quantizer's
     ``param_element_size`` counts it) less the reserved-but-unused bytes then (the set-up's
-    2 MiB small segment), since ``byte_count - unused > unused``."""
+    2 MiB small segment) where ``byte_count - unused > unused``, else 0 (nothing to warm up
+    below 1.5 GiB). Its cap at the device's total - 1.2 GiB is not applied: a model that
+    large does not fit one device anyway."""
     seen: dict[int, int] = {}
     for param in model.parameters():
         storage = param.untyped_storage()
         seen[id(storage)] = storage.nbytes()
     total = sum(seen.values())
-    return total - K_SMALL_BUFFER if total > 2 * K_SMALL_BUFFER else total
+    return total - K_SMALL_BUFFER if total - K_SMALL_BUFFER > K_SMALL_BUFFER else 0
