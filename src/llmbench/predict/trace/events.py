@@ -20,8 +20,14 @@ The cuBLAS workspace (``CUBLAS_WORKSPACE_BYTES``) is requested right after the f
 output, as ``getCurrentCUDABlasHandle`` does inside that kernel, and kept. ``generate()``
 (``measurement.generate``) and the graph / static decode modes are not traced (``Untraceable``).
 
-Checked against the recorded H200 load (tests/fixtures/allocator): the same warm-up request
-and segment sizes. Imports torch, transformers (through ``trace.model``),
+Checked: against the recorded H200 run of none/sdpa b2/s8192 (tests/fixtures/allocator) the
+set-up and warm-up requests are the recorded ones, but the parameters come in module order
+(the run loads them in checkpoint order: the same sizes, filling the same warm-up segment),
+and after the load the sequences part within a few events (the run has a 64 KiB temporary at
+the start of the forward and no 2 MiB one in the first layer's attention where this has one;
+frees of equal-sized blocks come in another order). Against the 48 committed H100 frontier
+probes (``predict.oom``) the replayed peaks and out-of-memory points are the measured ones
+(unquantized peak reserved to the byte). Imports torch, transformers (through ``trace.model``),
 ``llmbench.measure.phases.generation``, ``llmbench.predict.allocator`` and the tracer's
 ``livebytes``, ``cuda``, ``model`` and ``phases`` modules.
 """
