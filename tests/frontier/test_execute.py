@@ -67,6 +67,7 @@ def test_a_single_gpu_search_starts_from_the_simulated_frontier(monkeypatch):
 
     monkeypatch.setattr(execute, "visible_device_totals", lambda: [85_520_809_984])
     monkeypatch.setattr(simulated, "simulator_decide", factory)
+    monkeypatch.setattr(simulated, "frontier_in_child", simulated.frontier_of)  # in-process
     search = frontier.Search("mistral-7b-v0.3", "none", "eager", "bfloat16", "seq", 1)
     values = frontier.grid_values(256, 32768, 256)
     settings = {"measurement": {}, "bnb_4bit_compute_dtype": "bfloat16"}
@@ -89,6 +90,7 @@ def test_a_failing_simulation_falls_back_with_its_reason(monkeypatch):
 
     monkeypatch.setattr(execute, "visible_device_totals", lambda: [85_520_809_984])
     monkeypatch.setattr(simulated, "simulator_decide", factory)
+    monkeypatch.setattr(simulated, "frontier_in_child", simulated.frontier_of)  # in-process
     search = frontier.Search("mistral-7b-v0.3", "none", "eager", "bfloat16", "seq", 1)
     settings = {"measurement": {}, "bnb_4bit_compute_dtype": "bfloat16"}
     entry = {"architecture": "config/models/mistral-7b-v0.3.json"}

@@ -89,6 +89,7 @@ def test_simulated_prediction_is_the_simulated_frontier(monkeypatch, limit):
 
     calls = []
     monkeypatch.setattr(simulated, "simulator_decide", _threshold_decide(limit, calls))
+    monkeypatch.setattr(simulated, "frontier_in_child", simulated.frontier_of)  # in-process
     values = grid_values(256, 32768, 256)
     search = Search("mistral-7b-v0.3", "none", "eager", "bfloat16", "seq", 1)
     prediction = frontier.prediction.simulated_prediction(

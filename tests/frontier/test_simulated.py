@@ -42,6 +42,36 @@ def test_simulated_frontier_finds_the_step_where_the_outcome_turns(limit):
     assert len(simulated) <= (1 if limit >= 32768 else 2 if limit < 256 else 2 + 7)
 
 
+@pytest.mark.parametrize(
+    ("capacity", "status", "cells"), [(2**40, "above_max", 1), (2**20, "below_min", 2)]
+)
+def test_the_child_process_traces_and_simulates_a_tiny_search(capacity, status, cells):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from llmbench.frontier.simulated import frontier_in_child
+
+    search = Search("tiny-mistral", "none", "sdpa", "bfloat16", "seq", 2)
+    config = json.loads((REPO_ROOT / "config/models/tiny-mistral.json").read_text())
+    measurement = {"warmup": 0, "repeats": 1, "decode_tokens": 2, "decode_warmup_tokens": 0}
+    spec = {
+        "search": search.to_dict(),
+        "values": grid_values(128, 1024, 128),
+        "config": config,
+        "measurement": {**measurement, "generate": False},
+        "capacity": capacity,
+        "compute_dtype": "bfloat16",
+    }
+    outcome = frontier_in_child(spec)
+    assert outcome["status"] == status and len(outcome["simulated"]) == cells
+
+
+def test_a_failing_child_says_why():
+    from llmbench.frontier.simulated import frontier_in_child
+
+    with pytest.raises(RuntimeError, match="KeyError"):
+        frontier_in_child({"search": {}})
+
+
 # ---- the committed H100 frontier ---------------------------------------------------------------
 
 

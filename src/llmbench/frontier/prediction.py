@@ -96,19 +96,29 @@ def simulated_prediction(
 ) -> Prediction:
     """The frontier found by :func:`llmbench.frontier.simulated.simulated_frontier` (each
     value decided by tracing the probe cell under ``measurement`` and simulating the caching
-    allocator on ``capacity`` bytes); not recalibrated by probes (it predicts outcomes, not a
-    scaled peak). Raises what the tracer raises (torch or transformers missing)."""
-    from llmbench.frontier.simulated import simulated_frontier, simulator_decide
+    allocator on ``capacity`` bytes), computed in a child process that sees no GPU
+    (:func:`~llmbench.frontier.simulated.frontier_in_child`); not recalibrated by probes (it
+    predicts outcomes, not a scaled peak). Raises ``RuntimeError`` when the child fails
+    (e.g. torch or transformers missing) or cannot decide every value."""
+    from llmbench.frontier import simulated
 
-    decide = simulator_decide(config, measurement, capacity, bnb_4bit_compute_dtype=compute_dtype)
-    outcome, _ = simulated_frontier(search, values, decide)
-    if outcome.status not in ("found", "above_max", "below_min"):
-        raise ValueError(f"the simulation could not decide every value ({outcome.status})")
+    spec = {
+        "search": search.to_dict(),
+        "values": list(values),
+        "config": dict(config),
+        "measurement": dict(measurement),
+        "capacity": int(capacity),
+        "compute_dtype": compute_dtype,
+    }
+    outcome = simulated.frontier_in_child(spec)
+    if outcome["status"] not in ("found", "above_max", "below_min"):
+        raise RuntimeError(f"the simulation could not decide every value ({outcome['status']})")
 
     def unavailable(value: int) -> float:
         raise NotImplementedError("a simulated prediction has no peak per value")
 
-    frontier = outcome.largest_ok if outcome.largest_ok is not None else values[0] - 1
+    largest_ok = outcome["largest_ok"]
+    frontier = largest_ok if largest_ok is not None else values[0] - 1
     return Prediction(values, unavailable, float(capacity), frontier, method="simulated")
 
 

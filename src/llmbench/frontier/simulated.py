@@ -84,3 +84,60 @@ def simulated_frontier(
     if probe(values[-1]) == "oom" and len(values) > 1:
         probe(values[0])  # a search where nothing runs (eager at 32768 tokens) ends here
     return bisect_frontier(values, probe, extra_probes=0), simulated
+
+
+def frontier_of(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`simulated_frontier` of a JSON ``spec`` (``search``: :meth:`Search.to_dict`,
+    ``values``, ``config``: config.json, ``measurement``, ``capacity`` bytes,
+    ``compute_dtype``): ``{status, largest_ok, first_fail, simulated}``."""
+    fields = {k: v for k, v in spec["search"].items() if k != "name"}
+    decide = simulator_decide(
+        spec["config"],
+        spec["measurement"],
+        int(spec["capacity"]),
+        bnb_4bit_compute_dtype=spec["compute_dtype"],
+    )
+    outcome, simulated = simulated_frontier(Search(**fields), spec["values"], decide)
+    return {
+        "status": outcome.status,
+        "largest_ok": outcome.largest_ok,
+        "first_fail": outcome.first_fail,
+        "simulated": simulated,
+    }
+
+
+def frontier_in_child(spec: Mapping[str, Any], timeout_s: float = 1800.0) -> dict[str, Any]:
+    """:func:`frontier_of` in a child process that sees no GPU (``CUDA_VISIBLE_DEVICES=""``):
+    importing bitsandbytes initialises CUDA, and a CUDA context held by the search process
+    would take device memory from the probes it runs. Raises ``RuntimeError`` with the
+    child's last output when it fails, ``subprocess.TimeoutExpired`` past ``timeout_s``."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.run(
+        [sys.executable, "-m", "llmbench.frontier.simulated"],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        check=False,
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"simulated frontier failed: {child.stderr.strip()[-500:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    """``python -m llmbench.frontier.simulated < spec.json``: prints :func:`frontier_of`."""
+    import json
+    import sys
+
+    print(json.dumps(frontier_of(json.loads(sys.stdin.read()))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
