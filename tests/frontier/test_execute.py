@@ -56,3 +56,43 @@ def test_broken_predictor_falls_back_to_bisection(tmp_path):
     )
     assert document["frontier"] == 5248
     assert "prediction failed" in document["prediction"]["note"]
+
+
+def test_a_single_gpu_search_starts_from_the_simulated_frontier(monkeypatch):
+    from llmbench.frontier import execute, simulated
+
+    def factory(config, measurement, capacity, *, bnb_4bit_compute_dtype):
+        assert capacity == 85_520_809_984 - 503_316_480 - 720_175_104  # H100, eager
+        return lambda search, value: "ok" if value <= 11520 else "oom"
+
+    monkeypatch.setattr(execute, "visible_device_totals", lambda: [85_520_809_984])
+    monkeypatch.setattr(simulated, "simulator_decide", factory)
+    monkeypatch.setattr(simulated, "frontier_in_child", simulated.frontier_of)  # in-process
+    search = frontier.Search("mistral-7b-v0.3", "none", "eager", "bfloat16", "seq", 1)
+    values = frontier.grid_values(256, 32768, 256)
+    settings = {"measurement": {}, "bnb_4bit_compute_dtype": "bfloat16"}
+    entry = {"architecture": "config/models/mistral-7b-v0.3.json"}
+    start = execute._simulated_start(search, values, {}, settings, entry, "cuda")
+    assert start.frontier == 11520 and "allocator simulation" in start.note
+    # not on the CPU, nor under a memory budget, nor with prediction off: the analytic path
+    assert execute._simulated_start(search, values, {}, settings, entry, "cpu") is None
+    budget = {**settings, "memory_budget_gib": 40}
+    assert execute._simulated_start(search, values, {}, budget, entry, "cuda") is None
+    off = {"use_prediction": False}
+    assert execute._simulated_start(search, values, off, settings, entry, "cuda") is None
+
+
+def test_a_failing_simulation_falls_back_with_its_reason(monkeypatch):
+    from llmbench.frontier import execute, simulated
+
+    def factory(*args, **kwargs):
+        raise ImportError("no torch")
+
+    monkeypatch.setattr(execute, "visible_device_totals", lambda: [85_520_809_984])
+    monkeypatch.setattr(simulated, "simulator_decide", factory)
+    monkeypatch.setattr(simulated, "frontier_in_child", simulated.frontier_of)  # in-process
+    search = frontier.Search("mistral-7b-v0.3", "none", "eager", "bfloat16", "seq", 1)
+    settings = {"measurement": {}, "bnb_4bit_compute_dtype": "bfloat16"}
+    entry = {"architecture": "config/models/mistral-7b-v0.3.json"}
+    start = execute._simulated_start(search, [256, 512], {}, settings, entry, "cuda")
+    assert start.prediction is None and "no torch" in start.note

@@ -65,3 +65,59 @@ def test_default_predictor_predicts_what_the_budget_limits(repo):
     assert reserved > cpu(config, cell, bnb_4bit_compute_dtype="bfloat16")  # + allocator slack
     assert frontier.capacity_bytes({"memory_budget_gib": 0.5}, "cpu") == 0.5 * GIB
     assert frontier.capacity_bytes({"memory_budget_gib": None}, "cpu") is None
+
+
+# ---- the allocator-simulated prediction --------------------------------------------------------
+
+
+def _threshold_decide(limit, calls):
+    def factory(config, measurement, capacity, *, bnb_4bit_compute_dtype):
+        assert capacity == 84_297_318_400
+
+        def decide(search, value):
+            calls.append(value)
+            return "ok" if value <= limit else "oom"
+
+        return decide
+
+    return factory
+
+
+@pytest.mark.parametrize("limit", [11520, 32768, 100])
+def test_simulated_prediction_is_the_simulated_frontier(monkeypatch, limit):
+    from llmbench.frontier import simulated
+
+    calls = []
+    monkeypatch.setattr(simulated, "simulator_decide", _threshold_decide(limit, calls))
+    monkeypatch.setattr(simulated, "frontier_in_child", simulated.frontier_of)  # in-process
+    values = grid_values(256, 32768, 256)
+    search = Search("mistral-7b-v0.3", "none", "eager", "bfloat16", "seq", 1)
+    prediction = frontier.prediction.simulated_prediction(
+        search,
+        values,
+        config={},
+        measurement={},
+        capacity=84_297_318_400,
+        compute_dtype="bfloat16",
+    )
+    assert prediction.frontier == (limit if limit >= 256 else 255)
+    assert prediction.method == "simulated"
+    assert calls[0] == 32768 and len(calls) <= 9
+    # a probe does not move it: it predicts outcomes, not a peak to rescale
+    assert prediction.recalibrate(ProbeRecord(11520, "ok", peak_bytes=80 * GIB)) is None
+
+
+def test_simulator_capacity_is_the_committed_probes_capacity():
+    """NVML total less the constants = torch total less the memory outside the allocator, as
+    each committed H100 probe measured it (llmbench.predict.oom.capacity_from_record)."""
+    from llmbench import REPO_ROOT
+    from llmbench.predict.oom import capacity_from_record, nvml_before
+
+    probes = sorted((REPO_ROOT / "results/reference/h100/frontier/frontier/probes").rglob("*.json"))
+    assert len(probes) == 48
+    for path in probes:
+        record = json.loads(path.read_text())
+        capacity = frontier.prediction.simulator_capacity(
+            nvml_before(record)["total_bytes"], record["cell"]["attn"]
+        )
+        assert capacity == capacity_from_record(record), path.name

@@ -11,16 +11,19 @@ The package has three layers, so that the search can be tested without running a
    ``probe(value)`` callable and an optional predicted frontier. No I/O.
 2. Probing: :mod:`.probes` (:func:`make_probe`) turns a value into a cell, reuses an existing
    probe JSON, or runs the cell; :mod:`.prediction` predicts the frontier the search starts
-   from (llmbench.predict) and corrects it after each probe; :mod:`.execute`
+   from (llmbench.predict) and corrects it after each probe, or, on one CUDA device,
+   :mod:`.simulated` answers every probe with the allocator simulation
+   (``llmbench.predict.oom``) and the search starts at that frontier; :mod:`.execute`
    (:func:`run_search`) runs one search and writes the search-result JSON.
 3. Planning and tables: :mod:`.planning` (:func:`plan`, :func:`choose_section`) says which
    searches a config asks for; :mod:`.tables` (:func:`table`) makes one row per search for
    ``results/tables/frontier.csv``.
 
-Imports run one way: search < planning < probes, prediction < execute; tables reads only the
-search JSON. The package may import ``llmbench.host``, ``llmbench.grid``, ``llmbench.record``,
-``llmbench.measure``, ``llmbench.run`` and ``llmbench.predict``. This module re-exports every
-name used outside the package (``from llmbench import frontier; frontier.run_search``).
+Imports run one way: search < planning < simulated < probes, prediction < execute; tables
+reads only the search JSON. The package may import ``llmbench.host``, ``llmbench.grid``,
+``llmbench.record``, ``llmbench.measure``, ``llmbench.run`` and ``llmbench.predict``. This
+module re-exports every name used outside the package (``from llmbench import frontier;
+frontier.run_search``).
 
 Assumption (monotonicity): memory grows with sequence length and batch, so if a value runs,
 every smaller value runs, and if it fails for memory, every larger value fails. The search

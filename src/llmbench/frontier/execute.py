@@ -25,6 +25,9 @@ from llmbench.frontier.prediction import (
     capacity_bytes,
     default_predictor,
     model_config,
+    simulated_prediction,
+    simulator_capacity,
+    visible_device_totals,
 )
 from llmbench.frontier.probes import budget_peak_bytes, make_probe, probe_device
 from llmbench.frontier.search import (
@@ -100,7 +103,8 @@ def run_search(
 @dataclass(frozen=True)
 class _Start:
     """What a search starts from: the capacity a probe's peak must stay under (bytes; None:
-    unknown), the prediction (None: plain bisection) and, without one, a note saying why."""
+    unknown), the prediction (None: plain bisection) and, without one, a note saying why
+    (with a simulated one: what it simulated)."""
 
     capacity: float | None
     prediction: Prediction | None
@@ -147,8 +151,12 @@ def _prediction(
     """The capacity and the predicted frontier, or no prediction and a note saying why the
     search falls back to plain bisection. ``predictor`` "default": :func:`default_predictor`.
     A predictor that raises is such a fallback, never an error."""
+    simulated = None
     if predictor == "default":
         predictor = default_predictor(device, settings["measurement"].get("decode_tokens"))
+        simulated = _simulated_start(search, values, section, settings, model_entry, device)
+        if simulated is not None and simulated.prediction is not None:
+            return simulated
     capacity = capacity_bytes(settings, device)
     architecture = model_config(model_entry)
     if not section.get("use_prediction", True):
@@ -162,6 +170,10 @@ def _prediction(
     if architecture is None:
         note = "no architecture config.json for this model: plain bisection"
         return _Start(capacity, None, note)
+    if simulated is not None:  # the simulation failed: say so beside the analytic start
+        note = simulated.note
+    else:
+        note = None
     try:
         prediction = Prediction.make(
             search,
@@ -174,7 +186,46 @@ def _prediction(
     except Exception as exc:  # noqa: BLE001 - a broken prediction must not stop the search
         note = f"prediction failed ({type(exc).__name__}: {exc}): plain bisection"
         return _Start(capacity, None, note)
-    return _Start(capacity, prediction, None)
+    return _Start(capacity, prediction, note)
+
+
+def _simulated_start(
+    search: Search,
+    values: list[int],
+    section: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    model_entry: Mapping[str, Any],
+    device: str,
+) -> _Start | None:
+    """The allocator-simulated prediction (:func:`simulated_prediction`) for a search on one
+    visible CUDA device without a memory budget, the default allocator and prediction on;
+    None where it does not apply; a ``_Start`` without prediction and with the reason where
+    it failed (the analytic prediction is used then)."""
+    if (
+        device != "cuda"
+        or not section.get("use_prediction", True)
+        or settings.get("memory_budget_gib") is not None
+        or search.cell(values[0]).allocator != "default"
+    ):
+        return None
+    architecture = model_config(model_entry)
+    totals = visible_device_totals()
+    if architecture is None or len(totals) != 1:
+        return None
+    capacity = simulator_capacity(totals[0], search.attn)
+    try:
+        prediction = simulated_prediction(
+            search,
+            values,
+            config=architecture,
+            measurement=settings["measurement"],
+            capacity=capacity,
+            compute_dtype=settings["bnb_4bit_compute_dtype"],
+        )
+    except Exception as exc:  # noqa: BLE001 - a failed simulation falls back, never stops
+        return _Start(None, None, f"allocator simulation failed ({type(exc).__name__}: {exc})")
+    note = f"allocator simulation (llmbench.predict.oom) on {capacity} bytes"
+    return _Start(float(capacity), prediction, note)
 
 
 def _recalibrator(

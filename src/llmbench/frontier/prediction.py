@@ -4,7 +4,10 @@ Owns the predictor glue: the memory model (:func:`default_predictor`, from
 ``llmbench.predict``; any callable in tests), the capacity a probe's peak must stay under
 (:func:`capacity_bytes`, :func:`visible_device_totals`, :func:`cuda_context_bytes`), a model's
 architecture config.json (:func:`model_config`) and :class:`Prediction` (the predicted
-frontier, recalibrated after each probe). May import: :mod:`.search`, :mod:`.planning`,
+frontier, recalibrated after each probe; or, on one CUDA device without a budget,
+:func:`simulated_prediction`: every grid value decided by the allocator simulator, exact to
+the step on the committed H100 frontier). May import: :mod:`.search`, :mod:`.planning`,
+:mod:`.simulated`,
 ``llmbench.host`` (NVML), ``llmbench.predict`` (only through ``from llmbench import predict`` /
 ``from llmbench.predict import ...``, lazily: a missing module means plain bisection).
 """
@@ -58,6 +61,65 @@ def default_predictor(device: str = "cpu", decode_tokens: int | None = None) -> 
         return int(getattr(prediction, "reserved_need", prediction.peak_allocated))
 
     return reserved_need
+
+
+NVML_UNREPORTED_BYTES = 503_316_480
+"""NVML's total - torch's ``total_memory`` of one device (480 MiB): memory the driver keeps
+that torch never reports; every committed H100 probe (driver 580.159.04) records
+``gpu_before.total_bytes - environment.gpus[0].total_memory_bytes`` = this."""
+
+OUTSIDE_ALLOCATOR_BYTES = {"sdpa": 728_563_712}
+"""Device memory a probe process holds outside PyTorch's allocator from its prefill on (CUDA
+context, kernel images, cuBLAS handle), by attention implementation: NVML used - reserved -
+:data:`NVML_UNREPORTED_BYTES` in every committed H100 probe's prefill phase (torch 2.11,
+driver 580): 728,563,712 with sdpa, :data:`OUTSIDE_ALLOCATOR_DEFAULT_BYTES` otherwise."""
+
+OUTSIDE_ALLOCATOR_DEFAULT_BYTES = 720_175_104
+"""As :data:`OUTSIDE_ALLOCATOR_BYTES`, for eager and flash_attention_2 (687 MiB)."""
+
+
+def simulator_capacity(nvml_total: int, attn: str) -> int:
+    """Bytes PyTorch's segments may take on a device of NVML total ``nvml_total`` in a probe
+    of attention ``attn``: torch's total less the memory outside the allocator."""
+    outside = OUTSIDE_ALLOCATOR_BYTES.get(attn, OUTSIDE_ALLOCATOR_DEFAULT_BYTES)
+    return nvml_total - NVML_UNREPORTED_BYTES - outside
+
+
+def simulated_prediction(
+    search: Search,
+    values: list[int],
+    *,
+    config: Mapping[str, Any],
+    measurement: Mapping[str, Any],
+    capacity: int,
+    compute_dtype: str,
+) -> Prediction:
+    """The frontier found by :func:`llmbench.frontier.simulated.simulated_frontier` (each
+    value decided by tracing the probe cell under ``measurement`` and simulating the caching
+    allocator on ``capacity`` bytes), computed in a child process that sees no GPU
+    (:func:`~llmbench.frontier.simulated.frontier_in_child`); not recalibrated by probes (it
+    predicts outcomes, not a scaled peak). Raises ``RuntimeError`` when the child fails
+    (e.g. torch or transformers missing) or cannot decide every value."""
+    from llmbench.frontier import simulated
+
+    spec = {
+        "search": search.to_dict(),
+        "values": list(values),
+        "config": dict(config),
+        "measurement": dict(measurement),
+        "capacity": int(capacity),
+        "compute_dtype": compute_dtype,
+    }
+    outcome = simulated.frontier_in_child(spec)
+    if outcome["status"] not in ("found", "above_max", "below_min"):
+        raise RuntimeError(f"the simulation could not decide every value ({outcome['status']})")
+
+    def unavailable(value: int) -> float:
+        raise NotImplementedError("a simulated prediction has no peak per value")
+
+    largest_ok = outcome["largest_ok"]
+    frontier = largest_ok if largest_ok is not None else values[0] - 1
+    return Prediction(values, unavailable, float(capacity), frontier, method="simulated")
 
 
 def cuda_context_bytes() -> int:
@@ -131,6 +193,8 @@ class Prediction:
     capacity_bytes: float
     frontier: int | None = None
     calibrations: list[dict[str, Any]] = field(default_factory=list)
+    method: str = "analytic"
+    """``analytic`` (peak bytes against the capacity, recalibrated) or ``simulated``."""
 
     @classmethod
     def make(
@@ -165,6 +229,8 @@ class Prediction:
         as a CPU process's start-up growth). Only complete measurements are used (not the
         reading of a CUDA out-of-memory, which stops at the failed allocation).
         """
+        if self.method == "simulated":
+            return None
         if record.peak_bytes is None or not exact or record.status not in ("ok", "oom"):
             return None
         predicted = self.predict_bytes(record.value)

@@ -49,6 +49,10 @@ Modules, each importing only those above it in this list:
 - ``reserved``: predicted peak reserved bytes: each phase's replay run through ``allocator``
   (close for sdpa/flash, short by up to 20 % for eager: see its docstring); not yet used by
   ``llmbench predict`` or the frontier.
+- ``oom``: ok / oom, peak reserved and the failing request of a cell: its traced allocator
+  events (``trace.events``: the worker's phases in order) replayed through ``allocator`` on
+  a device capacity; every one of the 48 committed H100 frontier probes gets its measured
+  status, unquantized peaks reserved to the byte (runs ``trace``: torch, only when called).
 - ``allocator`` (subpackage, imports nothing else from llmbench): a simulator of PyTorch's CUDA
   caching allocator (segments, reserved bytes, the OOM point for a given capacity) and a
   reader of ``torch.cuda.memory._snapshot()`` traces to check it against.

@@ -12,6 +12,8 @@ Modules, each importing only those above it in this list:
 - ``bnb`` (torch, bitsandbytes, transformers): pre-quantized NF4 and LLM.int8 layers on
   ``meta`` and the allocations of bitsandbytes' CUDA kernels.
 - ``phases`` (torch, transformers): ``trace_cell`` -> ``TracedPeaks``.
+- ``events`` (torch, transformers): ``trace_cell_events`` -> ``CellEvents``, the ordered
+  allocator requests and frees of a cell as the worker runs its phases (for ``predict.oom``).
 - ``cache`` (torch-free): traced results on disk, keyed by config, cell and library versions.
 - ``fill``: ``python -m llmbench.predict.trace.fill --grid NAME`` traces a grid into the cache.
 - ``check``: ``python -m llmbench.predict.trace.check``, traced vs measured reference cells.

@@ -1,0 +1,141 @@
+"""The frontier predicted to the step by the allocator simulator (llmbench.frontier.simulated):
+the bisection over simulated probes, and the committed H100 frontier's 24 searches."""
+
+from __future__ import annotations
+
+import csv
+import json
+from functools import cache
+
+import pytest
+
+from llmbench import REPO_ROOT
+from llmbench.frontier.planning import Search
+from llmbench.frontier.search import grid_values
+from llmbench.frontier.simulated import simulated_frontier
+
+H100 = REPO_ROOT / "results" / "reference" / "h100" / "frontier"
+ROWS = list(csv.DictReader((H100 / "tables" / "frontier.csv").open()))
+
+
+def _threshold(limit):
+    calls = []
+
+    def decide(search, value):
+        calls.append(value)
+        return "ok" if value <= limit else "oom"
+
+    return decide, calls
+
+
+@pytest.mark.parametrize("limit", [256, 11520, 32512, 32768, 100])
+def test_simulated_frontier_finds_the_step_where_the_outcome_turns(limit):
+    values = grid_values(256, 32768, 256)
+    decide, calls = _threshold(limit)
+    search = Search("mistral-7b-v0.3", "none", "eager", "bfloat16", "seq", 1)
+    outcome, simulated = simulated_frontier(search, values, decide)
+    assert outcome.largest_ok == (limit if limit >= 256 else None)
+    assert outcome.first_fail == (None if limit >= 32768 else max(limit // 256 + 1, 1) * 256)
+    assert simulated == calls
+    # top first (enough when it runs), then the bottom (enough when it fails), then bisection
+    assert len(simulated) == len(set(simulated))
+    assert len(simulated) <= (1 if limit >= 32768 else 2 if limit < 256 else 2 + 7)
+
+
+@pytest.mark.parametrize(
+    ("capacity", "status", "cells"), [(2**40, "above_max", 1), (2**20, "below_min", 2)]
+)
+def test_the_child_process_traces_and_simulates_a_tiny_search(capacity, status, cells):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from llmbench.frontier.simulated import frontier_in_child
+
+    search = Search("tiny-mistral", "none", "sdpa", "bfloat16", "seq", 2)
+    config = json.loads((REPO_ROOT / "config/models/tiny-mistral.json").read_text())
+    measurement = {"warmup": 0, "repeats": 1, "decode_tokens": 2, "decode_warmup_tokens": 0}
+    spec = {
+        "search": search.to_dict(),
+        "values": grid_values(128, 1024, 128),
+        "config": config,
+        "measurement": {**measurement, "generate": False},
+        "capacity": capacity,
+        "compute_dtype": "bfloat16",
+    }
+    outcome = frontier_in_child(spec)
+    assert outcome["status"] == status and len(outcome["simulated"]) == cells
+
+
+def test_a_failing_child_says_why():
+    from llmbench.frontier.simulated import frontier_in_child
+
+    with pytest.raises(RuntimeError, match="KeyError"):
+        frontier_in_child({"search": {}})
+
+
+# ---- the committed H100 frontier ---------------------------------------------------------------
+
+
+@cache
+def _model_config():
+    return json.loads((REPO_ROOT / "config" / "models" / "mistral-7b-v0.3.json").read_text())
+
+
+def _search(row):
+    return Search(
+        row["model"],
+        row["quant"],
+        row["attn"],
+        row["dtype"],
+        row["search"],
+        int(row["batch"] or row["seq"]),
+    )
+
+
+def _probe(row, value=None):
+    """The search's committed probe JSON at ``value`` (None: its first probe)."""
+    document = json.loads((REPO_ROOT / row["path"]).read_text())
+    records = [p for p in document["probes"] if value is None or p["value"] == value]
+    return json.loads((H100 / "frontier" / "probes" / records[0]["path"]).read_text())
+
+
+def _measured_peak_reserved(probe):
+    phases = probe["memory"]["phases"].values()
+    return max(p["devices"][0]["peak_reserved_bytes"] for p in phases if p.get("devices"))
+
+
+@cache
+def _simulated(quant, attn, batch, seq, measurement, capacity):
+    from llmbench.grid.spec import Cell
+    from llmbench.predict.oom import simulate_cell
+
+    cell = Cell("mistral-7b-v0.3", quant, attn, "bfloat16", batch, seq)
+    return simulate_cell(_model_config(), cell, dict(measurement), capacity)
+
+
+def _decide_at(row, value):
+    from llmbench.predict.oom import capacity_from_record
+
+    probe = _probe(row)
+    measurement = tuple(sorted(probe["settings"]["measurement"].items()))
+    search = _search(row)
+    cell = search.cell(value)
+    capacity = capacity_from_record(probe)
+    return _simulated(cell.quant, cell.attn, cell.batch, cell.seq, measurement, capacity)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r["path"].split("searches/")[1][:-5])
+def test_simulated_outcome_at_each_committed_frontier(row):
+    """Per search, the simulated outcome where the measured one turns: ``ok`` at the largest
+    value that ran and ``oom`` at the first that failed; with outcomes monotone along the
+    axis, the simulated frontier equals the measured one to the step."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("bitsandbytes")
+    if row["largest_ok"]:
+        largest_ok = int(row["largest_ok"])
+        simulated = _decide_at(row, largest_ok)
+        assert simulated.status == "ok"
+        measured = _measured_peak_reserved(_probe(row, largest_ok))
+        assert simulated.peak_reserved == pytest.approx(measured, rel=0.01)
+    if row["first_fail"]:
+        assert _decide_at(row, int(row["first_fail"])).status == "oom"
