@@ -198,14 +198,17 @@ def _simulated_start(
     device: str,
 ) -> _Start | None:
     """The allocator-simulated prediction (:func:`simulated_prediction`) for a search on one
-    visible CUDA device without a memory budget, the default allocator and prediction on;
-    None where it does not apply; a ``_Start`` without prediction and with the reason where
-    it failed (the analytic prediction is used then)."""
+    visible CUDA device without a memory budget, the default allocator, a KV cache in the
+    model dtype (the tracer runs a DynamicCache) and prediction on; None where it does not
+    apply; a ``_Start`` without prediction and with the reason where it failed (the analytic
+    prediction is used then)."""
+    first = search.cell(values[0])
     if (
         device != "cuda"
         or not section.get("use_prediction", True)
         or settings.get("memory_budget_gib") is not None
-        or search.cell(values[0]).allocator != "default"
+        or first.allocator != "default"
+        or first.kv_cache != "model"
     ):
         return None
     architecture = model_config(model_entry)
