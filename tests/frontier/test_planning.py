@@ -3,6 +3,8 @@ section, the configs, and the CPU fallback to the tiny frontier."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 from frontier_fakes import TINY_SECTION
@@ -81,4 +83,37 @@ def test_a_quantized_kv_cache_search_names_itself_and_its_probes(repo):
     default = frontier.plan(TINY_SECTION, config["models"])
     both = frontier.plan({**TINY_SECTION, "kv_cache": ["model", "hqq-int4"]}, config["models"])
     assert {s.kv_cache for s in default} == {"model"}
+    assert len(both) == 2 * len(default) and set(default) < set(both)
+
+
+def test_an_expandable_segments_search_names_itself_and_its_probes(repo):
+    search = Search(
+        "tiny-mistral", "none", "eager", "bfloat16", "seq", 2, "model", "expandable_segments"
+    )
+    assert search.name == "seq_b2_alloc-expandable"
+    assert (
+        search.cell(8192).relpath
+        == "tiny-mistral/none/eager/bfloat16/b2_s8192_alloc-expandable.json"
+    )
+    assert search.cell(8192).allocator == "expandable_segments"
+    wildcards = {"model": "tiny-mistral", "quant": "none", "attn": "eager", "dtype": "bfloat16"}
+    assert Search.from_wildcards({**wildcards, "search": search.name}) == search
+    both_axes = Search(
+        "tiny-mistral", "none", "sdpa", "bfloat16", "seq", 1, "hqq-int4", "expandable_segments"
+    )
+    assert both_axes.name == "seq_b1_alloc-expandable_kv-hqq-int4"
+    assert (
+        Search.from_wildcards({**wildcards, "attn": "sdpa", "search": both_axes.name}) == both_axes
+    )
+    pattern = re.compile(
+        r"(seq_b[1-9][0-9]*|batch_s[1-9][0-9]*)(_alloc-expandable)?(_kv-[a-z0-9-]+)?"
+    )
+    smk = (repo / "workflow/rules/frontier.smk").read_text()
+    assert pattern.pattern in smk and pattern.fullmatch(both_axes.name)  # the rule accepts it
+    config = yaml.safe_load((repo / "config/config.yaml").read_text())
+    default = frontier.plan(TINY_SECTION, config["models"])
+    both = frontier.plan(
+        {**TINY_SECTION, "allocator": ["default", "expandable_segments"]}, config["models"]
+    )
+    assert {s.allocator for s in default} == {"default"}
     assert len(both) == 2 * len(default) and set(default) < set(both)

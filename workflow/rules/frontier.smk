@@ -18,7 +18,7 @@ rule frontier_search:
     benchmark:
         "results/benchmarks/frontier/{model}/{quant}/{attn}/{dtype}/{search}.tsv"
     wildcard_constraints:
-        search=r"(seq_b[1-9][0-9]*|batch_s[1-9][0-9]*)(_kv-[a-z0-9-]+)?",
+        search=r"(seq_b[1-9][0-9]*|batch_s[1-9][0-9]*)(_alloc-expandable)?(_kv-[a-z0-9-]+)?",
     conda:
         "../../envs/measure.yaml"
     threads: workflow.cores

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llmbench.frontier.search import grid_values
-from llmbench.grid.spec import KV_CACHES, Cell, parse_variant
+from llmbench.grid.spec import ALLOCATORS, KV_CACHES, Cell, parse_variant
 
 AXES: tuple[str, ...] = ("seq", "batch")
 """Axis a search moves along; the other one is held fixed."""
@@ -31,7 +31,9 @@ class Search:
 
     ``axis`` "seq": the largest sequence length at batch ``fixed``; "batch": the largest batch
     at sequence length ``fixed``. ``kv_cache``: the probes' KV cache format (grid axis
-    ``kv_cache``; default ``model``, the name and paths searches had before it existed).
+    ``kv_cache``; default ``model``, the name and paths searches had before it existed);
+    ``allocator``: their CUDA caching-allocator mode (grid axis ``allocator``; default
+    ``default``, likewise).
     """
 
     model: str
@@ -41,6 +43,7 @@ class Search:
     axis: str
     fixed: int
     kv_cache: str = KV_CACHES[0]
+    allocator: str = ALLOCATORS[0]
 
     def __post_init__(self) -> None:
         if self.axis not in AXES:
@@ -50,7 +53,8 @@ class Search:
     @property
     def name(self) -> str:
         """File stem: ``seq_b{batch}`` or ``batch_s{seq}``, then the probes' path suffix for a
-        quantized KV cache (e.g. ``seq_b1_kv-quanto-int4``)."""
+        non-default allocator or KV cache (e.g. ``seq_b1_alloc-expandable``,
+        ``seq_b1_kv-quanto-int4``)."""
         stem = f"seq_b{self.fixed}" if self.axis == "seq" else f"batch_s{self.fixed}"
         return stem + self.cell(1).variant
 
@@ -63,7 +67,14 @@ class Search:
         """The cell a probe at ``value`` measures."""
         batch, seq = (self.fixed, value) if self.axis == "seq" else (value, self.fixed)
         return Cell(
-            self.model, self.quant, self.attn, self.dtype, batch, seq, kv_cache=self.kv_cache
+            self.model,
+            self.quant,
+            self.attn,
+            self.dtype,
+            batch,
+            seq,
+            allocator=self.allocator,
+            kv_cache=self.kv_cache,
         )
 
     @classmethod
@@ -72,10 +83,10 @@ class Search:
         name = str(values["search"])
         match = _SEARCH_NAME.fullmatch(name)
         optional = parse_variant(match.group(3)) if match else None
-        if match is None or set(optional) - {"kv_cache"}:
+        if match is None or set(optional) - {"kv_cache", "allocator"}:
             raise ValueError(
-                f"search name {name!r} is not seq_b<batch> or batch_s<seq>, with an optional "
-                "_kv-<kv_cache> suffix"
+                f"search name {name!r} is not seq_b<batch> or batch_s<seq>, with optional "
+                "_alloc-expandable and _kv-<kv_cache> suffixes"
             )
         return cls(
             str(values["model"]),
@@ -101,8 +112,9 @@ def search_values(search: Search, section: Mapping[str, Any]) -> list[int]:
 
 def plan(section: Mapping[str, Any], models: Mapping[str, Any] | None = None) -> list[Search]:
     """Every search a ``frontier`` section asks for: per model × quant × attn × dtype ×
-    kv_cache (optional key, default ``[model]``), one seq search per batch in ``batch`` and
-    one batch search per sequence length in ``seq``."""
+    kv_cache (optional key, default ``[model]``) × allocator (optional key, default
+    ``[default]``), one seq search per batch in ``batch`` and one batch search per sequence
+    length in ``seq``."""
     searches = []
     for model in section["models"]:
         if models is not None and model not in models:
@@ -112,13 +124,15 @@ def plan(section: Mapping[str, Any], models: Mapping[str, Any] | None = None) ->
             )
         for quant in section["quant"]:
             for attn in section["attn"]:
-                for dtype, kv in itertools.product(
-                    section["dtype"], section.get("kv_cache", KV_CACHES[:1])
+                for dtype, kv, alloc in itertools.product(
+                    section["dtype"],
+                    section.get("kv_cache", KV_CACHES[:1]),
+                    section.get("allocator", ALLOCATORS[:1]),
                 ):
                     for batch in section["batch"]:
-                        searches.append(Search(model, quant, attn, dtype, "seq", batch, kv))
+                        searches.append(Search(model, quant, attn, dtype, "seq", batch, kv, alloc))
                     for seq in section["seq"]:
-                        searches.append(Search(model, quant, attn, dtype, "batch", seq, kv))
+                        searches.append(Search(model, quant, attn, dtype, "batch", seq, kv, alloc))
     return sorted(set(searches))
 
 

@@ -47,7 +47,8 @@ TABLE_COLUMNS = (
 )
 """Columns of results/tables/frontier.csv, one row per search. ``batch``/``seq``: the fixed
 axis (the searched one is empty); ``reduction``: brute_force / probes. A table with a
-quantized-KV-cache search adds ``kv_cache`` after ``dtype``."""
+quantized-KV-cache search adds ``kv_cache`` after ``dtype``, one with an expandable-segments
+search ``allocator`` (after ``kv_cache`` where both are present)."""
 
 
 def table_row(document: Mapping[str, Any], path: str) -> dict[str, Any]:
@@ -92,8 +93,14 @@ def table_row(document: Mapping[str, Any], path: str) -> dict[str, Any]:
         "probe_values": " ".join(str(p["value"]) for p in probes),
         "probe_statuses": " ".join(p["status"] for p in probes),
         "path": path,
-        # only a quantized-cache search has the column (frontier.csv of the others unchanged)
+        # only a quantized-cache or expandable-segments search has the column (frontier.csv of
+        # the others unchanged)
         **({"kv_cache": search["kv_cache"]} if search.get("kv_cache", "model") != "model" else {}),
+        **(
+            {"allocator": search["allocator"]}
+            if search.get("allocator", "default") != "default"
+            else {}
+        ),
     }
 
 
@@ -104,10 +111,11 @@ def table(paths: Iterable[str | Path]) -> Any:
     import pandas as pd
 
     rows = [table_row(json.loads(Path(p).read_text()), str(p)) for p in paths]
-    kv = ["kv_cache"] if any("kv_cache" in row for row in rows) else []
+    defaults = {"kv_cache": "model", "allocator": "default"}
+    kv = [c for c in defaults if any(c in row for row in rows)]
     frame = pd.DataFrame(rows, columns=[*TABLE_COLUMNS[:4], *kv, *TABLE_COLUMNS[4:]])
-    if kv:
-        frame["kv_cache"] = frame["kv_cache"].fillna("model")
+    for column in kv:
+        frame[column] = frame[column].fillna(defaults[column])
     for column in ("batch", "seq", "frontier", "first_fail", "largest_ok", "predicted"):
         frame[column] = frame[column].astype("Int64")
     return frame.sort_values(["model", "quant", "attn", "dtype", *kv, "search", "batch", "seq"])

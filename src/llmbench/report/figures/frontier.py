@@ -240,7 +240,11 @@ def frontier_figure(searches: pd.DataFrame) -> plt.Figure:
     if searches.empty:
         raise NotDrawn("not drawn: no frontier search")
     frame = searches.copy()
-    columns = ["model", "dtype", *varying(frame, ("kv_cache", "device", "memory_budget_gib"))]
+    columns = [
+        "model",
+        "dtype",
+        *varying(frame, ("kv_cache", "allocator", "device", "memory_budget_gib")),
+    ]
     check_one_cell_per_mark(
         frame, [*columns, "quant", "attn", "search", "batch", "seq"], identity=SEARCH_IDENTITY
     )

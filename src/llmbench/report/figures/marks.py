@@ -50,13 +50,15 @@ SEARCH_IDENTITY = (
     "attn",
     "dtype",
     "kv_cache",
+    "allocator",
     "search",
     "batch",
     "seq",
     "device",
     "memory_budget_gib",
 )
-"""Columns of frontier.csv that tell searches apart (``kv_cache`` only where present)."""
+"""Columns of frontier.csv that tell searches apart (``kv_cache``, ``allocator`` only where
+present)."""
 COINCIDE = 0.01
 """Two series within this relative difference at every cell they share coincide on a plot."""
 
