@@ -26,7 +26,7 @@ from llmbench.grid.spec import Cell
 from llmbench.measure import efficiency
 from llmbench.measure.efficiency import Shape
 from llmbench.measure.phases.load import expert_weights, matmul_params_per_token
-from llmbench.measure.phases.summary import compute_dtype
+from llmbench.measure.phases.summary import compute_dtype, decode_weight_bytes
 from llmbench.record.cell import write_json_atomic
 
 
@@ -51,20 +51,13 @@ def rederive(result: Mapping[str, Any], model: Any, config: Mapping[str, Any], n
     """
     cell = Cell.from_mapping(result["cell"])
     shape = Shape.from_config(config, counted=matmul_params_per_token(model, config))
-    weights = result["model"]["weights"]
-    weight_bytes = weights["weight_bytes_total"]
-    if not shape.tie_word_embeddings:
-        weight_bytes -= weights["embedding_bytes"]
-    assumption = note
-    experts = expert_weights(model, config)
-    if experts is not None:
-        count, top_k, expert_bytes = experts
-        read = 1.0 - (1.0 - top_k / count) ** cell.batch
-        weight_bytes -= round(expert_bytes * (1.0 - read))
-        assumption = (
-            f"mixture of experts: uniform routing assumed, {top_k} of {count} experts per "
-            f"token, each expert's weights read with probability {read:.4f} per step; {note}"
-        )
+    weight_bytes, routing = decode_weight_bytes(
+        result["model"]["weights"],
+        shape.tie_word_embeddings,
+        expert_weights(model, config),
+        cell.batch,
+    )
+    assumption = note if routing is None else f"{routing}; {note}"
     old = result["efficiency"]
     latency = result["latency"]
     gpus = result["environment"].get("gpus") or []

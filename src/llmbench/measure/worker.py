@@ -131,14 +131,9 @@ def _load(spec: CellSpec, session: Session, result: Record, save: Save) -> Loade
     measure_started = time.perf_counter()
     facts = load.inspect_model(model)
     result["model"].update(facts.describe())
-    limit = load.position_limit(model)
-    positions = spec.cell.seq + spec.measurement["decode_tokens"]
-    if limit is not None and positions > limit[0]:
-        raise Cancelled(
-            "unsupported",
-            f"the prompt and its decoded tokens need {positions} positions; the model's learned "
-            f"position embeddings ({limit[1]}) hold {limit[0]}",
-        )
+    overflow = load.position_overflow(model, spec.cell.seq + spec.measurement["decode_tokens"])
+    if overflow is not None:
+        raise Cancelled("unsupported", overflow)
     checks = result["checks"]
     if spec.cell.quant in TORCHAO_QUANTS:  # the matmul is added after decode (_fp8_matmul)
         checks["quantization"] = fp8.check_fp8(spec.cell.quant, fp8.inspect_fp8(model), None)

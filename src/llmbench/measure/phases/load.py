@@ -175,6 +175,18 @@ def matmul_params_per_token(model: Any, config: Mapping[str, Any]) -> int:
     return total
 
 
+def position_overflow(model: Any, positions: int) -> str | None:
+    """Why ``positions`` (prompt + decoded tokens) cannot run on ``model``: past its learned
+    position embeddings (``position_limit``); None where they fit or it has no such table."""
+    limit = position_limit(model)
+    if limit is None or positions <= limit[0]:
+        return None
+    return (
+        f"the prompt and its decoded tokens need {positions} positions; the model's learned "
+        f"position embeddings ({limit[1]}) hold {limit[0]}"
+    )
+
+
 def inspect_model(model: Any) -> ModelFacts:
     """Shape, parameter count, loaded dtype, placement and weights of a loaded model."""
     config = model.config.to_dict()

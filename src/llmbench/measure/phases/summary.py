@@ -66,18 +66,9 @@ def efficiency_record(
     (the assumption is written into the record's conventions). ``measured`` is the cell's
     ``Roofline`` record, if any.
     """
-    weight_bytes = facts.inspection["weight_bytes_total"]
-    if not facts.shape.tie_word_embeddings:
-        weight_bytes -= facts.inspection["embedding_bytes"]
-    assumption = None
-    if facts.experts is not None:
-        experts, top_k, expert_bytes = facts.experts
-        read = 1.0 - (1.0 - top_k / experts) ** cell.batch
-        weight_bytes -= round(expert_bytes * (1.0 - read))
-        assumption = (
-            f"mixture of experts: uniform routing assumed, {top_k} of {experts} experts per "
-            f"token, each expert's weights read with probability {read:.4f} per step"
-        )
+    weight_bytes, assumption = decode_weight_bytes(
+        facts.inspection, facts.shape.tie_word_embeddings, facts.experts, cell.batch
+    )
     gpus = session.gpus
     return efficiency.efficiency(
         facts.shape,
@@ -94,6 +85,33 @@ def efficiency_record(
         measured=measured,
         assumption=assumption,
     ).to_dict()
+
+
+def decode_weight_bytes(
+    weights: Mapping[str, Any],
+    tied: bool,
+    experts: tuple[int, int, int] | None,
+    batch: int,
+) -> tuple[int, str | None]:
+    """Weight bytes one decode step reads, and the assumption it took (None for a dense model).
+
+    ``weights``: the load phase's inspection (``weight_bytes_total``, ``embedding_bytes``);
+    the input embedding table is not read unless ``tied`` to lm_head. ``experts``:
+    ``(E, k, bytes of the routed expert weights)`` of a mixture of experts: under uniform
+    routing, each of ``batch`` tokens picking ``k`` of ``E``, an expert is read with
+    probability ``1 - (1 - k/E)^batch``."""
+    weight_bytes = weights["weight_bytes_total"]
+    if not tied:
+        weight_bytes -= weights["embedding_bytes"]
+    if experts is None:
+        return weight_bytes, None
+    count, top_k, expert_bytes = experts
+    read = 1.0 - (1.0 - top_k / count) ** batch
+    assumption = (
+        f"mixture of experts: uniform routing assumed, {top_k} of {count} experts per "
+        f"token, each expert's weights read with probability {read:.4f} per step"
+    )
+    return weight_bytes - round(expert_bytes * (1.0 - read)), assumption
 
 
 def verdict(checks: Mapping[str, Mapping[str, Any]]) -> tuple[str, str | None]:

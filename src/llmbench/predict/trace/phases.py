@@ -36,7 +36,7 @@ import torch
 
 from llmbench.grid.spec import Cell
 from llmbench.measure.phases.generation import Generation, prefill_kwargs
-from llmbench.measure.phases.load import position_limit
+from llmbench.measure.phases.load import position_overflow
 from llmbench.predict.architecture import Architecture
 from llmbench.predict.constants import (
     CUBLAS_WORKSPACE_BYTES,
@@ -94,13 +94,9 @@ def trace_cell(
     """Trace load, prefill and decode of ``cell`` on the model of ``config`` (a config.json
     dict). Bytes. Raises ``Untraceable`` when the cell cannot be traced, saying why."""
     model = build_meta_model(config, cell)
-    limit = position_limit(model)
-    if limit is not None and cell.seq + decode_tokens > limit[0]:
-        raise Untraceable(
-            f"the run makes this cell unsupported after load: the prompt and its decoded "
-            f"tokens need {cell.seq + decode_tokens} positions; the model's learned position "
-            f"embeddings ({limit[1]}) hold {limit[0]}"
-        )
+    overflow = position_overflow(model, cell.seq + decode_tokens)
+    if overflow is not None:
+        raise Untraceable(f"the run makes this cell unsupported after load: {overflow}")
     overrides = _quantize(model, config, cell, bnb_4bit_compute_dtype)
     live = LiveBytes("meta", overrides)
     forced = forced_sdpa_backend(cell)
