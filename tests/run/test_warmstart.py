@@ -122,3 +122,60 @@ def test_cells_spawn_when_the_socket_is_dead(tmp_path, fake_path, monkeypatch):
 def test_server_without_torch_refuses_to_serve(tmp_path):
     assert warmstart.serve(tmp_path / "s.sock", modules=["json"]) == 1
     assert not (tmp_path / "s.sock").exists()
+
+
+def test_preload_answers_the_compute_capability_from_nvml(tmp_path, monkeypatch):
+    # torchao asks torch.cuda.get_device_capability() at import (is_sm_at_least_100), which
+    # initialises CUDA on a GPU host; on this CPU build of torch the real call raises. A module
+    # that asks the same at import is preloaded with the answer given in CUDA's place.
+    (tmp_path / "asks_capability.py").write_text(
+        "import torch\nANSWER = torch.cuda.get_device_capability()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch = pytest.importorskip("torch")
+    original = torch.cuda.get_device_capability
+    report = warmstart.preload(["torch", "asks_capability"], capability=(9, 0))
+    assert report["loaded"] == ["torch", "asks_capability"]
+    assert report["capability_from_nvml"] == [9, 0]
+    assert not report["cuda_initialized"]
+    import asks_capability
+
+    assert asks_capability.ANSWER == (9, 0)
+    assert torch.cuda.get_device_capability is original  # restored after the preload
+
+
+def test_preload_without_a_shared_capability_leaves_cuda_to_answer(tmp_path, monkeypatch):
+    (tmp_path / "asks_capability_2.py").write_text(
+        "import torch\nANSWER = torch.cuda.get_device_capability()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pytest.importorskip("torch")
+    monkeypatch.setattr(warmstart, "nvml_capability", lambda: None)  # GPUs differ, or no NVML
+    report = warmstart.preload(["torch", "asks_capability_2"])
+    assert report["capability_from_nvml"] is None
+    if "asks_capability_2" in report["loaded"]:  # a CUDA build answered itself
+        import torch
+
+        assert torch.cuda.is_available()
+    else:  # this CPU build of torch cannot answer: the import failed and is reported
+        assert "asks_capability_2" in report["failed"]
+
+
+def test_nvml_capability_needs_every_gpu_to_agree(monkeypatch):
+    import sys
+    import types
+
+    capabilities = [(9, 0), (9, 0)]
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlShutdown=lambda: None,
+        nvmlDeviceGetCount=lambda: len(capabilities),
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetCudaComputeCapability=lambda handle: capabilities[handle],
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    assert warmstart.nvml_capability() == (9, 0)
+    capabilities[1] = (8, 9)
+    assert warmstart.nvml_capability() is None
+    capabilities.clear()
+    assert warmstart.nvml_capability() is None
