@@ -96,7 +96,7 @@ def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> d
         return columns
     generate = prediction.generate_prefill
     columns.update(
-        predicted_load_allocated_gib=gib(prediction.load.peak_allocated),
+        predicted_load_allocated_gib=gib(prediction.load.allocated_after),
         predicted_prefill_peak_allocated_gib=gib(prediction.prefill.peak_allocated),
         predicted_decode_peak_allocated_gib=gib(prediction.decode.peak_allocated),
         predicted_generate_prefill_peak_allocated_gib=None
@@ -113,7 +113,7 @@ def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> d
     # predicted), so it is compared with the measured allocated bytes after the load
     after_load = _measured_peak(result, "load", "allocated_bytes")
     if after_load is not None and failed != "load":
-        columns["load_measured_over_predicted"] = after_load / prediction.load.peak_allocated
+        columns["load_measured_over_predicted"] = after_load / prediction.load.allocated_after
     phases = [("prefill", prediction.prefill), ("decode", prediction.decode)]
     if generate is not None:
         phases.append(("generate_prefill", generate))

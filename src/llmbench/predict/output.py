@@ -101,7 +101,7 @@ def prediction_row(
         return row
     peak = prediction.peak_phase
     row.update(
-        load_allocated_gib=gib(prediction.load.peak_allocated),
+        load_allocated_gib=gib(prediction.load.allocated_after),
         prefill_peak_allocated_gib=gib(prediction.prefill.peak_allocated),
         decode_peak_allocated_gib=gib(prediction.decode.peak_allocated),
         peak_phase=peak.phase,

@@ -52,6 +52,14 @@ class PhasePrediction:
         """Predicted peak allocated bytes of the phase."""
         return self.peak.total
 
+    @property
+    def allocated_after(self) -> int:
+        """Bytes still allocated once the phase is over: the peak less its ``load_staging``
+        (the weight at checkpoint precision, and torchao's float32 copies, that quantizing on
+        load holds only while one weight is converted). For the load phase this is what a
+        cell records as ``memory.phases.load.devices[i].allocated_bytes``."""
+        return self.peak.total - self.peak.load_staging
+
 
 @dataclass(frozen=True)
 class Prediction:
