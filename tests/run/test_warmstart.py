@@ -122,6 +122,22 @@ def test_cells_spawn_when_the_socket_is_dead(tmp_path, fake_path, monkeypatch):
 def test_server_without_torch_refuses_to_serve(tmp_path):
     assert warmstart.serve(tmp_path / "s.sock", modules=["json"]) == 1
     assert not (tmp_path / "s.sock").exists()
+    assert warmstart.refused_path(tmp_path / "s.sock").read_text() == (
+        "torch could not be imported\n"
+    )
+
+
+def test_a_refused_server_is_named_in_the_cells_start_method(tmp_path, fake_path, monkeypatch):
+    # The server refused (torch missing, or CUDA initialised by its preload): every cell says
+    # why it spawned, instead of "not ready", which hid a refusal on the H200 (2026-12-04).
+    socket_path = tmp_path / "s.sock"
+    assert warmstart.serve(socket_path, modules=["json"]) == 1
+    monkeypatch.setenv(warmstart.SOCKET_VARIABLE, str(socket_path))
+    result = run_fake_cell(tmp_path, "finish")
+    assert result["status"] == "unsupported"
+    assert result["timing_breakdown"]["start_method"] == (
+        "spawn (warm-start server off: torch could not be imported)"
+    )
 
 
 def test_preload_answers_the_compute_capability_from_nvml(tmp_path, monkeypatch):

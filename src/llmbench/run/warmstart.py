@@ -235,6 +235,22 @@ def _child(request: Mapping[str, Any], exec_afresh: bool) -> None:
             os._exit(code)
 
 
+def refusal_reason(report: Mapping[str, Any]) -> str | None:
+    """Why a server with this :func:`preload` report must not fork cells, or None."""
+    if "torch" not in report["loaded"]:
+        return "torch could not be imported"
+    if report["cuda_initialized"]:
+        return "CUDA was initialised by the preload (a forked child could not use the GPU)"
+    return None
+
+
+def refused_path(socket_path: str | Path) -> Path:
+    """The file a server that refused to serve leaves beside its socket, saying why; cells
+    that find it record the reason in ``timing_breakdown.start_method``."""
+    socket_path = Path(socket_path)
+    return socket_path.with_name(socket_path.name + ".refused")
+
+
 def serve(socket_path: str | Path, modules: Sequence[str] = PRELOAD) -> int:
     """Preload ``modules`` and serve fork requests on ``socket_path`` until SIGTERM.
 
@@ -247,8 +263,10 @@ def serve(socket_path: str | Path, modules: Sequence[str] = PRELOAD) -> int:
     server_env = dict(os.environ)
     report = preload(modules)
     print(json.dumps({"warmstart_preload": report}), flush=True)
-    if report["cuda_initialized"] or "torch" not in report["loaded"]:
-        print("no warm start: torch is missing or CUDA was initialised by the preload", flush=True)
+    refusal = refusal_reason(report)
+    if refusal:
+        print(f"no warm start: {refusal}", flush=True)
+        refused_path(socket_path).write_text(refusal + "\n")
         return 1
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = socket_path.with_name(socket_path.name + f".{os.getpid()}.tmp")
@@ -346,6 +364,7 @@ def start_server(socket_path: str | Path, log_path: str | Path | None = None) ->
     socket_path = Path(socket_path).resolve()
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     socket_path.unlink(missing_ok=True)
+    refused_path(socket_path).unlink(missing_ok=True)
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     # The server and every cell (forked or spawned) check CUDA through NVML, never the driver.
@@ -383,6 +402,7 @@ def stop_server(timeout_s: float = 30.0) -> None:
         _SERVER = None
     if socket_path:
         Path(socket_path).unlink(missing_ok=True)
+        refused_path(socket_path).unlink(missing_ok=True)
         try:
             Path(socket_path).parent.rmdir()
         except OSError:  # not empty or already gone: leave it
