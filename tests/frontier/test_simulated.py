@@ -1,11 +1,13 @@
 """The frontier predicted to the step by the allocator simulator (llmbench.frontier.simulated):
-the bisection over simulated probes, and the committed H100 frontier's 24 searches."""
+the bisection over simulated probes, the committed H100 frontier's 24 searches and the H200
+frontier's 10."""
 
 from __future__ import annotations
 
 import csv
 import json
 from functools import cache
+from pathlib import Path
 
 import pytest
 
@@ -14,8 +16,12 @@ from llmbench.frontier.planning import Search
 from llmbench.frontier.search import grid_values
 from llmbench.frontier.simulated import simulated_frontier
 
-H100 = REPO_ROOT / "results" / "reference" / "h100" / "frontier"
-ROWS = list(csv.DictReader((H100 / "tables" / "frontier.csv").open()))
+REFERENCES = [REPO_ROOT / "results" / "reference" / gpu / "frontier" for gpu in ("h100", "h200")]
+ROWS = [
+    {**row, "reference": str(reference)}
+    for reference in REFERENCES
+    for row in csv.DictReader((reference / "tables" / "frontier.csv").open())
+]
 
 
 def _threshold(limit):
@@ -72,7 +78,7 @@ def test_a_failing_child_says_why():
         frontier_in_child({"search": {}})
 
 
-# ---- the committed H100 frontier ---------------------------------------------------------------
+# ---- the committed H100 and H200 frontiers --------------------------------------------------
 
 
 @cache
@@ -95,7 +101,8 @@ def _probe(row, value=None):
     """The search's committed probe JSON at ``value`` (None: its first probe)."""
     document = json.loads((REPO_ROOT / row["path"]).read_text())
     records = [p for p in document["probes"] if value is None or p["value"] == value]
-    return json.loads((H100 / "frontier" / "probes" / records[0]["path"]).read_text())
+    probes = Path(row["reference"]) / "frontier" / "probes"
+    return json.loads((probes / records[0]["path"]).read_text())
 
 
 def _measured_peak_reserved(probe):
@@ -123,7 +130,7 @@ def _decide_at(row, value):
     return _simulated(cell.quant, cell.attn, cell.batch, cell.seq, measurement, capacity)
 
 
-@pytest.mark.parametrize("row", ROWS, ids=lambda r: r["path"].split("searches/")[1][:-5])
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r["path"].split("reference/")[1][:-5])
 def test_simulated_outcome_at_each_committed_frontier(row):
     """Per search, the simulated outcome where the measured one turns: ``ok`` at the largest
     value that ran and ``oom`` at the first that failed; with outcomes monotone along the
