@@ -109,15 +109,27 @@ def test_simulated_prediction_is_the_simulated_frontier(monkeypatch, limit):
 
 def test_simulator_capacity_is_the_committed_probes_capacity():
     """NVML total less the constants = torch total less the memory outside the allocator, as
-    each committed H100 probe measured it (llmbench.predict.oom.capacity_from_record)."""
+    each committed H100 and H200 probe measured it (llmbench.predict.oom.capacity_from_record)."""
     from llmbench import REPO_ROOT
     from llmbench.predict.oom import capacity_from_record, nvml_before
 
-    probes = sorted((REPO_ROOT / "results/reference/h100/frontier/frontier/probes").rglob("*.json"))
-    assert len(probes) == 48
-    for path in probes:
+    reference = REPO_ROOT / "results" / "reference"
+    probes = {
+        gpu: sorted((reference / gpu / "frontier" / "frontier" / "probes").rglob("*.json"))
+        for gpu in ("h100", "h200")
+    }
+    assert (len(probes["h100"]), len(probes["h200"])) == (48, 14)
+    for path in probes["h100"] + probes["h200"]:
         record = json.loads(path.read_text())
         capacity = frontier.prediction.simulator_capacity(
             nvml_before(record)["total_bytes"], record["cell"]["attn"]
         )
         assert capacity == capacity_from_record(record), path.name
+
+
+def test_an_unmeasured_gpu_model_is_given_the_largest_unreported_bytes():
+    from llmbench.frontier.prediction import NVML_UNREPORTED_BYTES, nvml_unreported_bytes
+
+    assert nvml_unreported_bytes(150_754_820_096) == (644_939_776, True)  # H200
+    assert nvml_unreported_bytes(85_520_809_984) == (503_316_480, True)  # H100 80GB
+    assert nvml_unreported_bytes(25_757_220_864) == (max(NVML_UNREPORTED_BYTES.values()), False)

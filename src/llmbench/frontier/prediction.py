@@ -63,16 +63,35 @@ def default_predictor(device: str = "cpu", decode_tokens: int | None = None) -> 
     return reserved_need
 
 
-NVML_UNREPORTED_BYTES = 503_316_480
-"""NVML's total - torch's ``total_memory`` of one device (480 MiB): memory the driver keeps
-that torch never reports; every committed H100 probe (driver 580.159.04) records
-``gpu_before.total_bytes - environment.gpus[0].total_memory_bytes`` = this."""
+NVML_UNREPORTED_BYTES: dict[int, int] = {
+    85_520_809_984: 503_316_480,  # H100 80GB HBM3 (480 MiB): every committed H100 probe
+    150_754_820_096: 644_939_776,  # H200 (615.06 MiB): every committed H200 probe, 2026-12-04
+}
+"""NVML's total - torch's ``total_memory`` of one device, by NVML total: memory the driver
+keeps that torch never reports (driver 580.159.04; ``gpu_before.total_bytes -
+environment.gpus[0].total_memory_bytes`` in each committed probe). It differs by GPU model:
+the H200's 644,939,776 is not the H100's 503,316,480."""
+
+NVML_UNREPORTED_DEFAULT_BYTES = max(NVML_UNREPORTED_BYTES.values())
+"""Assumed for a GPU not in :data:`NVML_UNREPORTED_BYTES`: the largest measured, so that the
+simulated capacity errs small (a frontier predicted a step low costs the search one probe
+more; one predicted too high would be reported as a prediction miss)."""
+
+
+def nvml_unreported_bytes(nvml_total: int) -> tuple[int, bool]:
+    """(:data:`NVML_UNREPORTED_BYTES` of a device of NVML total ``nvml_total``, whether it was
+    measured on that GPU model) or (:data:`NVML_UNREPORTED_DEFAULT_BYTES`, False)."""
+    if nvml_total in NVML_UNREPORTED_BYTES:
+        return NVML_UNREPORTED_BYTES[nvml_total], True
+    return NVML_UNREPORTED_DEFAULT_BYTES, False
+
 
 OUTSIDE_ALLOCATOR_BYTES = {"sdpa": 728_563_712}
 """Device memory a probe process holds outside PyTorch's allocator from its prefill on (CUDA
 context, kernel images, cuBLAS handle), by attention implementation: NVML used - reserved -
-:data:`NVML_UNREPORTED_BYTES` in every committed H100 probe's prefill phase (torch 2.11,
-driver 580): 728,563,712 with sdpa, :data:`OUTSIDE_ALLOCATOR_DEFAULT_BYTES` otherwise."""
+:data:`NVML_UNREPORTED_BYTES` in every committed H100 and H200 probe's prefill phase
+(torch 2.11, driver 580; the same on both): 728,563,712 with sdpa,
+:data:`OUTSIDE_ALLOCATOR_DEFAULT_BYTES` otherwise."""
 
 OUTSIDE_ALLOCATOR_DEFAULT_BYTES = 720_175_104
 """As :data:`OUTSIDE_ALLOCATOR_BYTES`, for eager and flash_attention_2 (687 MiB)."""
@@ -80,9 +99,10 @@ OUTSIDE_ALLOCATOR_DEFAULT_BYTES = 720_175_104
 
 def simulator_capacity(nvml_total: int, attn: str) -> int:
     """Bytes PyTorch's segments may take on a device of NVML total ``nvml_total`` in a probe
-    of attention ``attn``: torch's total less the memory outside the allocator."""
+    of attention ``attn``: torch's total (NVML's less :func:`nvml_unreported_bytes`) less the
+    memory outside the allocator."""
     outside = OUTSIDE_ALLOCATOR_BYTES.get(attn, OUTSIDE_ALLOCATOR_DEFAULT_BYTES)
-    return nvml_total - NVML_UNREPORTED_BYTES - outside
+    return nvml_total - nvml_unreported_bytes(nvml_total)[0] - outside
 
 
 def simulated_prediction(
