@@ -87,6 +87,15 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
         (["resume", "--from", "{tmp}/missing", "--grid", "seed"], "no folder {tmp}/missing"),
         (["resume", "--from", "{tmp}", "--grid", "seed"], "no cells/ or frontier/ folder"),
         (["predict", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
+        (["predict", "--frontier"], "--frontier needs a device"),
+        (["predict", "--frontier", "--gpu", "a100"], "argument --gpu: invalid choice: 'a100'"),
+        (["predict", "--frontier", "--gpu-mem", "24GB,lots"], "--gpu-mem: cannot read"),
+        (["predict", "--frontier", "--gpu", "h200", "--gpus", "2"], "--frontier takes"),
+        (["predict", "--gpu", "h200"], "--gpu and --configfile go with --frontier"),
+        (
+            ["predict", "--frontier", "--gpu", "h200", "--configfile", "{tmp}/none.yaml"],
+            "no frontier: section",
+        ),
     ],
 )
 def test_user_errors_are_one_line_and_status_2(tmp_path, args, message):

@@ -14,6 +14,10 @@
 - ``predict --gpus N [--gpu-mem 80GiB] [--device-map POLICY] [--max-gpus 8]``: the same on N
   GPUs: per-device peaks from transformers' device_map planner and the tracer (needs torch and
   transformers; seconds per cell), each device's fit, and the fewest GPUs each cell needs.
+- ``predict --frontier [--configfile F] [--gpu h200 | --gpu-mem 24GB,48GB] [--format csv]``:
+  the out-of-memory frontier of the config's ``frontier:`` section (or F's) on each device,
+  without a GPU: every search's probes decided by the caching-allocator simulation
+  (llmbench.frontier.predicted; torch and transformers, seconds per traced cell).
 - ``compare A B --names h100 h200 --to DIR``: the same cells of two reference runs (their
   ``tables/cells.csv``) side by side, one row per cell (``DIR/tables/cells.csv``), a figure
   (``DIR/figures/crossgpu.png|svg``) and a summary on stdout (llmbench.report.compare).
@@ -183,6 +187,15 @@ logits (copied back to the first GPU) to devices.
 A cell the planner cannot place on the GPUs (modules left on cpu/disk) fits no; a quantized
 cell is unknown (its placement goes through transformers' quantizer, not predicted).
 
+--frontier: one row per search of the config's frontier: section (--configfile F: F's), one
+column per device (--gpu NAME, a GPU whose NVML total committed records hold; --gpu-mem, the
+device's total as NVML and nvidia-smi report it): the largest sequence length (or batch) that
+runs and the first that fails, by simulating PyTorch's caching allocator on each probe cell's
+traced allocations (the search's allocator mode; no GPU). The capacity given to the allocator
+is the total less the driver's unreported memory (measured per GPU model; the largest
+measured where the model is not) and the memory a probe holds outside PyTorch (measured on
+H100 and H200, torch 2.11). unknown: the search cannot be simulated (the reason follows).
+
 --gpu-mem reads 80GiB, 79.18 GiB (2^30 bytes), 24GB (10^9 bytes: 22.35 GiB), 81920MiB, or a
 bare number of GiB. --terms lists every term of each cell's peak, one a line. --format csv
 prints every number, one row per cell (with --terms, one column per term), and no header,
@@ -220,7 +233,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     predictor.add_argument("--grid", help="grid name or path (default: the config's grid)")
     predictor.add_argument(
-        "--gpu-mem", default="80GiB", help="device memory to fit in, e.g. 80GiB, 24GB (80GiB)"
+        "--gpu-mem",
+        help="device memory to fit in, e.g. 80GiB, 24GB (80GiB); with --frontier the devices'"
+        " NVML totals, comma-separated",
+    )
+    predictor.add_argument(
+        "--frontier",
+        action="store_true",
+        help="the OOM frontier of the frontier: section per device (allocator simulation)",
+    )
+    predictor.add_argument(
+        "--configfile",
+        type=Path,
+        help="with --frontier: a YAML file whose frontier: section replaces the config's",
+    )
+    predictor.add_argument(
+        "--gpu",
+        action="append",
+        choices=sorted(_frontier_gpus()),
+        help="with --frontier: a GPU measured here, by name (repeatable)",
     )
     predictor.add_argument(
         "--gpus",
@@ -278,6 +309,12 @@ def _compare(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from llmbench import predict
 
+    if args.frontier:
+        _predict_frontier(args)
+        return
+    if args.gpu or args.configfile:
+        raise UsageError("--gpu and --configfile go with --frontier")
+    args.gpu_mem = args.gpu_mem or "80GiB"
     grid = args.grid or str(_config()["grid"])
     _grid(grid)  # an unknown or invalid grid is a usage error, named before any prediction
     try:
@@ -294,6 +331,46 @@ def _predict(args: argparse.Namespace) -> None:
         sys.stdout.write(predict.format_csv(rows))
     else:
         print(predict.format_report(rows, grid=grid, gpu_mem=args.gpu_mem, terms=args.terms))
+
+
+def _frontier_gpus() -> dict[str, int]:
+    from llmbench.frontier.predicted import GPUS
+
+    return GPUS
+
+
+def _predict_frontier(args: argparse.Namespace) -> None:
+    """``predict --frontier``: the predicted frontier per device (llmbench.frontier.predicted)."""
+    from llmbench import predict
+    from llmbench.frontier import predicted
+
+    if args.gpus is not None or args.terms or args.grid or args.device_map:
+        raise UsageError("--frontier takes --configfile, --gpu, --gpu-mem and --format only")
+    totals = [_frontier_gpus()[name] for name in args.gpu or []]
+    for size in (args.gpu_mem or "").split(","):
+        if size.strip():
+            try:
+                totals.append(predict.parse_bytes(size.strip()))
+            except ValueError as exc:
+                raise UsageError(f"--gpu-mem: {exc}") from None
+    if not totals:
+        raise UsageError("--frontier needs a device: --gpu NAME or --gpu-mem SIZE[,SIZE...]")
+    config = _config()
+    if args.configfile is not None:
+        try:
+            config["frontier"] = yaml.safe_load(args.configfile.read_text())["frontier"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+            raise UsageError(
+                f"--configfile {args.configfile}: no frontier: section ({exc})"
+            ) from None
+    try:
+        results = predicted.predict_frontier(config, list(dict.fromkeys(totals)))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.format == "csv":
+        sys.stdout.write(predicted.format_csv(results))
+    else:
+        print(predicted.format_table(results))
 
 
 def _predict_devices(args: argparse.Namespace, grid: str) -> None:

@@ -1,0 +1,309 @@
+"""The out-of-memory frontier of a ``frontier`` section on devices of given sizes, predicted
+without a GPU (issue 14; ``llmbench predict --frontier``): each search's probes decided by
+tracing the probe cell and simulating PyTorch's caching allocator on the device's capacity
+(:mod:`.simulated`), for the section's allocator modes (``expandable_segments`` simulated in
+that mode), with the probes' own measurement settings (:func:`.probes.probe_settings`).
+
+A device is its total memory as NVML reports it (``nvidia-smi``'s total, bytes); the
+capacity the simulation gets is that less the driver's unreported memory
+(:func:`.prediction.nvml_unreported_bytes`, measured per GPU model) and the memory a probe
+holds outside PyTorch's allocator (:data:`.prediction.OUTSIDE_ALLOCATOR_BYTES`, measured on
+the H100 and H200 with torch 2.11). Named GPUs are only those whose totals committed records
+hold (:data:`GPUS`). A search that cannot be simulated is ``unknown`` with the reason, never
+a number.
+
+Checked: the simulated frontier equals the measured one on all 24 searches of
+``results/reference/h100/frontier`` and the 10 of ``results/reference/h200/frontier``
+(``tests/frontier/test_simulated.py``). Imports :mod:`.planning`, :mod:`.prediction`,
+:mod:`.probes`, :mod:`.simulated`; the tracer (torch, transformers) when a search runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from llmbench.frontier.planning import Search, plan, search_values
+from llmbench.frontier.prediction import model_config, nvml_unreported_bytes, simulator_capacity
+from llmbench.frontier.probes import probe_settings
+from llmbench.frontier.simulated import simulated_frontier
+
+GPUS: dict[str, int] = {
+    "h100-80gb": 85_520_809_984,
+    "h200": 150_754_820_096,
+}
+"""NVML total memory (bytes) of the GPUs committed records were measured on:
+``gpu_before.<uuid>.total_bytes`` of the H100 80GB HBM3 probes in
+``results/reference/h100/frontier`` and of the H200 probes in ``results/reference/h200/``."""
+
+
+@dataclass(frozen=True)
+class PredictedSearch:
+    """One search's predicted frontier on one device.
+
+    ``status``: ``found`` (``largest_ok`` runs, ``first_fail`` the next step does not),
+    ``above_max`` (the largest value searched runs), ``below_min`` (the smallest fails) or
+    ``unknown`` (``reason`` says why); ``simulated``: how many probe cells were traced;
+    ``capacity``: the bytes the simulation gave PyTorch's segments; ``device_total``: the
+    device's NVML total; ``unreported_measured``: whether the driver's unreported memory was
+    measured on this GPU model (else the largest measured was assumed).
+    """
+
+    search: Search
+    device_total: int
+    status: str
+    largest_ok: int | None = None
+    first_fail: int | None = None
+    simulated: int = 0
+    capacity: int | None = None
+    unreported_measured: bool = False
+    reason: str | None = None
+
+
+def predict_frontier(
+    config: Mapping[str, Any], device_totals: Sequence[int]
+) -> list[PredictedSearch]:
+    """Every search of ``config["frontier"]`` on each device of NVML total in
+    ``device_totals`` (bytes). ``config`` is the whole Snakemake config (``models``, the
+    measurement settings the probes inherit). The trace of a probe cell is reused across
+    devices and searches (it does not depend on the capacity). Raises ``ValueError`` for a
+    section naming an undefined model (:func:`.planning.plan`)."""
+    section = config["frontier"]
+    settings = probe_settings(config, section)
+    measurement = dict(settings["measurement"])
+    compute_dtype = settings.get("bnb_4bit_compute_dtype") or "bfloat16"
+    results = []
+    for search in plan(section, config["models"]):
+        values = search_values(search, section)
+        architecture = model_config(config["models"][search.model])
+        for total in device_totals:
+            results.append(
+                _predict_one(search, values, architecture, measurement, compute_dtype, total)
+            )
+    return results
+
+
+def _predict_one(
+    search: Search,
+    values: list[int],
+    architecture: Mapping[str, Any] | None,
+    measurement: Mapping[str, Any],
+    compute_dtype: str,
+    total: int,
+) -> PredictedSearch:
+    unreported, measured = nvml_unreported_bytes(total)
+    unknown = PredictedSearch(search, total, "unknown", unreported_measured=measured)
+    if architecture is None:
+        reason = f"model {search.model!r}: no architecture config.json to trace"
+        return _with(unknown, reason=reason)
+    if search.kv_cache != "model":
+        reason = f"kv_cache {search.kv_cache}: a quantized KV cache's allocations are not traced"
+        return _with(unknown, reason=reason)
+    capacity = simulator_capacity(total, search.attn)
+    if capacity <= 0:
+        reason = (
+            f"a device of {total} bytes has nothing left for PyTorch once the driver and the "
+            "CUDA context have taken theirs"
+        )
+        return _with(unknown, reason=reason)
+    decide = _decider(architecture, measurement, compute_dtype, capacity, search.allocator)
+    try:
+        outcome, simulated = simulated_frontier(search, values, decide)
+    except Exception as exc:  # noqa: BLE001 - one search's failure is its row, never a crash
+        return _with(unknown, capacity=capacity, reason=f"{type(exc).__name__}: {exc}"[:300])
+    if outcome.status not in ("found", "above_max", "below_min"):
+        reason = _untraceable_reason(architecture, measurement, compute_dtype, search, values)
+        return _with(unknown, capacity=capacity, simulated=len(simulated), reason=reason)
+    return PredictedSearch(
+        search,
+        total,
+        outcome.status,
+        largest_ok=outcome.largest_ok,
+        first_fail=outcome.first_fail,
+        simulated=len(simulated),
+        capacity=capacity,
+        unreported_measured=measured,
+    )
+
+
+def _with(base: PredictedSearch, **changes: Any) -> PredictedSearch:
+    from dataclasses import replace
+
+    return replace(base, **changes)
+
+
+def _decider(
+    architecture: Mapping[str, Any],
+    measurement: Mapping[str, Any],
+    compute_dtype: str,
+    capacity: int,
+    allocator: str,
+) -> Callable[[Search, int], str]:
+    """``decide(search, value)``: the probe cell's simulated status on ``capacity`` bytes in
+    the search's allocator mode; ``untraceable`` where the tracer refuses it."""
+    from llmbench.predict.trace.model import Untraceable
+
+    def decide(search: Search, value: int) -> str:
+        try:
+            events = _events(
+                _freeze(architecture), search.cell(value), _freeze(measurement), compute_dtype
+            )
+        except Untraceable:
+            return "untraceable"
+        return _simulate(events, capacity, allocator).status
+
+    return decide
+
+
+def _untraceable_reason(
+    architecture: Mapping[str, Any],
+    measurement: Mapping[str, Any],
+    compute_dtype: str,
+    search: Search,
+    values: Sequence[int],
+) -> str:
+    """The tracer's own reason for the search's largest cell (the one it refused)."""
+    from llmbench.predict.trace.model import Untraceable
+
+    try:
+        cell = search.cell(values[-1])
+        _events(_freeze(architecture), cell, _freeze(measurement), compute_dtype)
+    except Untraceable as exc:
+        return f"not traceable: {exc}"
+    return "the simulation could not decide every probe"
+
+
+def _freeze(mapping: Mapping[str, Any]) -> Any:
+    """A hashable copy of a JSON-like mapping (for the trace cache)."""
+    import json
+
+    return json.dumps(mapping, sort_keys=True)
+
+
+@lru_cache(maxsize=256)
+def _events(architecture_json: str, cell: Any, measurement_json: str, compute_dtype: str) -> Any:
+    """The traced allocator events of ``cell`` (``trace.events.trace_cell_events``), kept
+    for the other devices and searches of this run. Raises ``Untraceable``."""
+    import json
+
+    from llmbench.predict.trace.events import trace_cell_events
+
+    return trace_cell_events(
+        json.loads(architecture_json),
+        cell,
+        json.loads(measurement_json),
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def _simulate(events: Any, capacity: int, allocator: str) -> Any:
+    from llmbench.predict.allocator import AllocatorConfig
+    from llmbench.predict.oom import simulate_events
+
+    mode = AllocatorConfig(expandable_segments=allocator == "expandable_segments")
+    return simulate_events(events.events, events.marks, capacity, mode)
+
+
+def device_label(total: int) -> str:
+    """A device's column name: the named GPU of that NVML total, else its size in GiB."""
+    names = [name for name, size in GPUS.items() if size == total]
+    return names[0] if names else f"{total / 2**30:.2f} GiB"
+
+
+def answer(result: PredictedSearch) -> str:
+    """One cell of the table: the largest value that runs and the first that fails."""
+    if result.status == "found":
+        return f"{result.largest_ok} ({result.first_fail} fails)"
+    if result.status == "above_max":
+        return f">= {result.largest_ok} (max searched)"
+    if result.status == "below_min":
+        return f"none ({result.first_fail} fails)"
+    return "unknown"
+
+
+def _search_label(search: Search) -> list[str]:
+    what = f"length at batch {search.fixed}" if search.axis == "seq" else f"batch at {search.fixed}"
+    return [search.model, search.quant, search.attn, search.dtype, search.kv_cache,
+            search.allocator, what]  # fmt: skip
+
+
+def format_table(results: Sequence[PredictedSearch]) -> str:
+    """A table for a person: one row per search, one column per device, then the capacity
+    each device's simulation used and the reasons of every ``unknown``."""
+    totals = list(dict.fromkeys(r.device_total for r in results))
+    by_search: dict[Search, dict[int, PredictedSearch]] = {}
+    for result in results:
+        by_search.setdefault(result.search, {})[result.device_total] = result
+    header = ["model", "quant", "attn", "dtype", "kv_cache", "allocator", "search"]
+    header += [device_label(t) for t in totals]
+    rows = [header]
+    for search, per_device in by_search.items():
+        rows.append(_search_label(search) + [answer(per_device[t]) for t in totals])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("")
+    for total in totals:
+        sample = next(r for r in results if r.device_total == total)
+        assumed = (
+            ""
+            if sample.unreported_measured
+            else " (unreported memory assumed: GPU model not measured)"
+        )
+        capacities = sorted({r.capacity for r in results if r.device_total == total and r.capacity})
+        lines.append(
+            f"{device_label(total)}: NVML total {total} bytes; simulated capacity "
+            f"{', '.join(str(c) for c in capacities) or '-'} bytes{assumed}"
+        )
+    for result in results:
+        if result.status == "unknown":
+            name = " ".join(_search_label(result.search))
+            lines.append(f"unknown, {name} on {device_label(result.device_total)}: {result.reason}")
+    return "\n".join(lines)
+
+
+CSV_FIELDS = (
+    "model", "quant", "attn", "dtype", "kv_cache", "allocator", "search", "fixed",
+    "device_total_bytes", "capacity_bytes", "unreported_measured", "status", "largest_ok",
+    "first_fail", "simulated_cells", "reason",
+)  # fmt: skip
+"""Columns of :func:`format_csv`: ``search`` is ``seq`` (largest length at batch ``fixed``)
+or ``batch`` (largest batch at length ``fixed``)."""
+
+
+def format_csv(results: Sequence[PredictedSearch]) -> str:
+    """Every search on every device, one row each, with a header (:data:`CSV_FIELDS`)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for r in results:
+        s = r.search
+        writer.writerow(
+            [
+                s.model,
+                s.quant,
+                s.attn,
+                s.dtype,
+                s.kv_cache,
+                s.allocator,
+                s.axis,
+                s.fixed,
+                r.device_total,
+                r.capacity,
+                r.unreported_measured,
+                r.status,
+                r.largest_ok,
+                r.first_fail,
+                r.simulated,
+                r.reason,
+            ]  # fmt: skip
+        )
+    return out.getvalue()
