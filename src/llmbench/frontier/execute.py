@@ -198,7 +198,7 @@ def _simulated_start(
     device: str,
 ) -> _Start | None:
     """The allocator-simulated prediction (:func:`simulated_prediction`) for a search on one
-    visible CUDA device without a memory budget, the default allocator, a KV cache in the
+    visible CUDA device without a memory budget, in either allocator mode, a KV cache in the
     model dtype (the tracer runs a DynamicCache) and prediction on; None where it does not
     apply; a ``_Start`` without prediction and with the reason where it failed (the analytic
     prediction is used then)."""
@@ -207,7 +207,6 @@ def _simulated_start(
         device != "cuda"
         or not section.get("use_prediction", True)
         or settings.get("memory_budget_gib") is not None
-        or first.allocator != "default"
         or first.kv_cache != "model"
     ):
         return None

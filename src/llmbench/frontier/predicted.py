@@ -108,7 +108,7 @@ def _predict_one(
             "CUDA context have taken theirs"
         )
         return _with(unknown, reason=reason)
-    decide = _decider(architecture, measurement, compute_dtype, capacity, search.allocator)
+    decide = _decider(architecture, measurement, compute_dtype, capacity)
     try:
         outcome, simulated = simulated_frontier(search, values, decide)
     except Exception as exc:  # noqa: BLE001 - one search's failure is its row, never a crash
@@ -139,20 +139,19 @@ def _decider(
     measurement: Mapping[str, Any],
     compute_dtype: str,
     capacity: int,
-    allocator: str,
 ) -> Callable[[Search, int], str]:
     """``decide(search, value)``: the probe cell's simulated status on ``capacity`` bytes in
     the search's allocator mode; ``untraceable`` where the tracer refuses it."""
+    from llmbench.predict.oom import allocator_config, simulate_events
     from llmbench.predict.trace.model import Untraceable
 
     def decide(search: Search, value: int) -> str:
+        cell = search.cell(value)
         try:
-            events = _events(
-                _freeze(architecture), search.cell(value), _freeze(measurement), compute_dtype
-            )
+            events = _events(_freeze(architecture), cell, _freeze(measurement), compute_dtype)
         except Untraceable:
             return "untraceable"
-        return _simulate(events, capacity, allocator).status
+        return simulate_events(events.events, events.marks, capacity, allocator_config(cell)).status
 
     return decide
 
@@ -196,14 +195,6 @@ def _events(architecture_json: str, cell: Any, measurement_json: str, compute_dt
         json.loads(measurement_json),
         bnb_4bit_compute_dtype=compute_dtype,
     )
-
-
-def _simulate(events: Any, capacity: int, allocator: str) -> Any:
-    from llmbench.predict.allocator import AllocatorConfig
-    from llmbench.predict.oom import simulate_events
-
-    mode = AllocatorConfig(expandable_segments=allocator == "expandable_segments")
-    return simulate_events(events.events, events.marks, capacity, mode)
 
 
 def device_label(total: int) -> str:

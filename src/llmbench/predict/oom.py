@@ -115,10 +115,17 @@ def simulate_cell(
     bnb_4bit_compute_dtype: str = "bfloat16",
 ) -> SimulatedCell:
     """Trace ``cell`` as the worker runs it under ``measurement`` and replay it with
-    ``capacity`` bytes (None: unlimited). Raises ``trace.model.Untraceable``."""
+    ``capacity`` bytes (None: unlimited) in the cell's allocator mode (``cell.allocator``:
+    ``expandable_segments`` as ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` sets it).
+    Raises ``trace.model.Untraceable``."""
     from llmbench.predict.trace.events import trace_cell_events
 
     traced = trace_cell_events(
         model_config, cell, measurement, bnb_4bit_compute_dtype=bnb_4bit_compute_dtype
     )
-    return simulate_events(traced.events, traced.marks, capacity)
+    return simulate_events(traced.events, traced.marks, capacity, allocator_config(cell))
+
+
+def allocator_config(cell: Cell) -> AllocatorConfig:
+    """The caching-allocator settings of ``cell``'s ``allocator`` axis."""
+    return AllocatorConfig(expandable_segments=cell.allocator == "expandable_segments")
