@@ -17,10 +17,11 @@ The package has three layers, so that the search can be tested without running a
    (:func:`run_search`) runs one search and writes the search-result JSON.
 3. Planning and tables: :mod:`.planning` (:func:`plan`, :func:`choose_section`) says which
    searches a config asks for; :mod:`.tables` (:func:`table`) makes one row per search for
-   ``results/tables/frontier.csv``.
+   ``results/tables/frontier.csv``; :mod:`.predicted` (``llmbench predict --frontier``)
+   simulates every search of a section on devices of given sizes, running nothing.
 
-Imports run one way: search < planning < simulated < probes, prediction < execute; tables
-reads only the search JSON. The package may import ``llmbench.host``, ``llmbench.grid``,
+Imports run one way: search < planning < simulated < probes, prediction < execute, predicted;
+tables reads only the search JSON. The package may import ``llmbench.host``, ``llmbench.grid``,
 ``llmbench.record``, ``llmbench.measure``, ``llmbench.run`` and ``llmbench.predict``. This
 module re-exports every name used outside the package (``from llmbench import frontier;
 frontier.run_search``).
