@@ -195,3 +195,31 @@ def test_nvml_capability_needs_every_gpu_to_agree(monkeypatch):
     assert warmstart.nvml_capability() is None
     capabilities.clear()
     assert warmstart.nvml_capability() is None
+
+
+def test_the_frontier_simulation_forks_from_the_server(use_server, monkeypatch):
+    # A search's simulated start runs in a child that sees no GPU; with a server it is forked
+    # (torch and transformers already imported) and answers as a fresh interpreter would.
+    pytest.importorskip("transformers")
+    import json
+
+    from llmbench.frontier import simulated
+    from llmbench.frontier.planning import Search
+    from llmbench.frontier.search import grid_values
+
+    search = Search("tiny-mistral", "none", "sdpa", "bfloat16", "seq", 2)
+    spec = {
+        "search": search.to_dict(),
+        "values": grid_values(128, 1024, 128),
+        "config": json.loads((REPO / "config/models/tiny-mistral.json").read_text()),
+        "measurement": {"warmup": 0, "repeats": 1, "decode_tokens": 2, "decode_warmup_tokens": 0},
+        "capacity": 2**20,
+        "compute_dtype": "bfloat16",
+    }
+
+    def no_fresh_child(*args):
+        raise AssertionError("spawned a fresh interpreter although a server serves")
+
+    monkeypatch.setattr(simulated, "_frontier_in_fresh_child", no_fresh_child)
+    outcome = simulated.frontier_in_child(spec, timeout_s=300)
+    assert outcome["status"] == "below_min" and len(outcome["simulated"]) == 2
