@@ -142,93 +142,23 @@ def resume(reference: Path, target: Path, grid: str, frontier: bool = False) -> 
     return cells, files
 
 
-PREDICT_EPILOG = """\
-columns (GiB = 2^30 bytes):
-  load                   predicted allocated memory after load (the resident weights and
-                         quantization state; the load's own transient peak, e.g. a mixture
-                         of experts' expert fusion, is not predicted)
-  prefill, decode        predicted peak allocated memory of the phase (what
-                         torch.cuda.max_memory_allocated reports; traced or replayed, not
-                         measured)
-  need                   what the device must hold at the largest peak: peak allocated
-                         + allocator slack (memory PyTorch's caching allocator reserves but
-                         does not use: an envelope fitted on the H100 reference cells)
-                         + the CUDA context
-  fits                   yes: need <= --gpu-mem
-                         maybe: the allocations fit (peak allocated + CUDA context <=
-                           --gpu-mem), the fragmentation envelope does not: the allocator
-                           decides (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True helps)
-                         no: the allocations alone do not fit
-                         unsupported: cannot run whatever the memory (flash-attn on the CPU;
-                           flash or cuDNN attention in float32); the reason is printed
-                         unknown: no prediction for this model
-  dominant               the term that holds the most memory at the peak (traced: the
-                         tracer's activations, not split into terms)
-  method                 which method answered: tracer (the model code run on the meta
-                         device) or hand replay (llmbench.predict's replay); fp8 and
-                         quantized-KV-cache cells are not yet checked against a GPU
+def _predict_epilog() -> str:
+    from llmbench.frontier.predicted import HELP
+    from llmbench.predict.help import PREDICT_EPILOG
 
-several GPUs (--gpus N): one line per device of each cell. transformers' own planner
-(_get_device_map: get_balanced_memory + infer_auto_device_map over compute_module_sizes, as
-from_pretrained runs it) places the modules on N GPUs of --gpu-mem, each with --gpu-mem minus
-the CUDA context free (and the cell's max_memory as a cap; on ONE GPU without max_memory the
-planner keeps 10 % free, as transformers does); the tracer then charges weights, activations,
-the KV cache of the layers each GPU holds, the copies accelerate makes between GPUs and the
-logits (copied back to the first GPU) to devices.
-  device_map             the planner's policy: --device-map, else the cell's device_map
-                         (auto when the cell's is config, as from_pretrained's auto/balanced)
-  weights                bytes of parameters and buffers on the device
-  load                   predicted allocated after load on the device
-  prefill, decode        predicted peak allocated of each phase on the device
-  need, fits             as above, per device (slack from the device's peak minus weights)
-  GPUs needed            the fewest GPUs of --gpu-mem (1 .. --max-gpus) on which every
-                         device fits (yes) under that policy; none: not even --max-gpus
-  modules                the device's modules (decoder layers as a range)
-A cell the planner cannot place on the GPUs (modules left on cpu/disk) fits no; a quantized
-cell is unknown (its placement goes through transformers' quantizer, not predicted).
-
---frontier: one row per search of the config's frontier: section (--configfile F: F's), one
-column per device (--gpu NAME, a GPU whose NVML total committed records hold; --gpu-mem, the
-device's total as NVML and nvidia-smi report it): the largest sequence length (or batch) that
-runs and the first that fails, by simulating PyTorch's caching allocator on each probe cell's
-traced allocations (the search's allocator mode; no GPU). The capacity given to the allocator
-is the total less the driver's unreported memory (measured per GPU model; the largest
-measured where the model is not) and the memory a probe holds outside PyTorch (measured on
-H100 and H200, torch 2.11). unknown: the search cannot be simulated (the reason follows).
-
---gpu-mem reads 80GiB, 79.18 GiB (2^30 bytes), 24GB (10^9 bytes: 22.35 GiB), 81920MiB, or a
-bare number of GiB. --terms lists every term of each cell's peak, one a line. --format csv
-prints every number, one row per cell (with --terms, one column per term), and no header,
-closing line or reasons outside its `fits` and `reason` columns.
-"""
+    before, sizes = PREDICT_EPILOG.split("--gpu-mem reads", 1)
+    return before + HELP + "\n--gpu-mem reads" + sizes
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="llmbench", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    tables = commands.add_parser("tables", help="rebuild ROOT/tables from ROOT/cells")
-    tables.add_argument("root", type=Path)
-    tables.add_argument("--grid", help="grid whose seed_cases label the rows")
-    publisher = commands.add_parser("publish", help="copy a run into a reference folder")
-    publisher.add_argument("--from", dest="source", type=Path, default=Path("results"))
-    publisher.add_argument("--to", dest="target", type=Path, required=True)
-    publisher.add_argument("--grid", required=True, help="grid whose cells are copied")
-    resumer = commands.add_parser(
-        "resume", help="copy a reference run's cells into results/ to measure only the rest"
-    )
-    resumer.add_argument("--from", dest="source", type=Path, required=True)
-    resumer.add_argument("--to", dest="target", type=Path, default=Path("results"))
-    resumer.add_argument("--grid", required=True, help="grid whose cells are copied")
-    resumer.add_argument(
-        "--frontier", action="store_true", help="also copy frontier/ (probes and searches)"
-    )
+def _add_predict(commands: argparse._SubParsersAction) -> None:
+    """The ``predict`` subcommand's options."""
     predictor = commands.add_parser(
         "predict",
         help="predicted peak memory of a grid's cells",
         description="Predicted peak memory of every cell of a grid, and whether it fits a\n"
         "device (llmbench.predict: no GPU; on one device instant and without torch, from\n"
         "cached traces; --gpus N traces with torch, seconds per cell).",
-        epilog=PREDICT_EPILOG,
+        epilog=_predict_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     predictor.add_argument("--grid", help="grid name or path (default: the config's grid)")
@@ -278,6 +208,28 @@ def _parser() -> argparse.ArgumentParser:
     predictor.add_argument(
         "--terms", action="store_true", help="add the breakdown of each cell's peak by term"
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="llmbench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    tables = commands.add_parser("tables", help="rebuild ROOT/tables from ROOT/cells")
+    tables.add_argument("root", type=Path)
+    tables.add_argument("--grid", help="grid whose seed_cases label the rows")
+    publisher = commands.add_parser("publish", help="copy a run into a reference folder")
+    publisher.add_argument("--from", dest="source", type=Path, default=Path("results"))
+    publisher.add_argument("--to", dest="target", type=Path, required=True)
+    publisher.add_argument("--grid", required=True, help="grid whose cells are copied")
+    resumer = commands.add_parser(
+        "resume", help="copy a reference run's cells into results/ to measure only the rest"
+    )
+    resumer.add_argument("--from", dest="source", type=Path, required=True)
+    resumer.add_argument("--to", dest="target", type=Path, default=Path("results"))
+    resumer.add_argument("--grid", required=True, help="grid whose cells are copied")
+    resumer.add_argument(
+        "--frontier", action="store_true", help="also copy frontier/ (probes and searches)"
+    )
+    _add_predict(commands)
     comparer = commands.add_parser(
         "compare", help="the same cells of two reference runs side by side (two GPUs)"
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import FAKES, REPO, kill_runner_of_hanging_worker, process_gone, run_fake_cell
 
-from llmbench.run import warmstart
+from llmbench.run import preload, warmstart
 
 
 def wait_for(predicate, timeout_s: float = 60.0) -> bool:
@@ -150,7 +150,7 @@ def test_preload_answers_the_compute_capability_from_nvml(tmp_path, monkeypatch)
     monkeypatch.syspath_prepend(str(tmp_path))
     torch = pytest.importorskip("torch")
     original = torch.cuda.get_device_capability
-    report = warmstart.preload(["torch", "asks_capability"], capability=(9, 0))
+    report = preload.preload(["torch", "asks_capability"], capability=(9, 0))
     assert report["loaded"] == ["torch", "asks_capability"]
     assert report["capability_from_nvml"] == [9, 0]
     assert not report["cuda_initialized"]
@@ -166,8 +166,8 @@ def test_preload_without_a_shared_capability_leaves_cuda_to_answer(tmp_path, mon
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     pytest.importorskip("torch")
-    monkeypatch.setattr(warmstart, "nvml_capability", lambda: None)  # GPUs differ, or no NVML
-    report = warmstart.preload(["torch", "asks_capability_2"])
+    monkeypatch.setattr(preload, "nvml_capability", lambda: None)  # GPUs differ, or no NVML
+    report = preload.preload(["torch", "asks_capability_2"])
     assert report["capability_from_nvml"] is None
     if "asks_capability_2" in report["loaded"]:  # a CUDA build answered itself
         import torch
@@ -190,11 +190,11 @@ def test_nvml_capability_needs_every_gpu_to_agree(monkeypatch):
         nvmlDeviceGetCudaComputeCapability=lambda handle: capabilities[handle],
     )
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    assert warmstart.nvml_capability() == (9, 0)
+    assert preload.nvml_capability() == (9, 0)
     capabilities[1] = (8, 9)
-    assert warmstart.nvml_capability() is None
+    assert preload.nvml_capability() is None
     capabilities.clear()
-    assert warmstart.nvml_capability() is None
+    assert preload.nvml_capability() is None
 
 
 def test_the_frontier_simulation_forks_from_the_server(use_server, monkeypatch):

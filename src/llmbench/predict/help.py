@@ -1,0 +1,53 @@
+"""The column legend ``llmbench predict --help`` prints after its options: what each column
+of the one-device table and of ``--gpus N`` means, and how sizes are read. Imports nothing."""
+
+PREDICT_EPILOG = """\
+columns (GiB = 2^30 bytes):
+  load                   predicted allocated memory after load (the resident weights and
+                         quantization state; the load's own transient peak, e.g. a mixture
+                         of experts' expert fusion, is not predicted)
+  prefill, decode        predicted peak allocated memory of the phase (what
+                         torch.cuda.max_memory_allocated reports; traced or replayed, not
+                         measured)
+  need                   what the device must hold at the largest peak: peak allocated
+                         + allocator slack (memory PyTorch's caching allocator reserves but
+                         does not use: an envelope fitted on the H100 reference cells)
+                         + the CUDA context
+  fits                   yes: need <= --gpu-mem
+                         maybe: the allocations fit (peak allocated + CUDA context <=
+                           --gpu-mem), the fragmentation envelope does not: the allocator
+                           decides (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True helps)
+                         no: the allocations alone do not fit
+                         unsupported: cannot run whatever the memory (flash-attn on the CPU;
+                           flash or cuDNN attention in float32); the reason is printed
+                         unknown: no prediction for this model
+  dominant               the term that holds the most memory at the peak (traced: the
+                         tracer's activations, not split into terms)
+  method                 which method answered: tracer (the model code run on the meta
+                         device) or hand replay (llmbench.predict's replay); fp8 and
+                         quantized-KV-cache cells are not yet checked against a GPU
+
+several GPUs (--gpus N): one line per device of each cell. transformers' own planner
+(_get_device_map: get_balanced_memory + infer_auto_device_map over compute_module_sizes, as
+from_pretrained runs it) places the modules on N GPUs of --gpu-mem, each with --gpu-mem minus
+the CUDA context free (and the cell's max_memory as a cap; on ONE GPU without max_memory the
+planner keeps 10 % free, as transformers does); the tracer then charges weights, activations,
+the KV cache of the layers each GPU holds, the copies accelerate makes between GPUs and the
+logits (copied back to the first GPU) to devices.
+  device_map             the planner's policy: --device-map, else the cell's device_map
+                         (auto when the cell's is config, as from_pretrained's auto/balanced)
+  weights                bytes of parameters and buffers on the device
+  load                   predicted allocated after load on the device
+  prefill, decode        predicted peak allocated of each phase on the device
+  need, fits             as above, per device (slack from the device's peak minus weights)
+  GPUs needed            the fewest GPUs of --gpu-mem (1 .. --max-gpus) on which every
+                         device fits (yes) under that policy; none: not even --max-gpus
+  modules                the device's modules (decoder layers as a range)
+A cell the planner cannot place on the GPUs (modules left on cpu/disk) fits no; a quantized
+cell is unknown (its placement goes through transformers' quantizer, not predicted).
+
+--gpu-mem reads 80GiB, 79.18 GiB (2^30 bytes), 24GB (10^9 bytes: 22.35 GiB), 81920MiB, or a
+bare number of GiB. --terms lists every term of each cell's peak, one a line. --format csv
+prints every number, one row per cell (with --terms, one column per term), and no header,
+closing line or reasons outside its `fits` and `reason` columns.
+"""
