@@ -94,8 +94,9 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
         (["predict", "--gpu", "h200"], "--gpu and --configfile go with --frontier"),
         (
             ["predict", "--frontier", "--gpu", "h200", "--configfile", "{tmp}/none.yaml"],
-            "no frontier: section",
+            "--configfile: cannot read",
         ),
+        (["predict", "--gpu-mem", "24GB,48GB"], "several sizes go with --frontier"),
     ],
 )
 def test_user_errors_are_one_line_and_status_2(tmp_path, args, message):

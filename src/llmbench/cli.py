@@ -7,17 +7,11 @@
   run's finished cells (and frontier probes and searches) back into ``results/`` where missing,
   dated now, so that Snakemake measures only what the reference lacks. Run it once the model
   checkpoints exist: Snakemake remeasures cells older than their inputs.
-- ``predict [--grid NAME_OR_PATH] [--gpu-mem 80GiB] [--format table|csv] [--terms]``: the
-  analytic memory model (llmbench.predict) for every cell of a grid, instantly, without a GPU:
-  predicted load/prefill/decode peak allocated (GiB), the dominant term, and whether the cell
-  fits ``--gpu-mem`` (``llmbench predict --help`` explains the columns).
-- ``predict --gpus N [--gpu-mem 80GiB] [--device-map POLICY] [--max-gpus 8]``: the same on N
-  GPUs: per-device peaks from transformers' device_map planner and the tracer (needs torch and
-  transformers; seconds per cell), each device's fit, and the fewest GPUs each cell needs.
-- ``predict --frontier [--configfile F] [--gpu h200 | --gpu-mem 24GB,48GB] [--format csv]``:
-  the out-of-memory frontier of the config's ``frontier:`` section (or F's) on each device,
-  without a GPU: every search's probes decided by the caching-allocator simulation
-  (llmbench.frontier.predicted; torch and transformers, seconds per traced cell).
+- ``predict [--grid G] [--gpu-mem 80GiB] [--format table|csv] [--terms]``: the memory model
+  (llmbench.predict) for every cell of a grid, no GPU: predicted peaks and whether each cell
+  fits; ``--gpus N``: per device on N GPUs, and the fewest GPUs each cell needs;
+  ``--frontier``: the out-of-memory frontier of the ``frontier:`` section per device, by the
+  caching-allocator simulation (llmbench.frontier.predicted). ``predict --help`` says more.
 - ``compare A B --names h100 h200 --to DIR``: the same cells of two reference runs (their
   ``tables/cells.csv``) side by side, one row per cell (``DIR/tables/cells.csv``), a figure
   (``DIR/figures/crossgpu.png|svg``) and a summary on stdout (llmbench.report.compare).
@@ -152,20 +146,23 @@ def _predict_epilog() -> str:
 
 def _add_predict(commands: argparse._SubParsersAction) -> None:
     """The ``predict`` subcommand's options."""
+    from llmbench.frontier.predicted import GPUS
+
     predictor = commands.add_parser(
         "predict",
         help="predicted peak memory of a grid's cells",
         description="Predicted peak memory of every cell of a grid, and whether it fits a\n"
         "device (llmbench.predict: no GPU; on one device instant and without torch, from\n"
-        "cached traces; --gpus N traces with torch, seconds per cell).",
+        "cached traces; --gpus N traces with torch, seconds per cell). --frontier: the\n"
+        "predicted out-of-memory frontier (torch; seconds per traced cell, minutes per config).",
         epilog=_predict_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     predictor.add_argument("--grid", help="grid name or path (default: the config's grid)")
     predictor.add_argument(
         "--gpu-mem",
-        help="device memory to fit in, e.g. 80GiB, 24GB (80GiB); with --frontier the devices'"
-        " NVML totals, comma-separated",
+        help="device memory to fit in, e.g. 80GiB, 24GB (default 80GiB); with --frontier:"
+        " each device's total as nvidia-smi reports it, comma-separated (e.g. 46068MiB)",
     )
     predictor.add_argument(
         "--frontier",
@@ -180,7 +177,7 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     predictor.add_argument(
         "--gpu",
         action="append",
-        choices=sorted(_frontier_gpus()),
+        choices=sorted(GPUS),
         help="with --frontier: a GPU measured here, by name (repeatable)",
     )
     predictor.add_argument(
@@ -267,6 +264,8 @@ def _predict(args: argparse.Namespace) -> None:
     if args.gpu or args.configfile:
         raise UsageError("--gpu and --configfile go with --frontier")
     args.gpu_mem = args.gpu_mem or "80GiB"
+    if "," in args.gpu_mem:
+        raise UsageError("--gpu-mem: several sizes go with --frontier; predict takes one")
     grid = args.grid or str(_config()["grid"])
     _grid(grid)  # an unknown or invalid grid is a usage error, named before any prediction
     try:
@@ -285,12 +284,6 @@ def _predict(args: argparse.Namespace) -> None:
         print(predict.format_report(rows, grid=grid, gpu_mem=args.gpu_mem, terms=args.terms))
 
 
-def _frontier_gpus() -> dict[str, int]:
-    from llmbench.frontier.predicted import GPUS
-
-    return GPUS
-
-
 def _predict_frontier(args: argparse.Namespace) -> None:
     """``predict --frontier``: the predicted frontier per device (llmbench.frontier.predicted)."""
     from llmbench import predict
@@ -298,7 +291,7 @@ def _predict_frontier(args: argparse.Namespace) -> None:
 
     if args.gpus is not None or args.terms or args.grid or args.device_map:
         raise UsageError("--frontier takes --configfile, --gpu, --gpu-mem and --format only")
-    totals = [_frontier_gpus()[name] for name in args.gpu or []]
+    totals = [predicted.GPUS[name] for name in args.gpu or []]  # argparse checked the names
     for size in (args.gpu_mem or "").split(","):
         if size.strip():
             try:
@@ -306,23 +299,30 @@ def _predict_frontier(args: argparse.Namespace) -> None:
             except ValueError as exc:
                 raise UsageError(f"--gpu-mem: {exc}") from None
     if not totals:
-        raise UsageError("--frontier needs a device: --gpu NAME or --gpu-mem SIZE[,SIZE...]")
+        raise UsageError(
+            "--frontier needs a device: --gpu NAME (a GPU measured here) or --gpu-mem SIZE[,SIZE]"
+            " (nvidia-smi's total, e.g. 46068MiB)"
+        )
     config = _config()
     if args.configfile is not None:
         try:
-            config["frontier"] = yaml.safe_load(args.configfile.read_text())["frontier"]
-        except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-            raise UsageError(
-                f"--configfile {args.configfile}: no frontier: section ({exc})"
-            ) from None
+            document = yaml.safe_load(args.configfile.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"--configfile: cannot read {args.configfile} ({exc})") from None
+        if not isinstance(document, dict) or not isinstance(document.get("frontier"), dict):
+            raise UsageError(f"--configfile {args.configfile}: no frontier: section")
+        config["frontier"] = document["frontier"]
     try:
         results = predicted.predict_frontier(config, list(dict.fromkeys(totals)))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.format == "csv":
         sys.stdout.write(predicted.format_csv(results))
-    else:
-        print(predicted.format_table(results))
+        return
+    budget = config["frontier"].get("memory_budget_gib")
+    note = f"note: the section's memory_budget_gib ({budget}) is not applied: whole devices"
+    notes = [] if budget is None else [note]
+    print(predicted.format_table(results, notes))
 
 
 def _predict_devices(args: argparse.Namespace, grid: str) -> None:

@@ -88,11 +88,14 @@ def test_csv_and_table_say_the_same():
         predicted.PredictedSearch(search, predicted.GPUS["h200"], "unknown", reason="why"),
     ]
     rows = list(csv.DictReader(io.StringIO(predicted.format_csv(results))))
-    assert [r["status"] for r in rows] == ["found", "unknown"]
-    assert rows[0]["largest_ok"] == "3584" and rows[1]["reason"] == "why"
-    table = predicted.format_table(results)
+    assert [r["predicted_status"] for r in rows] == ["found", "unknown"]
+    assert {r["method"] for r in rows} == {"allocator simulation"}  # never read as measured
+    assert rows[0]["predicted_largest_ok"] == "3584" and rows[1]["reason"] == "why"
+    assert rows[1]["device"] == "h200"
+    table = predicted.format_table(results, ["note: a note"])
+    assert table.startswith("PREDICTED")
     assert "3584 (3840 fails)" in table and "h200" in table and "why" in table
-    assert "unreported memory assumed" in table  # 2 GiB is no GPU model measured here
+    assert "this GPU model was not measured" in table and "note: a note" in table
 
 
 def test_the_command_prints_the_predicted_frontier(tmp_path):
@@ -121,4 +124,7 @@ def test_the_command_prints_the_predicted_frontier(tmp_path):
     assert done.returncode == 0, done.stderr
     (row,) = csv.DictReader(io.StringIO(done.stdout))
     (expected,) = predicted.predict_frontier(_config(), [2 * GIB])
-    assert (row["status"], row["largest_ok"]) == (expected.status, str(expected.largest_ok))
+    assert (row["predicted_status"], row["predicted_largest_ok"]) == (
+        expected.status,
+        str(expected.largest_ok),
+    )

@@ -232,9 +232,18 @@ def _search_label(search: Search) -> list[str]:
             search.allocator, what]  # fmt: skip
 
 
-def format_table(results: Sequence[PredictedSearch]) -> str:
-    """A table for a person: one row per search, one column per device, then the capacity
-    each device's simulation used and the reasons of every ``unknown``."""
+TITLE = (
+    "PREDICTED out-of-memory frontier (caching-allocator simulation of traced allocations; "
+    "nothing was run or measured)"
+)
+"""First line of :func:`format_table`: these numbers are predictions."""
+
+
+def format_table(results: Sequence[PredictedSearch], notes: Sequence[str] = ()) -> str:
+    """A table for a person: a title saying it is predicted, one row per search, one column
+    per device, then the capacity each device's simulation used (per attention: the memory
+    outside PyTorch's allocator differs), ``notes``, and the reasons of every ``unknown``
+    (one line per reason and device)."""
     totals = list(dict.fromkeys(r.device_total for r in results))
     by_search: dict[Search, dict[int, PredictedSearch]] = {}
     for result in results:
@@ -250,33 +259,48 @@ def format_table(results: Sequence[PredictedSearch]) -> str:
         for row in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.insert(0, TITLE)
     lines.append("")
     for total in totals:
-        sample = next(r for r in results if r.device_total == total)
+        mine = [r for r in results if r.device_total == total]
+        by_attn = {r.search.attn: r.capacity for r in mine if r.capacity}
+        capacity = ", ".join(f"{attn} {c}" for attn, c in sorted(by_attn.items())) or "-"
         assumed = (
             ""
-            if sample.unreported_measured
-            else " (unreported memory assumed: GPU model not measured)"
+            if mine[0].unreported_measured
+            else "; driver's unreported memory assumed (the "
+            "largest measured): this GPU model was not measured"
         )
-        capacities = sorted({r.capacity for r in results if r.device_total == total and r.capacity})
         lines.append(
-            f"{device_label(total)}: NVML total {total} bytes; simulated capacity "
-            f"{', '.join(str(c) for c in capacities) or '-'} bytes{assumed}"
+            f"{device_label(total)}: NVML total {total} bytes; capacity simulated "
+            f"(bytes PyTorch's segments may take) {capacity}{assumed}"
         )
+    lines.extend(notes)
+    reasons: dict[tuple[str, str], list[str]] = {}
     for result in results:
         if result.status == "unknown":
+            device = device_label(result.device_total)
             name = " ".join(_search_label(result.search))
-            lines.append(f"unknown, {name} on {device_label(result.device_total)}: {result.reason}")
+            reasons.setdefault((device, result.reason or ""), []).append(name)
+    for (device, reason), names in reasons.items():
+        what = names[0] if len(names) == 1 else f"{len(names)} searches"
+        lines.append(f"unknown on {device} ({what}): {reason}")
     return "\n".join(lines)
 
 
 CSV_FIELDS = (
-    "model", "quant", "attn", "dtype", "kv_cache", "allocator", "search", "fixed",
-    "device_total_bytes", "capacity_bytes", "unreported_measured", "status", "largest_ok",
-    "first_fail", "simulated_cells", "reason",
+    "method", "model", "quant", "attn", "dtype", "kv_cache", "allocator", "search", "fixed",
+    "device", "device_total_bytes", "capacity_bytes", "unreported_measured",
+    "predicted_status", "predicted_largest_ok", "predicted_first_fail", "simulated_cells",
+    "reason",
 )  # fmt: skip
-"""Columns of :func:`format_csv`: ``search`` is ``seq`` (largest length at batch ``fixed``)
-or ``batch`` (largest batch at length ``fixed``)."""
+"""Columns of :func:`format_csv`. ``method``: always ``allocator simulation`` (a prediction,
+never a measurement); ``search``: ``seq`` (the largest length at batch ``fixed``) or
+``batch`` (the largest batch at length ``fixed``); ``device``: the GPU name or size;
+``capacity_bytes``: what the simulation gave PyTorch's segments; ``unreported_measured``:
+whether the driver's unreported memory was measured on this GPU model (else the largest
+measured was assumed); ``predicted_status``: found, above_max, below_min or unknown
+(``reason``); ``simulated_cells``: probe cells traced."""
 
 
 def format_csv(results: Sequence[PredictedSearch]) -> str:
@@ -291,6 +315,7 @@ def format_csv(results: Sequence[PredictedSearch]) -> str:
         s = r.search
         writer.writerow(
             [
+                "allocator simulation",
                 s.model,
                 s.quant,
                 s.attn,
@@ -299,6 +324,7 @@ def format_csv(results: Sequence[PredictedSearch]) -> str:
                 s.allocator,
                 s.axis,
                 s.fixed,
+                device_label(r.device_total),
                 r.device_total,
                 r.capacity,
                 r.unreported_measured,
