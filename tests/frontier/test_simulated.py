@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from functools import cache
 from pathlib import Path
 
@@ -105,6 +106,19 @@ def _probe(row, value=None):
     return json.loads((probes / records[0]["path"]).read_text())
 
 
+def _format_size(size):
+    """c10's ``format_size`` (CUDACachingAllocator.cpp), as CUDA OOM messages print sizes."""
+    for limit, unit, scale in ((1024, "bytes", 1), (2**20, "KiB", 1024), (2**30, "MiB", 2**20)):
+        if size <= limit:
+            return f"{size} bytes" if unit == "bytes" else f"{size / scale:.2f} {unit}"
+    return f"{size / 2**30:.2f} GiB"
+
+
+def _parse_size(text):
+    value, unit = text.split()
+    return float(value) * {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[unit]
+
+
 def _measured_peak_reserved(probe):
     phases = probe["memory"]["phases"].values()
     return max(p["devices"][0]["peak_reserved_bytes"] for p in phases if p.get("devices"))
@@ -143,6 +157,25 @@ def test_simulated_outcome_at_each_committed_frontier(row):
         simulated = _decide_at(row, largest_ok)
         assert simulated.status == "ok"
         measured = _measured_peak_reserved(_probe(row, largest_ok))
-        assert simulated.peak_reserved == pytest.approx(measured, rel=0.01)
+        if row["quant"] == "none":  # unquantized: to the byte
+            assert simulated.peak_reserved == measured
+        else:  # nf4: the simulated 4-bit load keeps a few MiB more reserved
+            assert simulated.peak_reserved == pytest.approx(measured, rel=0.002)
     if row["first_fail"]:
-        assert _decide_at(row, int(row["first_fail"])).status == "oom"
+        simulated = _decide_at(row, int(row["first_fail"]))
+        assert simulated.status == "oom"
+        # the request the CUDA error names, and what it says is allocated and reserved but
+        # unallocated, as the message prints them (c10's format_size); nf4 keeps up to 25 MiB
+        # more reserved in the simulation (its 4-bit load, sdpa/FA2 prefill), so there 32 MiB
+        message = _probe(row, int(row["first_fail"]))["error"]["message"]
+        free = simulated.reserved_at_oom - simulated.allocated_at_oom
+        for pattern, value in (
+            (r"Tried to allocate ([0-9.]+ [KMG]?i?B)", simulated.oom_request),
+            (r"([0-9.]+ [KMG]?i?B) is allocated by PyTorch", simulated.allocated_at_oom),
+            (r"([0-9.]+ [KMG]?i?B) is reserved by PyTorch but unallocated", free),
+        ):
+            printed = re.search(pattern, message).group(1)
+            if row["quant"] == "none":
+                assert _format_size(value) == printed, pattern
+            else:
+                assert abs(_parse_size(printed) - value) <= 32 * 2**20, pattern
