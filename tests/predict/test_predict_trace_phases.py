@@ -154,3 +154,55 @@ def test_a_prompt_past_learned_positions_is_untraceable_saying_the_run_refuses_i
     assert trace_cell(
         opt, cell("none", "eager", "bfloat16", 1, 2044, model="tiny-opt"), decode_tokens=4
     )
+
+
+STATIC_CELLS = [
+    "h200/decode/cells/mistral-7b-v0.3/none/sdpa/bfloat16/b16_s512_decode-static.json",
+    "h200/decode/cells/mistral-7b-v0.3/nf4/sdpa/bfloat16/b1_s512_decode-static.json",
+]
+"""Static-cache decode cells of the H200 decode reference (sdpa: every one within 0.24 %)."""
+
+
+@pytest.mark.parametrize("relpath", STATIC_CELLS)
+def test_static_cache_decode_traced_within_1_percent(relpath):
+    from llmbench.grid.spec import Cell
+
+    result = json.loads((REPO / "results" / "reference" / relpath).read_text())
+    cell_ = Cell.from_mapping(result["cell"])
+    traced = trace_cell(
+        config("mistral-7b-v0.3"),
+        cell_,
+        decode_tokens=result["settings"]["measurement"]["decode_tokens"],
+    )
+    phases = result["memory"]["phases"]
+    for name, predicted in (("prefill", traced.prefill), ("decode", traced.decode)):
+        measured = phases[name]["devices"][0]["peak_allocated_bytes"]
+        assert measured / predicted == pytest.approx(1.0, abs=0.01), name
+
+
+def test_static_cache_is_allocated_whole_from_the_prefill():
+    from llmbench.grid.spec import Cell
+
+    tiny = config("tiny-mistral")
+    static = Cell("tiny-mistral", "none", "sdpa", "bfloat16", 2, 64, decode_mode="static")
+    eager = Cell("tiny-mistral", "none", "sdpa", "bfloat16", 2, 64)
+    traced = trace_cell(tiny, static, decode_tokens=8)
+    # K and V of every layer: (batch, kv heads, prompt + decode_tokens, head_dim), bfloat16,
+    # and its write position (an int64 scalar on the device, one 512-byte block)
+    head_dim = tiny["hidden_size"] // tiny["num_attention_heads"]
+    layer = 2 * 2 * tiny["num_key_value_heads"] * (64 + 8) * head_dim
+    assert traced.decode_kv == tiny["num_hidden_layers"] * (2 * layer + 512)
+    assert traced.decode >= traced.load + traced.decode_kv
+    assert traced.prefill == trace_cell(tiny, eager, decode_tokens=8).prefill  # same memory pass
+
+
+@pytest.mark.parametrize(
+    ("attn", "mode", "reason"),
+    [("flash_attention_2", "static", "unpads"), ("sdpa", "graph", "private memory pool")],
+)
+def test_what_the_tracer_does_not_model_is_refused(attn, mode, reason):
+    from llmbench.grid.spec import Cell
+
+    cell_ = Cell("tiny-mistral", "none", attn, "bfloat16", 1, 64, decode_mode=mode)
+    with pytest.raises(Untraceable, match=reason):
+        trace_cell(config("tiny-mistral"), cell_, decode_tokens=8)

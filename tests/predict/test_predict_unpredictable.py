@@ -108,17 +108,28 @@ def test_table_columns_of_an_unpredictable_model_carry_the_reason(repo_root, mon
     assert all(values[k] is None for k in predict.PREDICTED_COLUMNS)
 
 
-def test_static_and_graph_decode_are_unknown_not_the_eager_numbers(repo):
+def test_static_and_graph_decode_are_never_the_eager_numbers(repo, tmp_path):
     from llmbench.grid.spec import Cell
     from llmbench.predict.method import Unpredictable, predict_cell
+    from llmbench.predict.trace.cache import cached_trace
 
     models = {"tiny-mistral": {"architecture": "config/models/tiny-mistral.json"}}
     eager = Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 64)
     assert not isinstance(predict_cell(eager, models, repo), Unpredictable)
-    for mode in ("static", "graph"):
-        cell = Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 64, decode_mode=mode)
-        answer = predict_cell(cell, models, repo)
-        assert isinstance(answer, Unpredictable) and "DynamicCache" in answer.reason
+    graph = Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 64, decode_mode="graph")
+    answer = predict_cell(graph, models, repo)
+    assert isinstance(answer, Unpredictable) and "private memory pool" in answer.reason
+    static = Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 64, decode_mode="static")
+    untraced = predict_cell(static, models, repo, trace_cache=tmp_path)
+    assert isinstance(untraced, Unpredictable) and "DynamicCache" in untraced.reason
+    config = json.loads((repo / "config/models/tiny-mistral.json").read_text())
+    cached_trace(
+        config, static, decode_tokens=32, compute_dtype="bfloat16", cache_dir=tmp_path,
+        allow_trace=True,
+    )  # fmt: skip
+    traced = predict_cell(static, models, repo, trace_cache=tmp_path)
+    assert traced.method == "tracer"
+    assert traced.decode.peak_allocated != predict_cell(eager, models, repo).decode.peak_allocated
 
 
 def test_a_non_default_int8_threshold_is_unknown_and_a_4bit_compute_dtype_is_predicted(repo):

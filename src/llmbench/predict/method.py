@@ -49,6 +49,8 @@ class Unpredictable:
 
 def hand_replay_reason(config: Mapping[str, Any], cell: Cell, decode_tokens: int) -> str | None:
     """Why the hand replay does not apply to ``cell`` of this config.json, or None."""
+    if cell.decode_mode != "eager":
+        return f"decode_mode {cell.decode_mode}: the hand replay follows DynamicCache decode"
     model_type = config.get("model_type")
     if model_type not in HAND_REPLAY_FAMILIES:
         return (
@@ -109,17 +111,16 @@ def predict_cell(
     """The prediction for a cell of the model registry ``models`` (config.yaml's ``models``):
     None when its model has no local architecture config; ``Unpredictable`` when no method
     applies or reading the config raised. ``trace_cache``: default ``repo_root /
-    TRACE_CACHE``. A static-cache or graph decode (``decode_mode`` other than eager) is
-    ``Unpredictable``: both methods follow DynamicCache decode; so is an int8 cell at a
+    TRACE_CACHE``. A static-cache decode is the tracer's only (the hand replay follows
+    DynamicCache decode); a graph decode is ``Unpredictable``; so is an int8 cell at a
     non-default ``int8_threshold`` (the outlier fraction is fitted at bitsandbytes' 6.0). A
     4-bit cell's ``bnb_compute`` is modelled (``llmbench.predict.linear``). Never raises
     ``Exception``."""
-    if cell.decode_mode != "eager":
+    if cell.decode_mode == "graph":
         return Unpredictable(
             cell,
-            f"decode_mode {cell.decode_mode}: the memory model follows DynamicCache decode "
-            "(decode_mode eager) only; a StaticCache's preallocated cache and a CUDA graph's "
-            "private memory pool are not modelled",
+            "decode_mode graph: a CUDA graph's private memory pool is not modelled "
+            "(decode_mode static, the same cache with eager launches, is traced)",
         )
     if cell.quant == "int8" and cell.int8_threshold != "default":
         return Unpredictable(

@@ -33,6 +33,11 @@ What differs between CUDA and ``meta`` and is therefore patched while tracing:
   transformers gives for no mask: skip the causal mask (SDPA ``is_causal``) when
   ``q_length == 1`` or ``kv_length == q_length`` and no local window covers ``kv_length``.
   Any other shape (a chunked prefill) needs the values: the trace fails with that reason.
+  A ``StaticCache`` run passes a 2-D mask of ``max_cache_len`` positions whose first ones are
+  the written positions and the rest zeros (``measure.phases.static``); under
+  :func:`padding_ones` (how many leading ones) the answer is transformers 5.17's for that
+  mask: no skip for a one-token step (the mask has zeros), and the prefill skip
+  (``q_offset == 0``, ones exactly over the query) for the prompt.
 
 Imports torch (and transformers' masking_utils, to patch it).
 """
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -120,6 +126,22 @@ class _Choices:
         self.sdpa: dict[int, set[str]] = {}
 
 
+_PADDING_ONES: ContextVar[int | None] = ContextVar("padding_ones", default=None)
+"""How many leading positions of the 2-D attention mask hold ones (the rest zeros) while a
+static cache runs; None: the mask is all ones (an unpadded prompt)."""
+
+
+@contextmanager
+def padding_ones(ones: int) -> Iterator[None]:
+    """While the block runs, the 2-D attention masks the model gets hold ones in their first
+    ``ones`` positions and zeros after (a ``StaticGeneration``'s mask)."""
+    token = _PADDING_ONES.set(ones)
+    try:
+        yield
+    finally:
+        _PADDING_ONES.reset(token)
+
+
 @contextmanager
 def cuda_semantics(forced_sdpa: str | None = None) -> Iterator[_Choices]:
     """Patch SDPA and float16 softmax to their CUDA behaviour (module docstring) for the
@@ -153,6 +175,13 @@ def cuda_semantics(forced_sdpa: str | None = None) -> Iterator[_Choices]:
             )
         if local_attention_size is not None and kv_length >= local_attention_size:
             return False
+        ones = _PADDING_ONES.get()
+        if ones is not None:  # a static cache's mask: `ones` leading ones, then zeros
+            if kv_offset != 0 or padding_mask.shape[-1] < kv_length:
+                raise RuntimeError("a static cache's mask at a kv offset is not traced")
+            if (q_length == 1 or kv_length == q_length) and ones >= kv_length:
+                return True
+            return q_offset == 0 and ones == q_length
         if q_length == 1 or kv_length == q_length:
             return True  # an unpadded (all-ones) mask: transformers' answer for no mask
         raise RuntimeError(
