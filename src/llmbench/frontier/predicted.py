@@ -9,8 +9,8 @@ capacity the simulation gets is that less the driver's unreported memory
 (:func:`.prediction.nvml_unreported_bytes`, measured per GPU model) and the memory a probe
 holds outside PyTorch's allocator (:data:`.prediction.OUTSIDE_ALLOCATOR_BYTES`, measured on
 the H100 and H200 with torch 2.11). Named GPUs are only those whose totals committed records
-hold (:data:`GPUS`). A search that cannot be simulated is ``unknown`` with the reason, never
-a number.
+hold (:data:`.prediction.GPUS`). A search that cannot be simulated is ``unknown`` with the
+reason, never a number.
 
 Checked: the simulated frontier equals the measured one on all 24 searches of
 ``results/reference/h100/frontier`` and the 10 of ``results/reference/h200/frontier``
@@ -21,14 +21,19 @@ Checked: the simulated frontier equals the measured one on all 24 searches of
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
 from llmbench.frontier.planning import Search, plan, search_values
-from llmbench.frontier.prediction import model_config, nvml_unreported_bytes, simulator_capacity
+from llmbench.frontier.prediction import (
+    GPUS,
+    model_config,
+    nvml_unreported_bytes,
+    simulator_capacity,
+)
 from llmbench.frontier.probes import probe_settings
-from llmbench.frontier.simulated import simulated_frontier
+from llmbench.frontier.simulated import simulated_frontier, simulator_decide
 
 HELP = """\
 --frontier: one row per search of the config's frontier: section (--configfile F: F's), one
@@ -41,14 +46,6 @@ measured where the model is not) and the memory a probe holds outside PyTorch (m
 H100 and H200, torch 2.11). unknown: the search cannot be simulated (the reason follows).
 """
 """What ``llmbench predict --help`` says of ``--frontier``."""
-
-GPUS: dict[str, int] = {
-    "h100-80gb": 85_520_809_984,
-    "h200": 150_754_820_096,
-}
-"""NVML total memory (bytes) of the GPUs committed records were measured on:
-``gpu_before.<uuid>.total_bytes`` of the H100 80GB HBM3 probes in
-``results/reference/h100/frontier`` and of the H200 probes in ``results/reference/h200/``."""
 
 
 @dataclass(frozen=True)
@@ -109,25 +106,36 @@ def _predict_one(
     unknown = PredictedSearch(search, total, "unknown", unreported_measured=measured)
     if architecture is None:
         reason = f"model {search.model!r}: no architecture config.json to trace"
-        return _with(unknown, reason=reason)
+        return replace(unknown, reason=reason)
     if search.kv_cache != "model":
         reason = f"kv_cache {search.kv_cache}: a quantized KV cache's allocations are not traced"
-        return _with(unknown, reason=reason)
+        return replace(unknown, reason=reason)
     capacity = simulator_capacity(total, search.attn)
     if capacity <= 0:
         reason = (
             f"a device of {total} bytes has nothing left for PyTorch once the driver and the "
             "CUDA context have taken theirs"
         )
-        return _with(unknown, reason=reason)
-    decide = _decider(architecture, measurement, compute_dtype, capacity)
+        return replace(unknown, reason=reason)
+    refusals: list[str] = []
+    decide = simulator_decide(
+        architecture,
+        measurement,
+        capacity,
+        bnb_4bit_compute_dtype=compute_dtype,
+        trace=_cached_trace(refusals),
+    )
     try:
         outcome, simulated = simulated_frontier(search, values, decide)
     except Exception as exc:  # noqa: BLE001 - one search's failure is its row, never a crash
-        return _with(unknown, capacity=capacity, reason=f"{type(exc).__name__}: {exc}"[:300])
+        return replace(unknown, capacity=capacity, reason=f"{type(exc).__name__}: {exc}"[:300])
     if outcome.status not in ("found", "above_max", "below_min"):
-        reason = _untraceable_reason(architecture, measurement, compute_dtype, search, values)
-        return _with(unknown, capacity=capacity, simulated=len(simulated), reason=reason)
+        reason = (
+            f"not traceable: {refusals[-1]}"
+            if refusals
+            else ("the simulation could not decide every probe")
+        )
+        return replace(unknown, capacity=capacity, simulated=len(simulated), reason=reason)
     return PredictedSearch(
         search,
         total,
@@ -140,50 +148,20 @@ def _predict_one(
     )
 
 
-def _with(base: PredictedSearch, **changes: Any) -> PredictedSearch:
-    from dataclasses import replace
-
-    return replace(base, **changes)
-
-
-def _decider(
-    architecture: Mapping[str, Any],
-    measurement: Mapping[str, Any],
-    compute_dtype: str,
-    capacity: int,
-) -> Callable[[Search, int], str]:
-    """``decide(search, value)``: the probe cell's simulated status on ``capacity`` bytes in
-    the search's allocator mode; ``untraceable`` where the tracer refuses it."""
-    from llmbench.predict.oom import allocator_config, simulate_events
+def _cached_trace(refusals: list[str]) -> Callable[..., Any]:
+    """A ``trace`` for :func:`.simulated.simulator_decide` that reuses :func:`_events` (one
+    trace per probe cell for every device and search of the run) and appends the tracer's
+    reason to ``refusals`` where it refuses a cell. Raises ``Untraceable`` as the tracer."""
     from llmbench.predict.trace.model import Untraceable
 
-    def decide(search: Search, value: int) -> str:
-        cell = search.cell(value)
+    def trace(config: Any, cell: Any, measurement: Any, *, bnb_4bit_compute_dtype: str) -> Any:
         try:
-            events = _events(_freeze(architecture), cell, _freeze(measurement), compute_dtype)
-        except Untraceable:
-            return "untraceable"
-        return simulate_events(events.events, events.marks, capacity, allocator_config(cell)).status
+            return _events(_freeze(config), cell, _freeze(measurement), bnb_4bit_compute_dtype)
+        except Untraceable as exc:
+            refusals.append(str(exc))
+            raise
 
-    return decide
-
-
-def _untraceable_reason(
-    architecture: Mapping[str, Any],
-    measurement: Mapping[str, Any],
-    compute_dtype: str,
-    search: Search,
-    values: Sequence[int],
-) -> str:
-    """The tracer's own reason for the search's largest cell (the one it refused)."""
-    from llmbench.predict.trace.model import Untraceable
-
-    try:
-        cell = search.cell(values[-1])
-        _events(_freeze(architecture), cell, _freeze(measurement), compute_dtype)
-    except Untraceable as exc:
-        return f"not traceable: {exc}"
-    return "the simulation could not decide every probe"
+    return trace
 
 
 def _freeze(mapping: Mapping[str, Any]) -> Any:

@@ -63,9 +63,17 @@ def default_predictor(device: str = "cpu", decode_tokens: int | None = None) -> 
     return reserved_need
 
 
+GPUS: dict[str, int] = {
+    "h100-80gb": 85_520_809_984,
+    "h200": 150_754_820_096,
+}
+"""NVML total memory (bytes) of the GPUs committed records were measured on:
+``gpu_before.<uuid>.total_bytes`` of the H100 80GB HBM3 probes in
+``results/reference/h100/frontier`` and of the H200 probes in ``results/reference/h200/``."""
+
 NVML_UNREPORTED_BYTES: dict[int, int] = {
-    85_520_809_984: 503_316_480,  # H100 80GB HBM3 (480 MiB): every committed H100 probe
-    150_754_820_096: 644_939_776,  # H200 (615.06 MiB): every committed H200 probe, 2026-12-04
+    GPUS["h100-80gb"]: 503_316_480,  # 480 MiB: every committed H100 probe
+    GPUS["h200"]: 644_939_776,  # 615.06 MiB: every committed H200 probe, 2026-12-04
 }
 """NVML's total - torch's ``total_memory`` of one device, by NVML total: memory the driver
 keeps that torch never reports (driver 580.159.04; ``gpu_before.total_bytes -

@@ -30,11 +30,12 @@ def simulator_decide(
     capacity: int,
     *,
     bnb_4bit_compute_dtype: str = "bfloat16",
+    trace: Callable[..., Any] | None = None,
 ) -> Decide:
     """A :data:`Decide` that traces the probe cell under ``measurement`` (the probes'
-    measurement settings) and replays it on ``capacity`` bytes
-    (``llmbench.predict.oom.simulate_cell``); an untraceable cell is ``untraceable``, which
-    stops the search."""
+    measurement settings; ``trace`` as ``llmbench.predict.oom.simulate_cell`` takes it) and
+    replays it on ``capacity`` bytes in its allocator mode; an untraceable cell is
+    ``untraceable``, which stops the search."""
     from llmbench.predict.oom import simulate_cell
     from llmbench.predict.trace.model import Untraceable
 
@@ -46,6 +47,7 @@ def simulator_decide(
                 measurement,
                 capacity,
                 bnb_4bit_compute_dtype=bnb_4bit_compute_dtype,
+                trace=trace,
             )
         except Untraceable:
             return "untraceable"

@@ -18,7 +18,7 @@ Imports ``llmbench.grid.spec.Cell`` and ``llmbench.predict.allocator``; the trac
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,19 +113,24 @@ def simulate_cell(
     capacity: int | None,
     *,
     bnb_4bit_compute_dtype: str = "bfloat16",
+    trace: Callable[..., Any] | None = None,
 ) -> SimulatedCell:
     """Trace ``cell`` as the worker runs it under ``measurement`` and replay it with
-    ``capacity`` bytes (None: unlimited) in the cell's allocator mode (``cell.allocator``:
-    ``expandable_segments`` as ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` sets it).
-    Raises ``trace.model.Untraceable``."""
-    from llmbench.predict.trace.events import trace_cell_events
+    ``capacity`` bytes (None: unlimited) in the cell's allocator mode
+    (:func:`allocator_config`). ``trace``: what traces it, called like
+    ``trace.events.trace_cell_events`` (the default; a caller that simulates one cell on
+    several capacities passes a cached one). Raises ``trace.model.Untraceable``."""
+    if trace is None:
+        from llmbench.predict.trace.events import trace_cell_events as trace
 
-    traced = trace_cell_events(
-        model_config, cell, measurement, bnb_4bit_compute_dtype=bnb_4bit_compute_dtype
-    )
+    traced = trace(model_config, cell, measurement, bnb_4bit_compute_dtype=bnb_4bit_compute_dtype)
     return simulate_events(traced.events, traced.marks, capacity, allocator_config(cell))
 
 
 def allocator_config(cell: Cell) -> AllocatorConfig:
-    """The caching-allocator settings of ``cell``'s ``allocator`` axis."""
-    return AllocatorConfig(expandable_segments=cell.allocator == "expandable_segments")
+    """The caching-allocator settings of ``cell``'s ``allocator`` axis: the
+    ``PYTORCH_CUDA_ALLOC_CONF`` the runner sets for it (``measure.allocator.SETTINGS``), read
+    as the allocator reads it."""
+    from llmbench.measure.allocator import SETTINGS
+
+    return AllocatorConfig.parse(SETTINGS[cell.allocator])
