@@ -138,10 +138,9 @@ def resume(reference: Path, target: Path, grid: str, frontier: bool = False) -> 
 
 def _predict_epilog() -> str:
     from llmbench.frontier.predicted import HELP
-    from llmbench.predict.help import PREDICT_EPILOG
+    from llmbench.predict.help import COLUMNS, SIZES
 
-    before, sizes = PREDICT_EPILOG.split("--gpu-mem reads", 1)
-    return before + HELP + "\n--gpu-mem reads" + sizes
+    return "\n".join((COLUMNS, HELP, SIZES))
 
 
 def _add_predict(commands: argparse._SubParsersAction) -> None:

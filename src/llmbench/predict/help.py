@@ -1,7 +1,8 @@
 """The column legend ``llmbench predict --help`` prints after its options: what each column
-of the one-device table and of ``--gpus N`` means, and how sizes are read. Imports nothing."""
+of the one-device table and of ``--gpus N`` means (``COLUMNS``), and how sizes are read
+(``SIZES``); ``llmbench.cli`` puts ``--frontier``'s text between them. Imports nothing."""
 
-PREDICT_EPILOG = """\
+COLUMNS = """\
 columns (GiB = 2^30 bytes):
   load                   predicted allocated memory after load (the resident weights and
                          quantization state; the load's own transient peak, e.g. a mixture
@@ -45,9 +46,13 @@ logits (copied back to the first GPU) to devices.
   modules                the device's modules (decoder layers as a range)
 A cell the planner cannot place on the GPUs (modules left on cpu/disk) fits no; a quantized
 cell is unknown (its placement goes through transformers' quantizer, not predicted).
+"""
+"""The columns of the one-device table and of ``--gpus N``."""
 
+SIZES = """\
 --gpu-mem reads 80GiB, 79.18 GiB (2^30 bytes), 24GB (10^9 bytes: 22.35 GiB), 81920MiB, or a
 bare number of GiB. --terms lists every term of each cell's peak, one a line. --format csv
 prints every number, one row per cell (with --terms, one column per term), and no header,
 closing line or reasons outside its `fits` and `reason` columns.
 """
+"""How ``--gpu-mem`` is read, ``--terms`` and ``--format csv``."""
