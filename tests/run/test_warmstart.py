@@ -178,18 +178,18 @@ def test_preload_without_a_shared_capability_leaves_cuda_to_answer(tmp_path, mon
 
 
 def test_nvml_capability_needs_every_gpu_to_agree(monkeypatch):
-    import sys
     import types
+
+    from llmbench.host import nvml
 
     capabilities = [(9, 0), (9, 0)]
     fake = types.SimpleNamespace(
-        nvmlInit=lambda: None,
-        nvmlShutdown=lambda: None,
         nvmlDeviceGetCount=lambda: len(capabilities),
         nvmlDeviceGetHandleByIndex=lambda i: i,
         nvmlDeviceGetCudaComputeCapability=lambda handle: capabilities[handle],
     )
-    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(nvml, "pynvml", fake)
+    monkeypatch.setattr(nvml, "available", lambda: True)
     assert preload.nvml_capability() == (9, 0)
     capabilities[1] = (8, 9)
     assert preload.nvml_capability() is None

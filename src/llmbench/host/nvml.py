@@ -155,11 +155,23 @@ def uuid_of(handle: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def handles() -> list[Any]:
+    """Handles of the host's GPUs in NVML's order (ignores CUDA_VISIBLE_DEVICES); empty
+    without a driver; a device NVML cannot open is None."""
+    return [_call("nvmlDeviceGetHandleByIndex", i) for i in range(device_count())]
+
+
 def uuids() -> list[str]:
     """UUIDs ("GPU-...") of the host's GPUs in NVML's order (PCI bus order, which CUDA follows
     under ``CUDA_DEVICE_ORDER=PCI_BUS_ID``); empty without a driver."""
-    found = (uuid_of(_call("nvmlDeviceGetHandleByIndex", i)) for i in range(device_count()))
+    found = (uuid_of(handle) for handle in handles())
     return [uuid for uuid in found if uuid is not None]
+
+
+def compute_capability(handle: Any) -> tuple[int, int] | None:
+    """CUDA compute capability (major, minor) of a device, read without initialising CUDA."""
+    value = _call("nvmlDeviceGetCudaComputeCapability", handle) if handle is not None else None
+    return (int(value[0]), int(value[1])) if value is not None else None
 
 
 def process_name(pid: int) -> str | None:

@@ -34,27 +34,15 @@ PRELOAD: tuple[str, ...] = (
 
 def nvml_capability() -> tuple[int, int] | None:
     """The CUDA compute capability (major, minor) that every GPU NVML sees shares, read
-    without initialising CUDA (``nvmlDeviceGetCudaComputeCapability``); None when NVML is
-    missing, sees no GPU, or the GPUs differ (then no child's device is known in advance)."""
-    try:
-        import pynvml
+    without initialising CUDA (``host.nvml.compute_capability``); None when NVML is missing,
+    sees no GPU, cannot read one, or the GPUs differ (then no child's device is known in
+    advance)."""
+    from llmbench.host import nvml
 
-        pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no NVML library, no driver
+    capabilities = {nvml.compute_capability(handle) for handle in nvml.handles()}
+    if len(capabilities) != 1 or None in capabilities:
         return None
-    try:
-        capabilities = {
-            tuple(pynvml.nvmlDeviceGetCudaComputeCapability(pynvml.nvmlDeviceGetHandleByIndex(i)))
-            for i in range(pynvml.nvmlDeviceGetCount())
-        }
-    except Exception:  # noqa: BLE001 - a device NVML cannot read
-        return None
-    finally:
-        pynvml.nvmlShutdown()
-    if len(capabilities) != 1:
-        return None
-    major, minor = capabilities.pop()
-    return int(major), int(minor)
+    return capabilities.pop()
 
 
 def preload(

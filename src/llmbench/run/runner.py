@@ -79,9 +79,8 @@ def _start_worker(
                 return child, child.start_method
             except OSError as exc:
                 fallback = f"spawn ({exc})"
-        elif warmstart.refused_path(socket_path).exists():
-            reason = warmstart.refused_path(socket_path).read_text().strip()
-            fallback = f"spawn (warm-start server off: {reason})"
+        elif (refused := warmstart.refused_path(socket_path)).exists():
+            fallback = f"spawn (warm-start server off: {refused.read_text().strip()})"
         else:
             fallback = "spawn (warm-start server not ready)"
     process = subprocess.Popen(
