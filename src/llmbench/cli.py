@@ -145,7 +145,7 @@ def _predict_epilog() -> str:
 
 def _add_predict(commands: argparse._SubParsersAction) -> None:
     """The ``predict`` subcommand's options."""
-    from llmbench.frontier.predicted import GPUS
+    from llmbench.frontier.prediction import GPUS
 
     predictor = commands.add_parser(
         "predict",
@@ -286,11 +286,11 @@ def _predict(args: argparse.Namespace) -> None:
 def _predict_frontier(args: argparse.Namespace) -> None:
     """``predict --frontier``: the predicted frontier per device (llmbench.frontier.predicted)."""
     from llmbench import predict
-    from llmbench.frontier import predicted
+    from llmbench.frontier import predicted, prediction
 
     if args.gpus is not None or args.terms or args.grid or args.device_map:
         raise UsageError("--frontier takes --configfile, --gpu, --gpu-mem and --format only")
-    totals = [predicted.GPUS[name] for name in args.gpu or []]  # argparse checked the names
+    totals = [prediction.GPUS[name] for name in args.gpu or []]  # argparse checked the names
     for size in (args.gpu_mem or "").split(","):
         if size.strip():
             try:
