@@ -160,6 +160,29 @@ def test_preload_answers_the_compute_capability_from_nvml(tmp_path, monkeypatch)
     assert torch.cuda.get_device_capability is original  # restored after the preload
 
 
+def test_preload_answers_dynamos_device_properties_from_nvml(tmp_path, monkeypatch):
+    # torchao's mx_formats kernels call torch.utils._triton.has_triton() at import, which asks
+    # dynamo's CudaInterface.Worker.get_device_properties().major: torch.cuda.current_device()
+    # initialised CUDA in the preload on the H200. It is answered with the NVML capability.
+    (tmp_path / "asks_properties.py").write_text(
+        "from torch._dynamo.device_interface import CudaInterface\n"
+        "PROPERTIES = CudaInterface.Worker.get_device_properties()\n"
+        "ANSWER = (PROPERTIES.major, PROPERTIES.minor)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pytest.importorskip("torch")
+    from torch._dynamo.device_interface import CudaInterface
+
+    original = CudaInterface.Worker.get_device_properties
+    report = preload.preload(["torch", "asks_properties"], capability=(9, 0))
+    assert report["loaded"] == ["torch", "asks_properties"]
+    assert not report["cuda_initialized"]
+    import asks_properties
+
+    assert asks_properties.ANSWER == (9, 0)
+    assert CudaInterface.Worker.get_device_properties is original  # restored
+
+
 def test_preload_without_a_shared_capability_leaves_cuda_to_answer(tmp_path, monkeypatch):
     (tmp_path / "asks_capability_2.py").write_text(
         "import torch\nANSWER = torch.cuda.get_device_capability()\n"

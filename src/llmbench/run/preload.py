@@ -10,6 +10,7 @@ import importlib
 import os
 import sys
 import time
+import types
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -59,6 +60,12 @@ def preload(
     (``capability``: True = :func:`nvml_capability`; a tuple = that answer; None/False =
     leave CUDA's own), which is the answer CUDA gives in every child when all GPUs share one
     capability; where they do not, CUDA's own answer is kept and the warm start stays off.
+    The same import also reaches ``torch.utils._triton.has_triton()`` (torchao's mx_formats
+    kernels, through transformers' safetensors conversion), which asks dynamo's
+    ``CudaInterface.Worker.get_device_properties().major`` (``torch.cuda.current_device()``
+    initialises CUDA; seen on the H200, 2026-12-04): dynamo's worker is answered with the
+    same capability (``major``/``minor`` only) for the preload, and ``has_triton`` keeps the
+    answer a child would compute.
     """
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     started = time.perf_counter()
@@ -85,8 +92,9 @@ def preload(
 
 @contextlib.contextmanager
 def _capability_answered(capability: tuple[int, int] | None) -> Iterator[None]:
-    """While the block runs, ``torch.cuda.get_device_capability`` returns ``capability``
-    (after importing torch for it); nothing changes when ``capability`` is None."""
+    """While the block runs, ``torch.cuda.get_device_capability`` returns ``capability`` and
+    dynamo's ``CudaInterface.Worker.get_device_properties`` an object with its ``major`` and
+    ``minor`` (after importing torch for them); nothing changes when ``capability`` is None."""
     try:
         import torch.cuda
     except ImportError:  # the preload reports torch missing
@@ -94,12 +102,19 @@ def _capability_answered(capability: tuple[int, int] | None) -> Iterator[None]:
     if capability is None:
         yield
         return
+    from torch._dynamo.device_interface import CudaInterface
+
+    major, minor = capability
+    properties = types.SimpleNamespace(major=major, minor=minor)
     original = torch.cuda.get_device_capability
+    original_properties = CudaInterface.Worker.get_device_properties
     torch.cuda.get_device_capability = lambda device=None: capability
+    CudaInterface.Worker.get_device_properties = staticmethod(lambda device=None: properties)
     try:
         yield
     finally:
         torch.cuda.get_device_capability = original
+        CudaInterface.Worker.get_device_properties = staticmethod(original_properties)
 
 
 def refusal_reason(report: Mapping[str, Any]) -> str | None:
