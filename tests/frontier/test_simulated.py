@@ -95,6 +95,7 @@ def _search(row):
         row["dtype"],
         row["search"],
         int(row["batch"] or row["seq"]),
+        allocator=row.get("allocator") or "default",
     )
 
 
@@ -124,12 +125,21 @@ def _measured_peak_reserved(probe):
     return max(p["devices"][0]["peak_reserved_bytes"] for p in phases if p.get("devices"))
 
 
+def _released_within_a_phase(probe):
+    """Whether an ``expandable_segments`` probe ended a phase with less reserved than the
+    phase's peak (pages unmapped: nothing else lowers reserved in that mode)."""
+    if probe["cell"].get("allocator", "default") != "expandable_segments":
+        return False
+    devices = [p["devices"][0] for p in probe["memory"]["phases"].values() if p.get("devices")]
+    return any(d["reserved_bytes"] < d["peak_reserved_bytes"] for d in devices)
+
+
 @cache
-def _simulated(quant, attn, batch, seq, measurement, capacity):
+def _simulated(quant, attn, batch, seq, allocator, measurement, capacity):
     from llmbench.grid.spec import Cell
     from llmbench.predict.oom import simulate_cell
 
-    cell = Cell("mistral-7b-v0.3", quant, attn, "bfloat16", batch, seq)
+    cell = Cell("mistral-7b-v0.3", quant, attn, "bfloat16", batch, seq, allocator=allocator)
     return simulate_cell(_model_config(), cell, dict(measurement), capacity)
 
 
@@ -141,7 +151,9 @@ def _decide_at(row, value):
     search = _search(row)
     cell = search.cell(value)
     capacity = capacity_from_record(probe)
-    return _simulated(cell.quant, cell.attn, cell.batch, cell.seq, measurement, capacity)
+    return _simulated(
+        cell.quant, cell.attn, cell.batch, cell.seq, cell.allocator, measurement, capacity
+    )
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r["path"].split("reference/")[1][:-5])
@@ -156,8 +168,15 @@ def test_simulated_outcome_at_each_committed_frontier(row):
         largest_ok = int(row["largest_ok"])
         simulated = _decide_at(row, largest_ok)
         assert simulated.status == "ok"
-        measured = _measured_peak_reserved(_probe(row, largest_ok))
-        if row["quant"] == "none":  # unquantized: to the byte
+        probe = _probe(row, largest_ok)
+        measured = _measured_peak_reserved(probe)
+        if _released_within_a_phase(probe):
+            # expandable segments give pages back only through release_cached_blocks (a
+            # failed mapping's retry, or empty_cache, which the worker never calls): the real
+            # allocator released pages the simulation kept mapped (sdpa batch 16 x 32768 on
+            # the H200: 2.13 GiB, 1.6 %; README of results/reference/h200/frontier)
+            assert measured < simulated.peak_reserved <= measured * 1.02
+        elif row["quant"] == "none":  # unquantized: to the byte
             assert simulated.peak_reserved == measured
         else:  # nf4: the simulated 4-bit load keeps a few MiB more reserved
             assert simulated.peak_reserved == pytest.approx(measured, rel=0.002)
