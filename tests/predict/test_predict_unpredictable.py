@@ -132,16 +132,25 @@ def test_static_and_graph_decode_are_never_the_eager_numbers(repo, tmp_path):
     assert traced.decode.peak_allocated != predict_cell(eager, models, repo).decode.peak_allocated
 
 
-def test_a_non_default_int8_threshold_is_unknown_and_a_4bit_compute_dtype_is_predicted(repo):
+def test_an_int8_threshold_and_a_4bit_compute_dtype_are_predicted(repo):
     from llmbench.grid.spec import Cell
-    from llmbench.predict.method import Unpredictable, predict_cell
+    from llmbench.predict.method import predict_cell
     from llmbench.predict.prediction import Prediction
 
-    models = {"tiny-mistral": {"architecture": "config/models/tiny-mistral.json"}}
-    default = Cell("tiny-mistral", "int8", "sdpa", "bfloat16", 1, 64)
-    assert isinstance(predict_cell(default, models, repo), Prediction)
-    four = Cell("tiny-mistral", "int8", "sdpa", "bfloat16", 1, 64, int8_threshold="4")
-    answer = predict_cell(four, models, repo)
-    assert isinstance(answer, Unpredictable) and "int8_threshold 4" in answer.reason
+    models = {
+        "tiny-mistral": {"architecture": "config/models/tiny-mistral.json"},
+        "mistral-7b-v0.3": {"architecture": "config/models/mistral-7b-v0.3.json"},
+    }
+    peaks = {}
+    for threshold in ("default", "0", "4"):
+        cell = Cell(
+            "mistral-7b-v0.3", "int8", "sdpa", "bfloat16", 1, 1024, int8_threshold=threshold
+        )
+        answer = predict_cell(cell, models, repo)
+        assert isinstance(answer, Prediction)
+        peaks[threshold] = answer.prefill.peak_allocated
+    # threshold 0: no |A| >= t mask, no outlier columns or state (bitsandbytes' threshold > 0
+    # branch), so never more than at 6.0; a lower threshold never fewer outliers than 6.0
+    assert peaks["0"] < peaks["default"] <= peaks["4"]
     fp32 = Cell("tiny-mistral", "fp4", "sdpa", "bfloat16", 1, 64, bnb_compute="float32")
     assert isinstance(predict_cell(fp32, models, repo), Prediction)

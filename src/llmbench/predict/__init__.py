@@ -21,8 +21,8 @@ dtype other than the configured one (grid axis ``bnb_compute``), forced SDPA
 backends (math in bf16, efficient, cuDNN), int8 with fp16, Llama/Qwen2 shapes, and 4-bit
 layers at 5-1536 rows (e.g. decode with batch > 4), where the dequantize fallback is assumed
 although bitsandbytes may pick its fused kernel on some GPUs (over-prediction of at most one
-dequantized weight). LLM.int8 at a non-default ``int8_threshold`` is not predicted
-(``Unpredictable``: the outlier fraction is fitted at 6.0). One device is assumed
+dequantized weight). LLM.int8's outlier columns are those of a random-weight checkpoint at
+the cell's ``int8_threshold`` (``outliers``; none at 0). One device is assumed
 (``device_map`` that places the whole model on one GPU), except by ``multigpu``.
 
 Modules, each importing only those above it in this list:

@@ -9,7 +9,7 @@ Imports ``llmbench.predict.replay``, ``outliers`` and ``constants``.
 
 from __future__ import annotations
 
-from llmbench.predict.constants import DTYPE_BYTES
+from llmbench.predict.constants import DTYPE_BYTES, INT8_THRESHOLD
 from llmbench.predict.outliers import int8_outlier_fraction
 from llmbench.predict.replay import _Context, _Replay
 
@@ -97,11 +97,14 @@ def _linear_4bit(r: _Replay, ctx: _Context, rows: int, projection: str, term: st
 
 
 def _linear_int8(r: _Replay, ctx: _Context, rows: int, projection: str, term: str) -> str:
-    """bitsandbytes ``MatMul8bitLt.forward`` (inference), LLM.int8 with threshold 6.0.
+    """bitsandbytes ``MatMul8bitLt.forward`` (inference), LLM.int8 at the cell's
+    ``llm_int8_threshold`` (bitsandbytes' 6.0 unless the cell names one).
 
     1. ``A.to(float16)`` (a copy unless fp16); ``int8_vectorwise_quant``: row stats, int8
-       ``CA``, ``A.abs()`` and the ``>= 6`` mask (bool), outlier columns (int64, kept as
-       ``state.idx`` until the next forward).
+       ``CA``, and with a threshold above 0 ``A.abs()`` and the ``>= threshold`` mask (bool),
+       outlier columns (int64, kept as ``state.idx`` until the next forward). At threshold 0
+       there is no mask and no ``state.idx``, and step 2 is ``int8_scaled_mm`` alone (no
+       outlier part: ``MatMul8bitLt.forward``'s ``state.threshold > 0`` branch).
     2. ``int8_mixed_scaled_mm``: outlier input columns ``A[:, cols]``; weight columns
        ``CB[:, cols]`` (int8) dequantized as ``CB * SCB * (1/127)`` (two float32 tensors) and
        cast to the dtype; ``int8_linear_matmul`` into int32 ``rows x out``;
@@ -113,14 +116,20 @@ def _linear_int8(r: _Replay, ctx: _Context, rows: int, projection: str, term: st
     a16 = None if fp16 else r.alloc("quant_scratch", rows * in_f * 2)
     row_stats = r.alloc("quant_scratch", rows * 4)
     ca = r.alloc("quant_scratch", rows * in_f)
-    absolute = r.alloc("quant_scratch", rows * in_f * 2)
-    mask = r.alloc("quant_scratch", rows * in_f)
-    r.free(absolute)
-    n_out = round(int8_outlier_fraction(ctx.arch, rows, projection) * in_f)
-    r.free(mask, a16)
-    idx_name = f"int8_idx_{projection}"
-    r.free(idx_name)
-    r.alloc("int8_outlier_state", n_out * 8, name=idx_name)
+    threshold = ctx.cell.llm_int8_threshold
+    threshold = INT8_THRESHOLD if threshold is None else threshold
+    n_out = 0
+    if threshold > 0:
+        absolute = r.alloc("quant_scratch", rows * in_f * 2)
+        mask = r.alloc("quant_scratch", rows * in_f)
+        r.free(absolute)
+        n_out = round(int8_outlier_fraction(ctx.arch, rows, projection, threshold) * in_f)
+        r.free(mask)
+        idx_name = f"int8_idx_{projection}"
+        r.free(a16, idx_name)
+        r.alloc("int8_outlier_state", n_out * 8, name=idx_name)
+    else:
+        r.free(a16)
     sub_a = sub_b = None
     if n_out:
         sub_a = r.alloc("quant_scratch", rows * n_out * a)

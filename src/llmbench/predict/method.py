@@ -28,7 +28,7 @@ from typing import Any
 
 from llmbench.grid.spec import Cell
 from llmbench.predict.architecture import Architecture, model_config_for
-from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, INT8_THRESHOLD, granule
+from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, granule
 from llmbench.predict.kvcache import with_quantized_cache
 from llmbench.predict.prediction import PhasePrediction, Prediction, predict
 from llmbench.predict.replay import Terms
@@ -112,22 +112,15 @@ def predict_cell(
     None when its model has no local architecture config; ``Unpredictable`` when no method
     applies or reading the config raised. ``trace_cache``: default ``repo_root /
     TRACE_CACHE``. A static-cache decode is the tracer's only (the hand replay follows
-    DynamicCache decode); a graph decode is ``Unpredictable``; so is an int8 cell at a
-    non-default ``int8_threshold`` (the outlier fraction is fitted at bitsandbytes' 6.0). A
-    4-bit cell's ``bnb_compute`` is modelled (``llmbench.predict.linear``). Never raises
-    ``Exception``."""
+    DynamicCache decode); a graph decode is ``Unpredictable``. An int8 cell's
+    ``int8_threshold`` is modelled (outlier columns at that threshold,
+    ``llmbench.predict.outliers``; none at 0). A 4-bit cell's ``bnb_compute`` is modelled
+    (``llmbench.predict.linear``). Never raises ``Exception``."""
     if cell.decode_mode == "graph":
         return Unpredictable(
             cell,
             "decode_mode graph: a CUDA graph's private memory pool is not modelled "
             "(decode_mode static, the same cache with eager launches, is traced)",
-        )
-    if cell.quant == "int8" and cell.int8_threshold != "default":
-        return Unpredictable(
-            cell,
-            f"int8_threshold {cell.int8_threshold}: LLM.int8's outlier columns are modelled "
-            f"at bitsandbytes' default threshold {INT8_THRESHOLD} only (their fraction is "
-            "fitted on the reference; llmbench.predict.outliers)",
         )
     if cell.kv_quantization is not None:
         return _quantized_cache_cell(

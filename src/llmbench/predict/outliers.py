@@ -1,5 +1,6 @@
 """LLM.int8 outlier columns of random-weight checkpoints: which fraction of a projection's
-input columns reaches bitsandbytes' threshold (``INT8_THRESHOLD``) and is computed in 16-bit.
+input columns reaches bitsandbytes' threshold (``llm_int8_threshold``, default
+``INT8_THRESHOLD``) and is computed in 16-bit.
 
 Imports ``llmbench.predict.architecture`` and ``llmbench.predict.constants``.
 """
@@ -14,8 +15,10 @@ from llmbench.predict.constants import INT8_THRESHOLD
 
 
 @functools.lru_cache(maxsize=64)
-def _down_proj_outlier_probability(hidden_size: int, initializer_range: float) -> float:
-    """P(|silu(g) * u| >= 6) for g, u ~ N(0, hidden * std^2) independent.
+def _down_proj_outlier_probability(
+    hidden_size: int, initializer_range: float, threshold: float = INT8_THRESHOLD
+) -> float:
+    """P(|silu(g) * u| >= threshold) for g, u ~ N(0, hidden * std^2) independent.
 
     In a random-weight checkpoint the input of ``down_proj`` is ``silu(gate) * up`` with
     ``gate = W_g x``, ``up = W_u x``, ``x`` the RMS-normalised hidden state (RMS 1, norm
@@ -33,13 +36,17 @@ def _down_proj_outlier_probability(hidden_size: int, initializer_range: float) -
         g = sigma * z
         silu = abs(g / (1.0 + math.exp(-g)))
         if silu > 0.0:
-            tail = math.erfc(INT8_THRESHOLD / (silu * sigma) / math.sqrt(2.0))  # P(|u| >= 6/silu)
+            # P(|u| >= threshold / silu)
+            tail = math.erfc(threshold / (silu * sigma) / math.sqrt(2.0))
             probability += math.exp(-z * z / 2.0) / math.sqrt(2.0 * math.pi) * tail * width
     return probability
 
 
-def int8_outlier_fraction(arch: Architecture, rows: int, projection: str) -> float:
-    """Fraction of a projection's input columns LLM.int8 treats as outliers for ``rows`` rows.
+def int8_outlier_fraction(
+    arch: Architecture, rows: int, projection: str, threshold: float = INT8_THRESHOLD
+) -> float:
+    """Fraction of a projection's input columns LLM.int8 treats as outliers for ``rows`` rows
+    at ``threshold`` (> 0; at 0 bitsandbytes holds no outliers back and this is not asked).
 
     A column is an outlier column when ANY of its ``rows`` entries reaches the threshold:
     ``1 - (1 - p)^rows``. Only ``down_proj`` has non-negligible ``p`` (see
@@ -50,5 +57,5 @@ def int8_outlier_fraction(arch: Architecture, rows: int, projection: str) -> flo
     """
     if projection != "down_proj":
         return 0.0
-    p = _down_proj_outlier_probability(arch.shape.hidden_size, arch.initializer_range)
+    p = _down_proj_outlier_probability(arch.shape.hidden_size, arch.initializer_range, threshold)
     return 1.0 - (1.0 - p) ** rows
