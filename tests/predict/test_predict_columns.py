@@ -78,3 +78,26 @@ def test_generate_prefill_is_predicted_and_compared_on_the_h200_decode_reference
         ratios.append(columns["generate_prefill_measured_over_predicted"])
     assert len(ratios) == 16
     assert all(1.0 <= r < 1.002 for r in ratios), ratios  # within +0.2 %, never below
+
+
+def test_every_h200_quant_cell_is_predicted_within_one_percent(repo):
+    """Issue 16's bar on its reference: each weight format (int8 at thresholds 0, 6 and 16,
+    nf4 and nf4-dq in bf16 and fp32 compute, fp8, fp8-dyn) and KV-cache format (quanto int4
+    and int2, HQQ int4) has a prediction, and its after-load, prefill and decode peaks are
+    within 1 % of the measured ones."""
+    import json
+
+    from llmbench.predict.columns import table_columns
+
+    seen = set()
+    for path in sorted((repo / "results/reference/h200/quant/cells").rglob("*.json")):
+        result = json.loads(path.read_text())
+        assert result["status"] == "ok", path
+        cell = result["cell"]
+        seen.add((cell["quant"], cell["int8_threshold"], cell["kv_cache"]))
+        columns = table_columns(result, repo)
+        for phase in ("load", "prefill", "decode"):
+            ratio = columns[f"{phase}_measured_over_predicted"]
+            assert abs(ratio - 1) < 0.01, (path.name, phase, ratio)
+    assert {("int8", "0", "model"), ("int8", "16", "model"), ("fp8-dyn", "default", "model")} < seen
+    assert {("none", "default", kv) for kv in ("quanto-int4", "quanto-int2", "hqq-int4")} < seen
