@@ -116,20 +116,22 @@ def test_static_and_graph_decode_are_never_the_eager_numbers(repo, tmp_path):
     models = {"tiny-mistral": {"architecture": "config/models/tiny-mistral.json"}}
     eager = Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 64)
     assert not isinstance(predict_cell(eager, models, repo), Unpredictable)
-    graph = Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 64, decode_mode="graph")
-    answer = predict_cell(graph, models, repo)
-    assert isinstance(answer, Unpredictable) and "private memory pool" in answer.reason
-    static = Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 64, decode_mode="static")
-    untraced = predict_cell(static, models, repo, trace_cache=tmp_path)
-    assert isinstance(untraced, Unpredictable) and "DynamicCache" in untraced.reason
     config = json.loads((repo / "config/models/tiny-mistral.json").read_text())
-    cached_trace(
-        config, static, decode_tokens=32, compute_dtype="bfloat16", cache_dir=tmp_path,
-        allow_trace=True,
-    )  # fmt: skip
-    traced = predict_cell(static, models, repo, trace_cache=tmp_path)
-    assert traced.method == "tracer"
-    assert traced.decode.peak_allocated != predict_cell(eager, models, repo).decode.peak_allocated
+    decodes = {}
+    for mode in ("static", "graph"):
+        cell = Cell("tiny-mistral", "none", "sdpa", "bfloat16", 1, 64, decode_mode=mode)
+        untraced = predict_cell(cell, models, repo, trace_cache=tmp_path)
+        assert isinstance(untraced, Unpredictable) and "DynamicCache" in untraced.reason
+        cached_trace(
+            config, cell, decode_tokens=32, compute_dtype="bfloat16", cache_dir=tmp_path,
+            allow_trace=True,
+        )  # fmt: skip
+        traced = predict_cell(cell, models, repo, trace_cache=tmp_path)
+        assert traced.method == "tracer"
+        decodes[mode] = traced.decode.peak_allocated
+    assert decodes["static"] != predict_cell(eager, models, repo).decode.peak_allocated
+    # a graph decode adds the warm-up and capture streams' cuBLAS workspaces (32 MiB each)
+    assert decodes["graph"] > decodes["static"] + 64 * 2**20
 
 
 def test_an_int8_threshold_and_a_4bit_compute_dtype_are_predicted(repo):

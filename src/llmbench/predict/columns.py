@@ -88,6 +88,7 @@ def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> d
         root,
         bnb_4bit_compute_dtype=settings.get("bnb_4bit_compute_dtype") or "bfloat16",
         decode_tokens=int(measurement.get("decode_tokens") or 32),
+        decode_warmup_tokens=int(measurement.get("decode_warmup_tokens") or 0),
     )
     if prediction is None:
         return columns

@@ -22,6 +22,15 @@ stream; the default ``CUBLAS_WORKSPACE_CONFIG`` on Hopper is ``:4096:8`` = 32 Mi
 in every H100 reference cell, allocated after prefill - allocated after load - prompt ids
 (``b*s*8``) = 33,554,432 bytes (bf16/fp32, none/nf4; int8 adds its outlier state)."""
 
+GRAPH_CUBLAS_WORKSPACES = 3
+"""cuBLAS workspaces (``CUBLAS_WORKSPACE_BYTES`` each, one per stream that ran a matmul,
+never freed) alive at a graph decode's peak: the default stream's (prefill, truth-check
+steps), the side stream's of the warm-up steps, and the capture stream's
+(``torch.cuda.graph``'s own stream), allocated into the graph's pool. A static decode has
+the first only. Measured on the H200 decode reference (2026-12-04): graph minus static decode
+peak allocated is 64.3 MiB at batch 1 × 512 (sdpa, bf16 and nf4), two workspaces and the
+few more cached positions and the float32 logits a graph cell keeps."""
+
 CUDA_CONTEXT_BYTES = 543_162_368
 """CUDA context + kernel images of one process, outside PyTorch's allocator: NVML's
 per-process used bytes - torch reserved bytes after load, identical (518 MiB) in all 46 H100

@@ -28,7 +28,11 @@ from typing import Any
 
 from llmbench.grid.spec import Cell
 from llmbench.predict.architecture import Architecture, model_config_for
-from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, granule
+from llmbench.predict.constants import (
+    CUBLAS_WORKSPACE_BYTES,
+    GRAPH_CUBLAS_WORKSPACES,
+    granule,
+)
 from llmbench.predict.kvcache import with_quantized_cache
 from llmbench.predict.prediction import PhasePrediction, Prediction, predict
 from llmbench.predict.replay import Terms
@@ -72,17 +76,20 @@ def hand_replay_reason(config: Mapping[str, Any], cell: Cell, decode_tokens: int
 def traced_prediction(cell: Cell, entry: Mapping[str, Any]) -> Prediction:
     """A ``Prediction`` from a trace cache entry (bytes): weights, workspace, inputs (prompt
     ids ``b*s*8``, decode token ``b*8``) and the KV cache the phase leaves by term, the rest
-    of each peak ``traced`` (the forward's temporaries)."""
+    of each peak ``traced`` (the forward's temporaries); a graph decode has one workspace per
+    stream (``constants.GRAPH_CUBLAS_WORKSPACES``)."""
     load = int(entry["load"])
     prompt = granule(cell.batch * cell.seq * 8)
 
     def phase(name: str, inputs: int) -> PhasePrediction:
         peak = int(entry[name])
-        rest = max(peak - load - CUBLAS_WORKSPACE_BYTES - inputs, 0)
+        graph = name == "decode" and cell.decode_mode == "graph"
+        workspace = CUBLAS_WORKSPACE_BYTES * (GRAPH_CUBLAS_WORKSPACES if graph else 1)
+        rest = max(peak - load - workspace - inputs, 0)
         kv = min(int(entry.get(f"{name}_kv", 0)), rest)
         terms = Terms(
             weights=load,
-            cuda_workspace=CUBLAS_WORKSPACE_BYTES,
+            cuda_workspace=workspace,
             inputs=inputs,
             kv_cache=kv,
             traced=rest - kv,
@@ -107,21 +114,17 @@ def predict_cell(
     bnb_4bit_compute_dtype: str = "bfloat16",
     decode_tokens: int = 32,
     trace_cache: Path | None = None,
+    decode_warmup_tokens: int = 4,
 ) -> Prediction | Unpredictable | None:
     """The prediction for a cell of the model registry ``models`` (config.yaml's ``models``):
     None when its model has no local architecture config; ``Unpredictable`` when no method
     applies or reading the config raised. ``trace_cache``: default ``repo_root /
-    TRACE_CACHE``. A static-cache decode is the tracer's only (the hand replay follows
-    DynamicCache decode); a graph decode is ``Unpredictable``. An int8 cell's
+    TRACE_CACHE``. A static-cache or CUDA-graph decode is the tracer's only (the hand replay
+    follows DynamicCache decode; ``decode_warmup_tokens``, the measurement's, sizes a graph
+    decode's cache). An int8 cell's
     ``int8_threshold`` is modelled (outlier columns at that threshold,
     ``llmbench.predict.outliers``; none at 0). A 4-bit cell's ``bnb_compute`` is modelled
     (``llmbench.predict.linear``). Never raises ``Exception``."""
-    if cell.decode_mode == "graph":
-        return Unpredictable(
-            cell,
-            "decode_mode graph: a CUDA graph's private memory pool is not modelled "
-            "(decode_mode static, the same cache with eager launches, is traced)",
-        )
     if cell.kv_quantization is not None:
         return _quantized_cache_cell(
             cell, models, repo_root, bnb_4bit_compute_dtype, decode_tokens, trace_cache
@@ -147,6 +150,7 @@ def predict_cell(
             decode_tokens=decode_tokens,
             compute_dtype=bnb_4bit_compute_dtype,
             cache_dir=repo_root / TRACE_CACHE if trace_cache is None else trace_cache,
+            decode_warmup_tokens=decode_warmup_tokens,
         )
     except Exception as exc:  # one model's failure is its cells' data, not everyone's crash
         return Unpredictable(cell, f"cannot predict {cell.model} from {source}: {exc!r}")

@@ -32,6 +32,7 @@ def iter_predictions(
     *,
     bnb_4bit_compute_dtype: str = "bfloat16",
     decode_tokens: int = 32,
+    decode_warmup_tokens: int = 4,
 ) -> Iterable[tuple[Cell, Prediction | Unpredictable | None]]:
     """(cell, prediction, or None when the model has no architecture config, or Unpredictable
     with the reason when the memory model cannot handle it: ``predict_cell``)."""
@@ -44,6 +45,7 @@ def iter_predictions(
                 repo_root,
                 bnb_4bit_compute_dtype=bnb_4bit_compute_dtype,
                 decode_tokens=decode_tokens,
+                decode_warmup_tokens=decode_warmup_tokens,
             ),
         )
 
@@ -368,6 +370,7 @@ def grid_prediction_rows(
             repo_root,
             bnb_4bit_compute_dtype=config.get("bnb_4bit_compute_dtype", "bfloat16"),
             decode_tokens=int(measurement.get("decode_tokens", 32)),
+            decode_warmup_tokens=int(measurement.get("decode_warmup_tokens", 4)),
         )
     ]
     return [flag_cannot_run(row, device) for row in rows]

@@ -2,7 +2,8 @@
 the tracer without torch and in milliseconds (a trace takes 1-5 s of CPU per cell).
 
 Key: SHA-256 of the canonical JSON of everything the trace depends on - the architecture
-config.json, the cell's quant / attn / dtype / batch / seq, ``decode_tokens``, the
+config.json, the cell's quant / attn / dtype / batch / seq, ``decode_tokens`` (and for a
+``graph`` decode ``decode_warmup_tokens``), the
 bitsandbytes compute dtype, the installed torch, transformers and bitsandbytes versions
 (``importlib.metadata``, no import) and ``TRACER_VERSION``. A different library or tracer
 version is a different key: stale entries are never read, only left behind.
@@ -63,11 +64,16 @@ def library_versions() -> dict[str, str | None]:
 
 
 def trace_key(
-    config: Mapping[str, Any], cell: Cell, *, decode_tokens: int, compute_dtype: str
+    config: Mapping[str, Any],
+    cell: Cell,
+    *,
+    decode_tokens: int,
+    compute_dtype: str,
+    decode_warmup_tokens: int = 4,
 ) -> dict[str, Any]:
     """Everything a traced cell depends on (module docstring); its hash names the entry."""
     shape = {k: v for k, v in asdict(cell).items() if k != "model"}
-    return {
+    key = {
         "config": dict(config),
         "cell": shape,
         "decode_tokens": decode_tokens,
@@ -75,6 +81,9 @@ def trace_key(
         "versions": library_versions(),
         "tracer_version": TRACER_VERSION,
     }
+    if cell.decode_mode == "graph":  # its cache also holds the warm-up steps' positions
+        key["decode_warmup_tokens"] = decode_warmup_tokens
+    return key
 
 
 def _path(cache_dir: Path, key: Mapping[str, Any]) -> Path:
@@ -99,10 +108,17 @@ def cached_trace(
     compute_dtype: str,
     cache_dir: Path,
     allow_trace: bool = False,
+    decode_warmup_tokens: int = 4,
 ) -> dict[str, Any] | None:
     """The cell's trace entry from ``cache_dir``; when missing, traced and written if
     ``allow_trace`` (raises what writing raises), else None."""
-    key = trace_key(config, cell, decode_tokens=decode_tokens, compute_dtype=compute_dtype)
+    key = trace_key(
+        config,
+        cell,
+        decode_tokens=decode_tokens,
+        compute_dtype=compute_dtype,
+        decode_warmup_tokens=decode_warmup_tokens,
+    )
     # a JSON round trip, so that the key compares equal to the one read back
     key = json.loads(json.dumps(key))
     entry = read_entry(cache_dir, key)
@@ -113,7 +129,11 @@ def cached_trace(
 
     try:
         traced = trace_cell(
-            config, cell, decode_tokens=decode_tokens, bnb_4bit_compute_dtype=compute_dtype
+            config,
+            cell,
+            decode_tokens=decode_tokens,
+            bnb_4bit_compute_dtype=compute_dtype,
+            decode_warmup_tokens=decode_warmup_tokens,
         )
         entry = {"key": key, **asdict(traced)}
         entry["sdpa"] = {str(q): b for q, b in traced.sdpa.items()}

@@ -87,7 +87,13 @@ def compare(folders: Iterable[Path]) -> list[Comparison]:
     for path, result in ok_one_gpu_cells(folders):
         cell = Cell.from_mapping(result["cell"])
         settings = result["settings"]
-        key = (cell, settings["measurement"]["decode_tokens"], settings["bnb_4bit_compute_dtype"])
+        measurement = settings["measurement"]
+        key = (
+            cell,
+            measurement["decode_tokens"],
+            settings["bnb_4bit_compute_dtype"],
+            measurement.get("decode_warmup_tokens", 4),
+        )
         if key not in traced:
             try:
                 traced[key] = trace_cell(
@@ -95,6 +101,7 @@ def compare(folders: Iterable[Path]) -> list[Comparison]:
                     cell,
                     decode_tokens=key[1],
                     bnb_4bit_compute_dtype=key[2],
+                    decode_warmup_tokens=key[3],
                 )
             except Untraceable as exc:
                 traced[key] = str(exc)

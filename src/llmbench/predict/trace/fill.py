@@ -30,7 +30,9 @@ def fill(grid: str, repo_root: Path, cache_dir: Path) -> dict[str, dict[str, Any
     config = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
     models = config["models"]
     compute = config.get("bnb_4bit_compute_dtype", "bfloat16")
-    decode_tokens = int((config.get("measurement") or {}).get("decode_tokens", 32))
+    measurement = config.get("measurement") or {}
+    decode_tokens = int(measurement.get("decode_tokens", 32))
+    warmup = int(measurement.get("decode_warmup_tokens", 4))
     summary: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"traced": 0, "cached": 0, "untraceable": 0, "reason": None}
     )
@@ -38,7 +40,13 @@ def fill(grid: str, repo_root: Path, cache_dir: Path) -> dict[str, dict[str, Any
         arch = model_config_for(cell.model, models, repo_root)
         if arch is None:
             continue
-        key = trace_key(arch, cell, decode_tokens=decode_tokens, compute_dtype=compute)
+        key = trace_key(
+            arch,
+            cell,
+            decode_tokens=decode_tokens,
+            compute_dtype=compute,
+            decode_warmup_tokens=warmup,
+        )
         known = read_entry(cache_dir, json.loads(json.dumps(key))) is not None
         entry = cached_trace(
             arch,
@@ -47,6 +55,7 @@ def fill(grid: str, repo_root: Path, cache_dir: Path) -> dict[str, dict[str, Any
             compute_dtype=compute,
             cache_dir=cache_dir,
             allow_trace=True,
+            decode_warmup_tokens=warmup,
         )
         counts = summary[cell.model]
         if entry and "untraceable" in entry:

@@ -13,7 +13,8 @@ after ``reset_peak_memory_stats`` at the start of each phase).
   Only the first and the last step are traced: the last one after a prefill of ``seq + steps -
   2`` tokens and one step (the same cache tensors the earlier steps' ``torch.cat`` would have
   left) while the real prompt stays resident; a step's peak grows with its cache, so the steps
-  between cannot exceed the larger of the two. The workspace is added.
+  between cannot exceed the larger of the two. The workspace is added. decode_mode ``static``
+  and ``graph`` are traced in ``trace.static`` (``graph`` adds a workspace per stream).
 - **int8**: how many input columns hold an LLM.int8 outlier depends on the activations'
   values, which meta tensors lack: ``llmbench.predict.outliers`` gives the fraction
   (random-weight checkpoints: ``down_proj``'s input only), as for the hand replay.
@@ -40,8 +41,8 @@ from llmbench.measure.phases.load import position_overflow
 from llmbench.predict.architecture import Architecture
 from llmbench.predict.constants import (
     CUBLAS_WORKSPACE_BYTES,
+    GRAPH_CUBLAS_WORKSPACES,
     NF4_LOAD_RESIDUAL_BYTES,
-    granule,
 )
 from llmbench.predict.outliers import int8_outlier_fraction
 from llmbench.predict.trace.bnb import (
@@ -60,6 +61,7 @@ from llmbench.predict.trace.model import (
     forced_sdpa_backend,
     unique_storages,
 )
+from llmbench.predict.trace.static import cache_bytes, graph_decode, static_decode
 
 
 @dataclass(frozen=True)
@@ -90,20 +92,20 @@ def trace_cell(
     *,
     decode_tokens: int = 32,
     bnb_4bit_compute_dtype: str = "bfloat16",
+    decode_warmup_tokens: int = 4,
 ) -> TracedPeaks:
     """Trace load, prefill and decode of ``cell`` on the model of ``config`` (a config.json
-    dict). Bytes. Raises ``Untraceable`` when the cell cannot be traced, saying why."""
-    if cell.decode_mode not in ("eager", "static"):
-        raise Untraceable(
-            f"decode_mode {cell.decode_mode}: a CUDA graph's private memory pool is not modelled"
-        )
-    if cell.decode_mode == "static" and cell.attn == "flash_attention_2":
+    dict). Bytes. ``decode_warmup_tokens``: the measurement's, read for decode_mode ``graph``
+    only (its cache holds the warm-up steps' positions). Raises ``Untraceable`` when the cell
+    cannot be traced, saying why."""
+    if cell.decode_mode != "eager" and cell.attn == "flash_attention_2":
         # measured on the H200 decode reference: 0.1-0.4 % over the trace at batch 1, 1.1 and
         # 1.7 % at batch 64 x 512 and 16 x 4096 (FA2's varlen path gathers the written K/V
         # of the padded static mask, data-dependent: not traced)
         raise Untraceable(
-            "decode_mode static with flash_attention_2: FlashAttention-2 unpads the static "
-            "cache's masked K/V (a data-dependent gather) that the tracer does not model"
+            f"decode_mode {cell.decode_mode} with flash_attention_2: FlashAttention-2 unpads "
+            "the static cache's masked K/V (a data-dependent gather) that the tracer does not "
+            "model"
         )
     model = build_meta_model(config, cell)
     overflow = position_overflow(model, cell.seq + decode_tokens)
@@ -120,16 +122,21 @@ def trace_cell(
             prefill, prefill_at, prefill_kv = prefill_pass(live, model, prompt)
             if cell.decode_mode == "static":
                 decode, decode_at, decode_kv = static_decode(live, model, prompt, decode_tokens)
+            elif cell.decode_mode == "graph":
+                decode, decode_at, decode_kv = graph_decode(
+                    live, model, prompt, decode_tokens, decode_warmup_tokens
+                )
             else:
                 decode, decode_at, decode_kv = _decode(live, model, prompt, cell, decode_tokens - 1)
     except Untraceable:
         raise
     except Exception as exc:  # the model code's own failure on meta tensors is the reason
         raise Untraceable(failure_reason(exc)) from exc
+    workspaces = GRAPH_CUBLAS_WORKSPACES if cell.decode_mode == "graph" else 1
     return TracedPeaks(
         load=load,
         prefill=prefill + CUBLAS_WORKSPACE_BYTES,
-        decode=decode + CUBLAS_WORKSPACE_BYTES,
+        decode=decode + CUBLAS_WORKSPACE_BYTES * workspaces,
         prefill_at=prefill_at,
         decode_at=decode_at,
         sdpa={q: "+".join(sorted(b)) for q, b in sorted(choices.sdpa.items())},
@@ -215,18 +222,6 @@ def _load(live: LiveBytes, model: Any, cell: Cell) -> tuple[int, list[torch.Tens
     return live.live, resident
 
 
-def cache_bytes(cache: Any) -> int:
-    """Bytes of a transformers cache's tensors (each layer's ``keys`` / ``values`` and any
-    other tensor it holds), each storage once, 512-byte rounded; 0 for no cache."""
-    storages: dict[int, int] = {}
-    for layer in getattr(cache, "layers", None) or []:
-        for value in vars(layer).values():
-            if isinstance(value, torch.Tensor) and value.device.type == "meta":
-                storage = value.untyped_storage()
-                storages[id(storage)] = granule(storage.nbytes())
-    return sum(storages.values())
-
-
 def prefill_pass(live: LiveBytes, model: Any, prompt: torch.Tensor) -> tuple[int, str, int]:
     """The prefill: peaks reset, one forward of ``prompt``; (peak, op at the peak, KV bytes)."""
     live.reset_peak()
@@ -244,31 +239,6 @@ def _decode(
     return max(
         (live.peak, live.peak_at, kv) for kv in decode_passes(live, model, prompt, cell, steps)
     )
-
-
-def static_decode(
-    live: LiveBytes, model: Any, prompt: torch.Tensor, decode_tokens: int
-) -> tuple[int, str, int]:
-    """decode_mode ``static`` as ``measure.phases.decode.time_decode`` runs it: a
-    ``StaticGeneration`` of ``prompt + decode_tokens`` positions (the worker's
-    ``measure.phases.static``, run here on meta tensors), its prefill, peaks reset, then the
-    steps. Every step holds the same tensors (the cache and the mask never grow), so two are
-    traced. (peak, op at the peak, cache bytes)."""
-    from llmbench.measure.phases.static import StaticGeneration
-    from llmbench.predict.trace.cuda import padding_ones
-
-    seq = prompt.shape[1]
-    generation = StaticGeneration(model, prompt, prefill_kwargs(model), decode_tokens)
-    with padding_ones(seq):
-        generation.prefill()
-    live.reset_peak()
-    for written in (seq + 1, seq + 2):  # the step marks its position before the forward
-        with padding_ones(written):
-            generation.eager_step()
-    kv = cache_bytes(generation.cache)
-    peak, at = live.peak, live.peak_at
-    del generation
-    return peak, at, kv
 
 
 def decode_passes(
