@@ -45,3 +45,37 @@ def test_graph_decode_holds_the_warmup_and_truth_positions_and_three_workspaces(
     assert extra >= 2 * CUBLAS_WORKSPACE_BYTES + longer + logits
     assert extra < 2 * CUBLAS_WORKSPACE_BYTES + longer + logits + 2**20
     assert traced_graph.prefill == traced_static.prefill  # the same memory pass
+
+
+def test_flash_attention_2_static_decode_unpads_the_written_positions():
+    import torch
+
+    from llmbench.predict.trace.cuda import padding_ones
+    from llmbench.predict.trace.model import fa2_unpadded_inputs
+
+    meta = {"device": "meta", "dtype": torch.bfloat16}
+    query = torch.empty(4, 32, 1, 128, **meta)  # (batch, heads, one token, head dim)
+    key = torch.empty(4, 8, 600, 128, **meta)  # the static cache: 600 positions
+    mask = torch.empty(4, 600, dtype=torch.long, device="meta")
+    with padding_ones(513):  # prompt 512 + the step's own position
+        indices, cumulative, keys, values, cu_q = fa2_unpadded_inputs(query, key, key, mask)
+    assert indices.shape == (4 * 513,) and indices.dtype == torch.long
+    assert cumulative.shape == cu_q.shape == (5,)
+    assert keys.shape == values.shape == (4 * 513, 8, 128)
+    with padding_ones(513), pytest.raises(RuntimeError, match="one-token query"):
+        fa2_unpadded_inputs(torch.empty(4, 32, 2, 128, **meta), key, key, mask)
+
+
+def test_flash_attention_2_static_decode_holds_its_unpadded_keys_and_values(monkeypatch):
+    from llmbench.predict.trace import model
+
+    fa2 = Cell(
+        "tiny-mistral", "none", "flash_attention_2", "bfloat16", 8, 256, decode_mode="static"
+    )
+    traced = trace_cell(TINY, fa2, decode_tokens=8)
+    monkeypatch.setattr(model, "fa2_unpadded_inputs", lambda *args: [])
+    without = trace_cell(TINY, fa2, decode_tokens=8)
+    assert traced.prefill == without.prefill  # an unpadded prompt takes no padded path
+    head_dim = TINY["hidden_size"] // TINY["num_attention_heads"]
+    gathered = 8 * 258 * TINY["num_key_value_heads"] * head_dim * 2  # K of batch x written
+    assert traced.decode >= without.decode + 2 * gathered

@@ -131,6 +131,11 @@ _PADDING_ONES: ContextVar[int | None] = ContextVar("padding_ones", default=None)
 static cache runs; None: the mask is all ones (an unpadded prompt)."""
 
 
+def current_padding_ones() -> int | None:
+    """The leading ones of the 2-D masks now (:func:`padding_ones`), or None (all ones)."""
+    return _PADDING_ONES.get()
+
+
 @contextmanager
 def padding_ones(ones: int) -> Iterator[None]:
     """While the block runs, the 2-D attention masks the model gets hold ones in their first

@@ -5,7 +5,8 @@ No weights are read or made: every parameter and buffer is a meta tensor with th
 dtype and byte size ``from_pretrained`` would give it on the GPU (tied embeddings share one
 storage, as in the real model).
 
-Imports torch, transformers and ``llmbench.grid.spec.Cell``.
+Imports torch, transformers, ``llmbench.grid.spec.Cell`` and ``llmbench.predict.trace.cuda``
+(the static cache's mask).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from llmbench.grid.spec import Cell
+from llmbench.predict.trace.cuda import current_padding_ones
 
 
 class Untraceable(Exception):
@@ -35,7 +37,9 @@ def transformers_attention(cell: Cell) -> str:
     tensor), under ``FLASH_ON_SDPA``: transformers' SDPA attention function with FA2's mask
     function (``masking_utils.flash_attention_mask``: None for an unpadded prompt, so no
     ``(b, 1, q, kv)`` mask is built, not even for a sliding window, which FA2 applies inside
-    the kernel; with no mask, SDPA keeps K/V unrepeated, as FA2 does). float32 is refused: FA2
+    the kernel; with no mask, SDPA keeps K/V unrepeated, as FA2 does). A static cache's mask
+    (zeros after the written positions) sends FA2 down its padded path, whose unpadding of K
+    and V is allocated first (:func:`fa2_unpadded_inputs`). float32 is refused: FA2
     casts q/k/v to 16 bits first, which the SDPA flash kernel does not do.
     """
     if cell.attn == "flash_attention_2":
@@ -69,15 +73,55 @@ def _register_flash_on_sdpa() -> None:
         # a run and of a trace are never padded, so give its answer for all ones.
         if attention_mask is not None and attention_mask.device.type == "meta":
             sliced = attention_mask[:, -kv_length:]
-            return None if sliced.shape[1] == kv_length else sliced
+            ones = current_padding_ones()  # a static cache's mask: zeros after `ones`
+            return None if ones is None or ones >= sliced.shape[1] else sliced
         more = {} if mask_function is None else {"mask_function": mask_function}
         return flash_attention_mask(
             batch_size, q_length, kv_length, q_offset, kv_offset,
             attention_mask=attention_mask, **more, **kwargs,
         )  # fmt: skip
 
-    AttentionInterface.register(FLASH_ON_SDPA, sdpa_attention_forward)
+    def attention(
+        module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any
+    ) -> Any:
+        if attention_mask is None or attention_mask.dim() != 2:
+            return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+        unpadded = fa2_unpadded_inputs(query, key, value, attention_mask)
+        output = sdpa_attention_forward(module, query, key, value, None, **kwargs)
+        del unpadded  # freed when _flash_attention_forward returns
+        return output
+
+    AttentionInterface.register(FLASH_ON_SDPA, attention)
     AttentionMaskInterface.register(FLASH_ON_SDPA, flash_mask)
+
+
+def fa2_unpadded_inputs(query: Any, key: Any, value: Any, mask: Any) -> list[Any]:
+    """What transformers 5.17's ``_flash_attention_forward`` allocates before its varlen kernel
+    for a padded 2-D ``mask`` (``modeling_flash_attention_utils._upad_input``), on meta
+    tensors: the int32 sequence lengths and cumulative lengths, the int64 indices of the
+    ``batch * ones`` kept positions (``ones``: :func:`cuda.current_padding_ones`), and K and V
+    each reshaped from ``(b, kv, h, d)`` - a copy, since they are transposed views - then
+    gathered to ``(batch * ones, h, d)``, the copy freed after the gather. For a one-token
+    query (decode) the query is a view and its cumulative lengths an ``arange``. Returns what
+    stays alive during the kernel. ``query``/``key``/``value``: ``(b, heads, len, head_dim)``.
+    Raises ``RuntimeError`` for another query length (a chunked prefill: not traced)."""
+    ones = current_padding_ones()
+    batch, length = mask.shape
+    if ones is None or query.shape[2] != 1:
+        raise RuntimeError("FlashAttention-2's padded path is traced for a one-token query only")
+    device = query.device
+    lengths = torch.empty(batch, dtype=torch.int32, device=device)  # mask.sum(-1)
+    indices = torch.empty(batch * ones, dtype=torch.long, device=device)  # nonzero
+    cumulative = torch.empty(batch + 1, dtype=torch.int32, device=device)  # F.pad(cumsum)
+    del lengths
+    kept = [indices, cumulative]
+    for states in (key, value):
+        states = states.transpose(1, 2)[:, :length]
+        flat = states.reshape(-1, *states.shape[2:])
+        kept.append(flat[indices])
+        del flat
+    kept.append(torch.arange(batch + 1, dtype=torch.int32, device=device))
+    return kept
 
 
 def forced_sdpa_backend(cell: Cell) -> str | None:
