@@ -160,16 +160,19 @@ def quant_state_tensors(model: Any) -> list[torch.Tensor]:
     return tensors
 
 
-def quantize_meta_model_int8(model: Any, dtype: torch.dtype) -> None:
+def quantize_meta_model_int8(
+    model: Any, dtype: torch.dtype, llm_int8_threshold: float | None = None
+) -> None:
     """Make ``model`` (on ``meta``) what a pre-quantized LLM.int8 checkpoint loads as:
     ``bnb.nn.Linear8bitLt`` layers (transformers' ``replace_with_bnb_linear``, same skipped
     modules as 4-bit) holding ``Int8Params`` - int8 ``CB (out, in)`` and float32 ``SCB (out,)``
-    - and biases in the model dtype."""
+    - and biases in the model dtype; each layer's outlier threshold ``llm_int8_threshold``
+    (None: bitsandbytes' default)."""
     import bitsandbytes as bnb
     from transformers.integrations.bitsandbytes import replace_with_bnb_linear
     from transformers.quantizers.base import HfQuantizer
 
-    config = build_bnb_config("int8", "bfloat16")
+    config = build_bnb_config("int8", "bfloat16", llm_int8_threshold)
     skip = HfQuantizer.get_modules_to_not_convert(
         model, config.llm_int8_skip_modules, getattr(model, "_keep_in_fp32_modules", None)
     )

@@ -32,10 +32,12 @@ from typing import Any
 from llmbench.grid.spec import Cell
 from llmbench.record.cell import write_json_atomic
 
-TRACER_VERSION = 6
+TRACER_VERSION = 7
 """Bump when the tracer's semantics change (every older entry then misses). 5: a boolean SDPA
 mask made additive before the kernel; flash_attention_2 traced with FA2's mask function.
-6: a prompt past learned position embeddings is untraceable with the run's reason."""
+6: a prompt past learned position embeddings is untraceable with the run's reason.
+7: CUDA-graph decode traced; flash_attention_2's padded path (a static cache's mask);
+LLM.int8 at the cell's outlier threshold; 4-bit layers in the cell's ``bnb_compute``."""
 
 LIBRARIES = ("torch", "transformers", "bitsandbytes")
 

@@ -42,6 +42,7 @@ from llmbench.predict.architecture import Architecture
 from llmbench.predict.constants import (
     CUBLAS_WORKSPACE_BYTES,
     GRAPH_CUBLAS_WORKSPACES,
+    INT8_THRESHOLD,
     NF4_LOAD_RESIDUAL_BYTES,
 )
 from llmbench.predict.outliers import int8_outlier_fraction
@@ -98,14 +99,12 @@ def trace_cell(
     dict). Bytes. ``decode_warmup_tokens``: the measurement's, read for decode_mode ``graph``
     only (its cache holds the warm-up steps' positions). Raises ``Untraceable`` when the cell
     cannot be traced, saying why."""
-    if cell.decode_mode != "eager" and cell.attn == "flash_attention_2":
-        # measured on the H200 decode reference: 0.1-0.4 % over the trace at batch 1, 1.1 and
-        # 1.7 % at batch 64 x 512 and 16 x 4096 (FA2's varlen path gathers the written K/V
-        # of the padded static mask, data-dependent: not traced)
+    if cell.decode_mode == "graph" and cell.attn == "flash_attention_2":
+        # measured on the H200 decode reference: every FA2 graph cell is `unsupported`
         raise Untraceable(
-            f"decode_mode {cell.decode_mode} with flash_attention_2: FlashAttention-2 unpads "
-            "the static cache's masked K/V (a data-dependent gather) that the tracer does not "
-            "model"
+            "decode_mode graph with flash_attention_2: the step cannot be captured "
+            "(FlashAttention-2's padded path reads the longest sequence on the host, "
+            "`.item()`), so the run records it unsupported"
         )
     model = build_meta_model(config, cell)
     overflow = position_overflow(model, cell.seq + decode_tokens)
@@ -161,23 +160,27 @@ def _quiet_int8() -> Iterator[None]:
 def _quantize(
     model: Any, config: Mapping[str, Any], cell: Cell, compute_dtype: str
 ) -> dict[Any, Any]:
-    """Load ``model`` as the cell's pre-quantized checkpoint; the op overrides it needs."""
+    """Load ``model`` as the cell's pre-quantized checkpoint; the op overrides it needs.
+    ``compute_dtype``: the configured 4-bit compute dtype, which the cell's ``bnb_compute``
+    overrides (``Cell.compute_dtype_4bit``)."""
     dtype = getattr(torch, cell.dtype)
     if cell.quant in ("nf4", "nf4-dq"):
+        compute_dtype = cell.compute_dtype_4bit(compute_dtype) or compute_dtype
         quantize_meta_model(model, cell.quant, compute_dtype, dtype)
         return gemm_4bit_overrides()
     if cell.quant == "int8":
-        quantize_meta_model_int8(model, dtype)
-        return int8_overrides(_outlier_columns(config))
+        quantize_meta_model_int8(model, dtype, cell.llm_int8_threshold)
+        return int8_overrides(_outlier_columns(config, cell.llm_int8_threshold))
     if cell.quant not in ("none", "nf4-not-passed"):
         raise Untraceable(f"quantization {cell.quant!r} is not traced")
     return {}
 
 
-def _outlier_columns(config: Mapping[str, Any]) -> Any:
-    """LLM.int8 outlier columns of a ``rows x cols`` input: ``predict.outliers``' model of
-    random-weight checkpoints (only ``down_proj``'s input, ``cols == intermediate_size``,
-    reaches the threshold). Raises ``Untraceable`` for a config the model cannot read."""
+def _outlier_columns(config: Mapping[str, Any], threshold: float | None = None) -> Any:
+    """LLM.int8 outlier columns of a ``rows x cols`` input at ``threshold`` (None:
+    bitsandbytes' default): ``predict.outliers``' model of random-weight checkpoints (only
+    ``down_proj``'s input, ``cols == intermediate_size``, reaches the threshold; at 0 the
+    kernels ask nothing). Raises ``Untraceable`` for a config the model cannot read."""
     try:
         arch = Architecture.from_config(config)
         width = arch.shape.intermediate_size
@@ -187,7 +190,10 @@ def _outlier_columns(config: Mapping[str, Any]) -> Any:
     def columns(rows: int, cols: int) -> int:
         if cols != width:
             return 0
-        return round(int8_outlier_fraction(arch, rows, "down_proj") * cols)
+        fraction = int8_outlier_fraction(
+            arch, rows, "down_proj", INT8_THRESHOLD if threshold is None else threshold
+        )
+        return round(fraction * cols)
 
     return columns
 
