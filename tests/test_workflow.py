@@ -26,7 +26,7 @@ def test_lint_is_clean(workdir):
 
 @pytest.mark.parametrize(
     "grid, cells, prequantized",
-    [("seed", 9, 1), ("extended", 81, 2), ("smoke", 23, 1), ("quant", 96, 4), ("kvcache", 32, 0)],
+    [("seed", 9, 1), ("extended", 81, 2), ("smoke", 23, 1), ("quant", 104, 4), ("kvcache", 32, 0)],
 )
 def test_dry_run_job_counts(workdir, grid, cells, prequantized):
     process = snakemake(workdir, "-n", "--config", f"grid={grid}", "on_missing_gpu=ignore")
