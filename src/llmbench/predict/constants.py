@@ -31,6 +31,13 @@ the first only. Measured on the H200 decode reference (2026-12-04): graph minus 
 peak allocated is 64.3 MiB at batch 1 × 512 (sdpa, bf16 and nf4), two workspaces and the
 few more cached positions and the float32 logits a graph cell keeps."""
 
+
+def decode_cublas_workspaces(decode_mode: str) -> int:
+    """cuBLAS workspaces alive at the decode peak of a cell of ``decode_mode``:
+    :data:`GRAPH_CUBLAS_WORKSPACES` for ``graph``, else the default stream's one."""
+    return GRAPH_CUBLAS_WORKSPACES if decode_mode == "graph" else 1
+
+
 CUDA_CONTEXT_BYTES = 543_162_368
 """CUDA context + kernel images of one process, outside PyTorch's allocator: NVML's
 per-process used bytes - torch reserved bytes after load, identical (518 MiB) in all 46 H100

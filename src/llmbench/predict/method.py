@@ -30,7 +30,7 @@ from llmbench.grid.spec import Cell
 from llmbench.predict.architecture import Architecture, model_config_for
 from llmbench.predict.constants import (
     CUBLAS_WORKSPACE_BYTES,
-    GRAPH_CUBLAS_WORKSPACES,
+    decode_cublas_workspaces,
     granule,
 )
 from llmbench.predict.kvcache import with_quantized_cache
@@ -77,14 +77,14 @@ def traced_prediction(cell: Cell, entry: Mapping[str, Any]) -> Prediction:
     """A ``Prediction`` from a trace cache entry (bytes): weights, workspace, inputs (prompt
     ids ``b*s*8``, decode token ``b*8``) and the KV cache the phase leaves by term, the rest
     of each peak ``traced`` (the forward's temporaries); a graph decode has one workspace per
-    stream (``constants.GRAPH_CUBLAS_WORKSPACES``)."""
+    stream (``constants.decode_cublas_workspaces``)."""
     load = int(entry["load"])
     prompt = granule(cell.batch * cell.seq * 8)
 
     def phase(name: str, inputs: int) -> PhasePrediction:
         peak = int(entry[name])
-        graph = name == "decode" and cell.decode_mode == "graph"
-        workspace = CUBLAS_WORKSPACE_BYTES * (GRAPH_CUBLAS_WORKSPACES if graph else 1)
+        workspaces = decode_cublas_workspaces(cell.decode_mode) if name == "decode" else 1
+        workspace = CUBLAS_WORKSPACE_BYTES * workspaces
         rest = max(peak - load - workspace - inputs, 0)
         kv = min(int(entry.get(f"{name}_kv", 0)), rest)
         terms = Terms(

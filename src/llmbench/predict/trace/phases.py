@@ -41,9 +41,9 @@ from llmbench.measure.phases.load import position_overflow
 from llmbench.predict.architecture import Architecture
 from llmbench.predict.constants import (
     CUBLAS_WORKSPACE_BYTES,
-    GRAPH_CUBLAS_WORKSPACES,
     INT8_THRESHOLD,
     NF4_LOAD_RESIDUAL_BYTES,
+    decode_cublas_workspaces,
 )
 from llmbench.predict.outliers import int8_outlier_fraction
 from llmbench.predict.trace.bnb import (
@@ -131,7 +131,7 @@ def trace_cell(
         raise
     except Exception as exc:  # the model code's own failure on meta tensors is the reason
         raise Untraceable(failure_reason(exc)) from exc
-    workspaces = GRAPH_CUBLAS_WORKSPACES if cell.decode_mode == "graph" else 1
+    workspaces = decode_cublas_workspaces(cell.decode_mode)
     return TracedPeaks(
         load=load,
         prefill=prefill + CUBLAS_WORKSPACE_BYTES,

@@ -12,7 +12,7 @@ cache holds.
   allocates nothing, and the captured step allocates what an eager step does (into the
   graph's private pool, which the allocated bytes count), so the phase's peak is one eager
   step's with the truth check's saved input token alive; the caller adds one cuBLAS workspace
-  per stream that ran a matmul (``constants.GRAPH_CUBLAS_WORKSPACES``).
+  per stream that ran a matmul (``constants.decode_cublas_workspaces``).
 
 Imports torch, ``llmbench.measure.phases`` (generation, static, decode) and
 ``llmbench.predict`` (constants, trace.livebytes, trace.cuda).
@@ -50,18 +50,12 @@ def static_decode(
     op at the peak, cache bytes)."""
     from llmbench.measure.phases.static import StaticGeneration
 
-    seq = prompt.shape[1]
-    generation = StaticGeneration(model, prompt, prefill_kwargs(model), decode_tokens)
-    with padding_ones(seq):
-        generation.prefill()
-    live.reset_peak()
-    for written in (seq + 1, seq + 2):  # the step marks its position before the forward
-        with padding_ones(written):
-            generation.eager_step()
-    kv = cache_bytes(generation.cache)
-    peak, at = live.peak, live.peak_at
-    del generation
-    return peak, at, kv
+    return _two_steps(
+        live,
+        StaticGeneration(model, prompt, prefill_kwargs(model), decode_tokens),
+        prompt.shape[1],
+        hold_token=False,
+    )
 
 
 def graph_decode(
@@ -72,18 +66,32 @@ def graph_decode(
     workspaces, op at the peak, cache bytes)."""
     from llmbench.measure.phases.static import StaticGeneration
 
-    seq = prompt.shape[1]
-    warmup = max(1, warmup_tokens)
-    positions = warmup + TRUTH_STEPS + decode_tokens
-    generation = StaticGeneration(model, prompt, prefill_kwargs(model), positions, keep_logits=True)
+    positions = max(1, warmup_tokens) + TRUTH_STEPS + decode_tokens
+    # the first step stands for a warm-up step (side stream) and the captured one; the second
+    # for a truth-check step, whose saved input token truth_steps holds for its rewind
+    return _two_steps(
+        live,
+        StaticGeneration(model, prompt, prefill_kwargs(model), positions, keep_logits=True),
+        prompt.shape[1],
+        hold_token=True,
+    )
+
+
+def _two_steps(
+    live: LiveBytes, generation: Any, seq: int, *, hold_token: bool
+) -> tuple[int, str, int]:
+    """A ``StaticGeneration``'s prefill of ``seq`` tokens, peaks reset, then two eager steps
+    (the second with a copy of its input token alive when ``hold_token``): (peak, op at the
+    peak, cache bytes). Every step holds the same tensors, so two stand for all."""
     with padding_ones(seq):
         generation.prefill()
     live.reset_peak()
-    with padding_ones(seq + 1):  # a warm-up step (side stream); the capture is the same step
-        generation.eager_step()
-    saved = generation.token.clone()  # truth_steps: the step's input, restored by rewind
-    with padding_ones(seq + 2):
-        generation.eager_step()
+    saved = None
+    for written in (seq + 1, seq + 2):  # the step marks its position before the forward
+        if hold_token and written == seq + 2:
+            saved = generation.token.clone()
+        with padding_ones(written):
+            generation.eager_step()
     kv = cache_bytes(generation.cache)
     peak, at = live.peak, live.peak_at
     del saved, generation
