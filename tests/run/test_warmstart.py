@@ -213,11 +213,44 @@ def test_nvml_capability_needs_every_gpu_to_agree(monkeypatch):
     )
     monkeypatch.setattr(nvml, "pynvml", fake)
     monkeypatch.setattr(nvml, "available", lambda: True)
+    monkeypatch.setattr(nvml, "shutdown", lambda: None)
     assert preload.nvml_capability() == (9, 0)
     capabilities[1] = (8, 9)
     assert preload.nvml_capability() is None
     capabilities.clear()
     assert preload.nvml_capability() is None
+
+
+def test_nvml_capability_leaves_nvml_shut_down_for_the_children(monkeypatch):
+    # A child forked with NVML initialised in the server read no devices on the H200: every
+    # warm-started cell recorded gpu_clean unknown. The server must hold no NVML state.
+    import types
+
+    from llmbench.host import nvml
+
+    state = {"inits": 0, "shutdowns": 0}
+
+    def init():
+        state["inits"] += 1
+
+    def shut():
+        state["shutdowns"] += 1
+
+    fake = types.SimpleNamespace(
+        nvmlInit=init,
+        nvmlShutdown=shut,
+        nvmlDeviceGetCount=lambda: 1,
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetCudaComputeCapability=lambda handle: (9, 0),
+    )
+    monkeypatch.setattr(nvml, "pynvml", fake)
+    nvml.available.cache_clear()
+    try:
+        assert preload.nvml_capability() == (9, 0)
+        assert state == {"inits": 1, "shutdowns": 1}
+        assert nvml.available.cache_info().currsize == 0  # a child initialises its own
+    finally:
+        nvml.available.cache_clear()
 
 
 def test_the_frontier_simulation_forks_from_the_server(use_server, monkeypatch):

@@ -29,6 +29,23 @@ def available() -> bool:
     return True
 
 
+def shutdown() -> None:
+    """Release NVML in this process and forget that it was initialised, so that a process
+    forked from this one initialises its own.
+
+    NVML is not fork-safe: a child that inherits an initialised library could not list the
+    devices (``nvmlDeviceGetCount``, ``nvmlSystemGetDriverVersion`` failed), so every cell
+    forked from the warm-start server, which read the compute capability through NVML,
+    recorded an empty ``gpu_before`` and ``gpu_clean.known: false`` (H200, 2026-12-04).
+    """
+    if pynvml is not None and available.cache_info().currsize and available():
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001 - nothing to release
+            pass
+    available.cache_clear()
+
+
 def _call(function: str, *args: Any) -> Any:
     if not available():
         return None

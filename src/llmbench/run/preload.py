@@ -37,10 +37,13 @@ def nvml_capability() -> tuple[int, int] | None:
     """The CUDA compute capability (major, minor) that every GPU NVML sees shares, read
     without initialising CUDA (``host.nvml.compute_capability``); None when NVML is missing,
     sees no GPU, cannot read one, or the GPUs differ (then no child's device is known in
-    advance)."""
+    advance). NVML is shut down again before it returns (``host.nvml.shutdown``)."""
     from llmbench.host import nvml
 
-    capabilities = {nvml.compute_capability(handle) for handle in nvml.handles()}
+    try:
+        capabilities = {nvml.compute_capability(handle) for handle in nvml.handles()}
+    finally:
+        nvml.shutdown()  # the server forks cells: none may inherit an initialised NVML
     if len(capabilities) != 1 or None in capabilities:
         return None
     return capabilities.pop()
