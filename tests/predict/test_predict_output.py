@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from predict_fixtures import REPO
 
 from llmbench import GIB, predict
@@ -202,3 +203,36 @@ def test_the_table_shows_the_optional_axes_where_a_cell_is_off_their_defaults():
     assert variants == {"_c-bf16", "_c-fp32"}
     fp32 = next(r for r in rows if r["quant"] == "fp4" and r["bnb_compute"] == "float32")
     assert output.cell_label(fp32).endswith("_c-fp32")
+
+
+def test_the_predictor_flags_exactly_the_decode_references_unsupported_cells():
+    # Every cell of the H200 decode reference (76: forced SDPA backends, FA2 graphs, ...):
+    # the predictor says `unsupported` where, and only where, the GPU run did.
+    from llmbench.predict.architecture import model_config_for
+
+    models = yaml.safe_load((REPO / "config/config.yaml").read_text())["models"]
+    folder = REPO / "results/reference/h200/decode/cells"
+    statuses = {}
+    for path in sorted(folder.rglob("*.json")):
+        record = json.loads(path.read_text())
+        cell = Cell.from_mapping(record["cell"])
+        config = model_config_for(cell.model, models, REPO)
+        statuses[path.relative_to(folder).as_posix()] = (
+            record["status"],
+            predict.cannot_run(cell, "cuda", config),
+        )
+    assert len(statuses) == 76
+    wrong = {k: v for k, v in statuses.items() if (v[0] == "unsupported") != (v[1] is not None)}
+    assert not wrong
+    assert sum(v[0] == "unsupported" for v in statuses.values()) == 18
+
+
+def test_forced_efficient_sdpa_is_refused_only_for_grouped_query_models():
+    gqa = {"model_type": "mistral", "num_attention_heads": 32, "num_key_value_heads": 8}
+    mha = {**gqa, "num_key_value_heads": 32}
+    cell = Cell("m", "none", "sdpa-efficient", "bfloat16", 1, 4096)
+    assert "grouped-query" in predict.cannot_run(cell, "cuda", gqa)
+    assert predict.cannot_run(cell, "cuda", mha) is None
+    assert predict.cannot_run(cell, "cuda", None) is None  # unknown heads: no claim
+    # a prompt longer than the sliding window gets a mask: K/V repeated, the kernel runs
+    assert predict.cannot_run(cell, "cuda", {**gqa, "sliding_window": 2048}) is None

@@ -1,6 +1,11 @@
 """Truth checks as cells.csv columns (``llmbench.report.checkcolumns``)."""
 
-from llmbench.report.checkcolumns import check_columns, setting_found
+from llmbench.report.checkcolumns import (
+    check_columns,
+    gpu_clean_column,
+    nvml_outside_process_mib,
+    setting_found,
+)
 
 
 def test_a_setting_found_is_text_and_names_every_value_the_layers_held():
@@ -27,3 +32,28 @@ def test_check_columns_of_a_4bit_cell_and_of_a_cell_without_checks():
     assert columns["bnb_4bit_compute_dtype_found"] == "bfloat16"
     assert columns["int8_threshold_found"] is None and columns["gpu_clean"] is None
     assert set(check_columns({}).values()) == {None}
+
+
+def test_gpu_clean_is_unknown_where_the_snapshot_missed_a_device():
+    known = {"passed": True, "devices": [{"device": "cuda:0", "known": True, "clean": True}]}
+    busy = {"passed": False, "devices": [{"device": "cuda:0", "known": True, "clean": False}]}
+    lost = {"passed": False, "devices": [{"device": "cuda:0", "known": False, "clean": None}]}
+    assert gpu_clean_column(known) is True and gpu_clean_column(busy) is False
+    assert gpu_clean_column(lost) is None and gpu_clean_column(None) is None
+
+
+def test_nvml_outside_the_process_is_the_largest_reading_over_phases_and_devices():
+    def device(used, process):
+        return {"nvml_device_used_bytes": used, "nvml_process_used_bytes": process}
+
+    result = {
+        "memory": {
+            "phases": {
+                "load": {"devices": [device(10 * 2**20, 4 * 2**20), device(None, 1)]},
+                "prefill": {"devices": [device(20 * 2**20, 12 * 2**20)]},
+            }
+        }
+    }
+    assert nvml_outside_process_mib(result) == 8.0
+    assert nvml_outside_process_mib({"memory": {"phases": {}}}) is None
+    assert nvml_outside_process_mib({}) is None

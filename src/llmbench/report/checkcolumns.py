@@ -1,6 +1,7 @@
 """The truth checks of a cell JSON (``checks``) as columns of cells.csv: quantization (what
 was applied, and what the layers held for each load-time bitsandbytes setting the cell asked
-for), attention, the GPU's cleanliness, the decode truth check and the allocator.
+for), attention, the GPU's cleanliness (before the cell, and NVML's memory outside the cell's
+process during it), the decode truth check and the allocator.
 
 May import ``llmbench.measure.checks``.
 """
@@ -21,6 +22,32 @@ def setting_found(setting: Mapping[str, Any] | None) -> str | None:
     if not setting:
         return None
     return "/".join(str(v) for v in setting.get("found") or []) or None
+
+
+def gpu_clean_column(clean: Mapping[str, Any] | None) -> bool | None:
+    """``gpu_clean`` as a table value: True/False where the NVML snapshot taken before the
+    cell saw every device it used; None (unknown) where the check is absent or a device was
+    missing from the snapshot (NVML unreadable: cells forked from the warm-start server
+    between ff05615 and its fix recorded an empty snapshot)."""
+    if clean is None or not all(device.get("known") for device in clean.get("devices") or []):
+        return None
+    return bool(clean.get("passed"))
+
+
+def nvml_outside_process_mib(result: Mapping[str, Any]) -> float | None:
+    """The most device memory NVML counted on a device of the cell that it did not attribute
+    to the cell's own process, over every phase's reading, in MiB (2^20 B): the driver's own
+    reservation (623.875 MiB on the H200 with driver 580.159.04, on every clean cell) plus
+    whatever other processes held. None where no phase has both readings (no NVML, or NVML
+    cannot see the process from inside a container)."""
+    outside = [
+        device["nvml_device_used_bytes"] - device["nvml_process_used_bytes"]
+        for phase in ((result.get("memory") or {}).get("phases") or {}).values()
+        for device in phase.get("devices") or []
+        if device.get("nvml_device_used_bytes") is not None
+        and device.get("nvml_process_used_bytes") is not None
+    ]
+    return max(outside) / 2**20 if outside else None
 
 
 def check_columns(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -49,7 +76,8 @@ def check_columns(result: Mapping[str, Any]) -> dict[str, Any]:
         # The SDPA backend PyTorch picked (sdpa cells; forced ones name it in `attn`).
         "sdpa_backend_prefill": (attn_check.get("sdpa_backend_chosen") or {}).get("prefill"),
         "sdpa_backend_decode": (attn_check.get("sdpa_backend_chosen") or {}).get("decode"),
-        "gpu_clean": None if clean is None else clean.get("passed"),
+        "gpu_clean": gpu_clean_column(clean),
+        "nvml_outside_process_max_mib": nvml_outside_process_mib(result),
         "decode_truth_passed": (checks.get("decode_truth") or {}).get("passed"),
         "decode_truth_max_rel_diff": (checks.get("decode_truth") or {}).get("max_rel_diff"),
         "allocator_check_passed": (checks.get("allocator") or {}).get("passed"),
