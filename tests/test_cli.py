@@ -97,6 +97,7 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
             "--configfile: cannot read",
         ),
         (["predict", "--gpu-mem", "24GB,48GB"], "several sizes go with --frontier"),
+        (["predict", "--device-map", "balanced"], "--device-map needs --gpus"),
     ],
 )
 def test_user_errors_are_one_line_and_status_2(tmp_path, args, message):

@@ -210,18 +210,49 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="llmbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     tables = commands.add_parser("tables", help="rebuild ROOT/tables from ROOT/cells")
-    tables.add_argument("root", type=Path)
-    tables.add_argument("--grid", help="grid whose seed_cases label the rows")
+    tables.add_argument(
+        "root",
+        type=Path,
+        help="a run folder, e.g. results or results/reference/h100/seed: reads ROOT/cells,"
+        " writes ROOT/tables",
+    )
+    tables.add_argument(
+        "--grid", help="grid whose seed_cases label the rows (default: none, no labels)"
+    )
     publisher = commands.add_parser("publish", help="copy a run into a reference folder")
-    publisher.add_argument("--from", dest="source", type=Path, default=Path("results"))
-    publisher.add_argument("--to", dest="target", type=Path, required=True)
-    publisher.add_argument("--grid", required=True, help="grid whose cells are copied")
+    publisher.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        default=Path("results"),
+        help="the run whose cells/ are copied (default: results)",
+    )
+    publisher.add_argument(
+        "--to",
+        dest="target",
+        type=Path,
+        required=True,
+        help="the reference folder, e.g. results/reference/<gpu>/<run> (required)",
+    )
+    publisher.add_argument("--grid", required=True, help="grid whose cells are copied (required)")
     resumer = commands.add_parser(
         "resume", help="copy a reference run's cells into results/ to measure only the rest"
     )
-    resumer.add_argument("--from", dest="source", type=Path, required=True)
-    resumer.add_argument("--to", dest="target", type=Path, default=Path("results"))
-    resumer.add_argument("--grid", required=True, help="grid whose cells are copied")
+    resumer.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        required=True,
+        help="the reference run to copy from, e.g. results/reference/<gpu>/<run> (required)",
+    )
+    resumer.add_argument(
+        "--to",
+        dest="target",
+        type=Path,
+        default=Path("results"),
+        help="the run folder that gets the missing cells (default: results)",
+    )
+    resumer.add_argument("--grid", required=True, help="grid whose cells are copied (required)")
     resumer.add_argument(
         "--frontier", action="store_true", help="also copy frontier/ (probes and searches)"
     )
@@ -262,6 +293,8 @@ def _predict(args: argparse.Namespace) -> None:
         return
     if args.gpu or args.configfile:
         raise UsageError("--gpu and --configfile go with --frontier")
+    if args.device_map is not None and args.gpus is None:
+        raise UsageError("--device-map needs --gpus N (it picks the planner's policy on N GPUs)")
     args.gpu_mem = args.gpu_mem or "80GiB"
     if "," in args.gpu_mem:
         raise UsageError("--gpu-mem: several sizes go with --frontier; predict takes one")

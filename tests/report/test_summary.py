@@ -107,6 +107,21 @@ def test_every_failure_with_its_one_line_reason(run):
         assert len(line) < 200
 
 
+def test_one_cell_is_counted_in_the_singular(run):
+    """A one-cell target whose cell failed: "1 cell", never "1 cells"."""
+    failed = next(
+        Cell.from_mapping(result["cell"])
+        for p in sorted((run / "cells").rglob("*.json"))
+        if (result := json.loads(p.read_text()))["status"] != "ok"
+    )
+    lines = summarize(run, [failed], grid="seed")
+    assert lines[0] == f"llmbench: run summary (grid seed, 1 cell, {run / 'cells'}/)"
+    assert section(lines, "not ok")[0] == "  not ok   1 cell:"
+    assert joined(summarize(run, [MISSING]), "missing").startswith(
+        "missing 1 of the grid's 1 cell has no JSON"
+    )
+
+
 def test_says_which_cells_of_the_grid_are_missing(run):
     lines = summarize(run, seed_cells(), grid="seed")
     missing = joined(lines, "missing")

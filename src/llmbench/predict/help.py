@@ -26,8 +26,10 @@ columns (GiB = 2^30 bytes):
                          tracer's activations, not split into terms)
   method                 which method answered: tracer (the model code run on the meta
                          device) or hand replay (llmbench.predict's replay); fp8 and
-                         quantized-KV-cache cells: measured within 0.11 % on an H200
-                         (results/reference/h200/quant/)
+                         quantized-KV-cache cells: measured within 0.11 % on an H200 for
+                         Mistral-7B-v0.3 with bfloat16 activations (KV caches with bf16
+                         weights; results/reference/h200/quant/); other models and dtypes
+                         in those formats are predicted, not checked
 
 several GPUs (--gpus N): one line per device of each cell. transformers' own planner
 (_get_device_map: get_balanced_memory + infer_auto_device_map over compute_module_sizes, as
@@ -53,7 +55,7 @@ cell is unknown (its placement goes through transformers' quantizer, not predict
 SIZES = """\
 --gpu-mem reads 80GiB, 79.18 GiB (2^30 bytes), 24GB (10^9 bytes: 22.35 GiB), 81920MiB, or a
 bare number of GiB. --terms lists every term of each cell's peak, one a line. --format csv
-prints every number, one row per cell (with --terms, one column per term), and no header,
-closing line or reasons outside its `fits` and `reason` columns.
+prints one header row, then every number, one row per cell (with --terms, one column per
+term): no preamble, closing line or reasons outside its `fits` and `reason` columns.
 """
 """How ``--gpu-mem`` is read, ``--terms`` and ``--format csv``."""

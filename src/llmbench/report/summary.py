@@ -79,6 +79,12 @@ def collect(folder: Path, cells: Iterable[Cell] | None) -> tuple[list[Outcome], 
     return outcomes, [n for n in names if not found[n]]
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 cell``, ``2 cells``: ``n`` and ``noun``, in the plural (``plural``, default
+    ``noun + "s"``) unless ``n`` is 1."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def status_counts(outcomes: Iterable[Outcome]) -> str:
     """``8 ok, 1 unsupported``: counts in the order of ``STATUSES``, unknown statuses last."""
     counts = Counter(o.status for o in outcomes)
@@ -116,7 +122,9 @@ def _frontier(root: Path) -> str | None:
     searches = list((root / "frontier" / "searches").rglob("*.json"))
     if not probes and not searches:
         return None
-    return f"{len(probes)} probes ({status_counts(probes) or 'none'}), {len(searches)} searches"
+    counts = status_counts(probes) or "none"
+    searched = counted(len(searches), "search", "searches")
+    return f"{counted(len(probes), 'probe')} ({counts}), {searched}"
 
 
 def _slowest(outcomes: list[Outcome]) -> list[str]:
@@ -127,9 +135,10 @@ def _slowest(outcomes: list[Outcome]) -> list[str]:
 def _missing(missing: list[str], total: int) -> list[str]:
     shown = ", ".join(missing[:MISSING_SHOWN])
     more = f" and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
+    verb = "has" if len(missing) == 1 else "have"
     return _wrapped(
         "missing",
-        f"{len(missing)} of the grid's {total} cells {'has' if len(missing) == 1 else 'have'} "
+        f"{len(missing)} of the grid's {counted(total, 'cell')} {verb} "
         f"no JSON (not asked for by this run's target, or their job failed): {shown}{more}",
     )
 
@@ -153,7 +162,7 @@ def summarize(
     outcomes, missing = collect(root / "cells", cells)
     total = len(outcomes) + len(missing)
     where = f"grid {grid}, " if grid else ""
-    lines = [f"llmbench: run summary ({where}{total} cells, {root / 'cells'}/)"]
+    lines = [f"llmbench: run summary ({where}{counted(total, 'cell')}, {root / 'cells'}/)"]
     lines += _wrapped("status", status_counts(outcomes) or "no cell JSON yet")
     for i, line in enumerate(_slowest(outcomes)):
         lines.append(f"  {'slowest' if i == 0 else '':<9}{line}")
@@ -169,7 +178,7 @@ def summarize(
         lines += _wrapped("frontier", frontier)
     failed = sorted((o for o in outcomes if o.status != "ok"), key=lambda o: (o.status, o.name))
     if failed:
-        lines.append(f"  not ok   {len(failed)} cells:")
+        lines.append(f"  not ok   {counted(len(failed), 'cell')}:")
         lines += [f"    {o.status:<14}{o.name}: {o.reason}" for o in failed]
     if missing:
         lines += _missing(missing, total)
