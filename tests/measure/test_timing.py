@@ -22,6 +22,17 @@ def test_stats_keep_raw_samples_and_units():
         LatencyStats.from_samples([])
 
 
+def test_tail_percentiles_need_enough_samples():
+    # 3 prefill repeats have no p90 (it would interpolate between the two largest), 10 do;
+    # a p99 needs 100 samples.
+    three = LatencyStats.from_samples([1.0, 2.0, 3.0])
+    assert three.p90 is None and three.p99 is None and three.p50 == 2.0
+    ten = LatencyStats.from_samples([float(i) for i in range(10)])
+    assert ten.p90 == pytest.approx(float(np.percentile(range(10), 90))) and ten.p99 is None
+    hundred = LatencyStats.from_samples([float(i) for i in range(100)])
+    assert hundred.p99 == pytest.approx(float(np.percentile(range(100), 99)))
+
+
 def test_cpu_stopwatch_measures_wall_time():
     import time
 

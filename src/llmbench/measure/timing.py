@@ -22,15 +22,28 @@ def percentile(samples: Sequence[float], q: float) -> float:
     return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
 
 
+TAIL_MIN_SAMPLES = {90: 10, 99: 100}
+"""The fewest samples for which a tail percentile is reported: with fewer, the q-th
+percentile is an interpolation between the two largest samples, not a tail (3 prefill
+repeats would give a "p90" 80 % of the way from the second-largest to the largest)."""
+
+
+def tail_percentile(samples: Sequence[float], q: int) -> float | None:
+    """The ``q``-th percentile (90 or 99) of ``samples``, or None where there are fewer than
+    ``TAIL_MIN_SAMPLES[q]`` of them."""
+    return percentile(samples, q) if len(samples) >= TAIL_MIN_SAMPLES[q] else None
+
+
 @dataclass(frozen=True)
 class LatencyStats:
-    """Summary of repeated timings in milliseconds, with the raw samples kept beside it."""
+    """Summary of repeated timings in milliseconds, with the raw samples kept beside it.
+    ``p90``/``p99`` are None with fewer than 10/100 samples (``TAIL_MIN_SAMPLES``)."""
 
     unit: str
     count: int
     p50: float
-    p90: float
-    p99: float
+    p90: float | None
+    p99: float | None
     min: float
     max: float
     mean: float
@@ -47,8 +60,8 @@ class LatencyStats:
             unit="ms",
             count=len(samples),
             p50=percentile(samples, 50),
-            p90=percentile(samples, 90),
-            p99=percentile(samples, 99),
+            p90=tail_percentile(samples, 90),
+            p99=tail_percentile(samples, 99),
             min=min(samples),
             max=max(samples),
             mean=statistics.fmean(samples),

@@ -3,7 +3,8 @@ phase, latency, efficiency (with the measured floor), model and checks, timing b
 
 GiB = 2^30 bytes; memory summed over the CUDA devices a cell used. Every function takes a
 validated cell result and returns ``{column: value}``, None where the record lacks the value.
-May import ``llmbench`` constants and ``llmbench.report.checkcolumns``. Tests mirror it in
+May import ``llmbench`` constants, ``llmbench.measure.timing`` (no torch at import) and
+``llmbench.report.checkcolumns``. Tests mirror it in
 ``tests/report/test_aggregate.py`` (through ``build_tables``).
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llmbench import GIB
+from llmbench.measure.timing import TAIL_MIN_SAMPLES
 from llmbench.report.checkcolumns import check_columns
 
 
@@ -59,18 +61,25 @@ def memory_columns(result: Mapping[str, Any]) -> dict[str, float | None]:
     return columns
 
 
+def _p90(stats: Mapping[str, Any]) -> float | None:
+    """A record's p90, or None where it has fewer samples than a tail needs (records written
+    before ``measure.timing.TAIL_MIN_SAMPLES`` kept an interpolated one)."""
+    count = stats.get("count")
+    return stats.get("p90") if count is not None and count >= TAIL_MIN_SAMPLES[90] else None
+
+
 def latency_columns(result: Mapping[str, Any]) -> dict[str, float | None]:
     latency = result.get("latency") or {}
     prefill = latency.get("prefill") or {}
     decode = latency.get("decode_per_token") or {}
     return {
         "prefill_ms_p50": prefill.get("p50"),
-        "prefill_ms_p90": prefill.get("p90"),
+        "prefill_ms_p90": _p90(prefill),
         "prefill_ms_min": prefill.get("min"),
         "prefill_ms_std": prefill.get("std"),
         "prefill_repeats": prefill.get("count"),
         "decode_ms_per_token_p50": decode.get("p50"),
-        "decode_ms_per_token_p90": decode.get("p90"),
+        "decode_ms_per_token_p90": _p90(decode),
         "decode_ms_per_token_min": decode.get("min"),
         "decode_ms_per_token_std": decode.get("std"),
         "ttft_ms": latency.get("ttft_ms"),
