@@ -7,7 +7,7 @@
   run's finished cells (and frontier probes and searches) back into ``results/`` where missing,
   dated now, so that Snakemake measures only what the reference lacks. Run it once the model
   checkpoints exist: Snakemake remeasures cells older than their inputs.
-- ``predict [--grid G] [--gpu-mem 80GiB] [--format table|csv] [--terms]``: the memory model
+- ``predict [--grid G] [--gpu-mem 79.18GiB] [--format table|csv] [--terms]``: the memory model
   (llmbench.predict) for every cell of a grid, no GPU: predicted peaks and whether each cell
   fits; ``--gpus N``: per device on N GPUs, and the fewest GPUs each cell needs;
   ``--frontier``: the out-of-memory frontier of the ``frontier:`` section per device, by the
@@ -160,7 +160,8 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     predictor.add_argument("--grid", help="grid name or path (default: the config's grid)")
     predictor.add_argument(
         "--gpu-mem",
-        help="device memory to fit in, e.g. 80GiB, 24GB (default 80GiB); with --frontier:"
+        help="device memory to fit in, e.g. 79.18GiB, 24GB (default 79.18GiB: an H100 80GB as"
+        " torch reports it, not 80 GiB); with --frontier:"
         " each device's total as nvidia-smi reports it, comma-separated (e.g. 46068MiB)",
     )
     predictor.add_argument(
@@ -287,6 +288,7 @@ def _compare(args: argparse.Namespace) -> None:
 
 def _predict(args: argparse.Namespace) -> None:
     from llmbench import predict
+    from llmbench.predict.constants import DEFAULT_GPU_MEM
 
     if args.frontier:
         _predict_frontier(args)
@@ -295,7 +297,7 @@ def _predict(args: argparse.Namespace) -> None:
         raise UsageError("--gpu and --configfile go with --frontier")
     if args.device_map is not None and args.gpus is None:
         raise UsageError("--device-map needs --gpus N (it picks the planner's policy on N GPUs)")
-    args.gpu_mem = args.gpu_mem or "80GiB"
+    args.gpu_mem = args.gpu_mem or DEFAULT_GPU_MEM
     if "," in args.gpu_mem:
         raise UsageError("--gpu-mem: several sizes go with --frontier; predict takes one")
     grid = args.grid or str(_config()["grid"])

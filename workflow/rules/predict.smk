@@ -1,7 +1,8 @@
 rule predict:
     """Analytic memory model for every cell of the configured grid (no cell is run, no GPU):
     predicted load/prefill/decode peaks, the breakdown by term at the peak, and the fit
-    against an 80 GiB device (device_need_gib lets a reader compare any other capacity).
+    against an H100 80GB as torch reports it, 79.18 GiB (device_need_gib lets a reader compare
+    any other capacity).
     """
     output:
         predicted="results/tables/predicted.csv",
@@ -11,6 +12,6 @@ rule predict:
         "../../envs/analysis.yaml"
     params:
         grid=config["grid"],
-        gpu_mem="80GiB",
+        gpu_mem="79.18GiB",
     script:
         "../../scripts/predict_grid.py"

@@ -20,7 +20,7 @@ from typing import Any
 from llmbench.grid.spec import Cell
 from llmbench.grid.support import static_unsupported
 from llmbench.predict.architecture import model_config_for
-from llmbench.predict.constants import GIB, gib
+from llmbench.predict.constants import DEFAULT_GPU_MEM, GIB, gib
 from llmbench.predict.method import Unpredictable, predict_cell
 from llmbench.predict.prediction import Prediction
 from llmbench.predict.replay import TERM_NAMES
@@ -395,7 +395,7 @@ def grid_prediction_rows(
     grid: str | None,
     *,
     repo_root: Path,
-    gpu_mem: str | None = "80GiB",
+    gpu_mem: str | None = DEFAULT_GPU_MEM,
     terms: bool = False,
 ) -> list[dict[str, Any]]:
     """Rows for every cell of a grid (default: the config's), reading config/config.yaml for
