@@ -63,8 +63,8 @@ def test_cli_predict_table_and_csv(capsys):
     assert header[:6] == ["model", "quant", "attn", "dtype", "b", "seq"]
     assert len(rows) == 9
     # Every cell fits 80 GiB; the one that cannot run at all says so instead of "yes".
-    assert header[-3:] == ["fits", "dominant", "method"]
-    fits = {tuple(row[:6]): row[-3] for row in rows}
+    assert header[-4:] == ["fits", "checked", "dominant", "method"]
+    fits = {tuple(row[:6]): row[-4] for row in rows}
     assert fits.pop(("mistral-7b-v0.3", "nf4", "flash_attention_2", "float32", "2", "3072")) == (
         "unsupported"
     )
@@ -80,7 +80,7 @@ def test_cli_predict_table_and_csv(capsys):
     oom = [r for r in rows if r["attn"] == "eager" and r["batch"] == "4" and r["seq"] == "8192"]
     assert {r["fits"] for r in oom} == {"no"}
     _, rows = table_rows(report(capsys, "--grid", "seed", "--gpu-mem", "8GiB"))
-    fits = [row[-3] for row in rows]
+    fits = [row[-4] for row in rows]
     assert "no" in fits and "yes" in fits
 
 
@@ -97,14 +97,18 @@ def test_header_gives_the_units_and_the_budget_as_read(capsys):
 def test_report_closes_with_how_many_cells_fit(capsys):
     lines = report(capsys, "--grid", "seed", "--gpu-mem", "24GB")
     _, rows = table_rows(lines)
-    verdicts = [row[-3] for row in rows]
+    verdicts = [row[-4] for row in rows]
     counts = {v: verdicts.count(v) for v in ("yes", "maybe", "no", "unsupported")}
     assert counts == {"yes": 5, "maybe": 1, "no": 2, "unsupported": 1}
-    assert lines[-1] == "9 cells: 5 fit, 1 maybe, 2 do not fit, 1 cannot run"
+    # every cell with a verdict is a setting the references measured (llmbench.predict.checked)
+    assert lines[-1] == (
+        "9 cells: 5 fit, 1 maybe, 2 do not fit, 1 cannot run; checked on a GPU: 8 yes"
+    )
     lines = report(capsys, "--grid", "extended")
-    verdicts = [row[-3] for row in table_rows(lines)[1]]
+    verdicts = [row[-4] for row in table_rows(lines)[1]]
     assert (verdicts.count("yes"), verdicts.count("maybe"), verdicts.count("no")) == (75, 3, 3)
-    assert lines[-1] == "81 cells: 75 fit, 3 maybe, 3 do not fit"  # no zero counts but "fit"
+    # no zero counts but "fit"
+    assert lines[-1] == "81 cells: 75 fit, 3 maybe, 3 do not fit; checked on a GPU: 81 yes"
 
 
 def test_help_explains_need_and_maybe(capsys):
@@ -187,7 +191,9 @@ def test_report_names_cells_without_a_prediction_and_counts_them():
     unknown.update(reason="rope_scaling type 'yarn' is not modelled", note="no prediction")
     text = predict.format_report([*rows, unknown], grid="seed", gpu_mem="24GB")
     lines = text.splitlines()
-    assert lines[-1] == "10 cells: 5 fit, 1 maybe, 2 do not fit, 1 cannot run, 1 unknown"
+    assert lines[-1] == (
+        "10 cells: 5 fit, 1 maybe, 2 do not fit, 1 cannot run, 1 unknown; checked on a GPU: 8 yes"
+    )
     reason = "  llama-x none sdpa bfloat16 b1 s8: unknown: rope_scaling type 'yarn' is not modelled"
     assert reason in lines
     terms = predict.format_report([*rows, unknown], grid="seed", gpu_mem="24GB", terms=True)

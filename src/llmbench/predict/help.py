@@ -20,16 +20,25 @@ columns (GiB = 2^30 bytes):
                            decides (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True helps)
                          no: the allocations alone do not fit
                          unsupported: cannot run whatever the memory (flash-attn on the CPU;
-                           flash or cuDNN attention in float32); the reason is printed
+                           flash or cuDNN attention in float32; refusals measured on the
+                           H200 decode reference); the reason is printed
                          unknown: no prediction for this model
+  checked                was this prediction checked against a GPU measurement (the
+                         committed references' cells, results/reference/**/tables):
+                         yes: cells of the same model, quantization and its knobs, KV
+                           cache, attention, dtype and decode mode were measured, every one
+                           within 1 % of the prediction, over a batch and sequence range
+                           that includes this cell's
+                         shape: that setting was measured within 1 %, not out to this
+                           batch or length
+                         no: never measured (csv's checked_note names which setting), or
+                           measured and off by more than 1 %
+                         -: no verdict to check (unsupported, unknown)
   dominant               the term that holds the most memory at the peak (traced: the
                          tracer's activations, not split into terms)
   method                 which method answered: tracer (the model code run on the meta
-                         device) or hand replay (llmbench.predict's replay); fp8 and
-                         quantized-KV-cache cells: measured within 0.11 % on an H200 for
-                         Mistral-7B-v0.3 with bfloat16 activations (KV caches with bf16
-                         weights; results/reference/h200/quant/); other models and dtypes
-                         in those formats are predicted, not checked
+                         device) or hand replay (llmbench.predict's replay); `checked`
+                         says whether a GPU measurement backs it
 
 several GPUs (--gpus N): one line per device of each cell. transformers' own planner
 (_get_device_map: get_balanced_memory + infer_auto_device_map over compute_module_sizes, as

@@ -6,7 +6,8 @@ their reason, a closing count); memory sizes read from text (``--gpu-mem``); and
 that cannot run whatever the memory (``cannot_run``).
 
 Imports ``llmbench.grid`` (the grid's cells, the pipeline's static support rule) and
-``llmbench.predict``'s architecture, prediction, replay and constants modules; yaml, lazily.
+``llmbench.predict``'s architecture, checked, prediction, replay and constants modules; yaml,
+lazily.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from llmbench.grid.spec import Cell
 from llmbench.grid.support import static_unsupported
 from llmbench.predict.architecture import model_config_for
+from llmbench.predict.checked import checked, reference_groups
 from llmbench.predict.constants import DEFAULT_GPU_MEM, GIB, gib
 from llmbench.predict.method import Unpredictable, predict_cell
 from llmbench.predict.prediction import Prediction
@@ -225,6 +227,7 @@ _TABLE_COLUMNS = (
     ("decode_peak_allocated_gib", "decode", "{:.2f}"),
     ("device_need_gib", "need", "{:.2f}"),
     ("fits", "fits", "{}"),
+    ("checked", "checked", "{}"),
     ("dominant_term", "dominant", "{}"),
     ("method_tag", "method", "{}"),
 )
@@ -244,12 +247,16 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     columns = list(_TABLE_COLUMNS)
     if all(row.get("fits") is None for row in rows):
         columns = [c for c in columns if c[0] != "fits"]
+    if all(not row.get("checked") for row in rows):
+        columns = [c for c in columns if c[0] != "checked"]
     rows = [{**row, "variant": _variant(row)} for row in rows]
     if any(row["variant"] for row in rows):  # the optional axes, as in the cell's file name
         columns.insert(6, ("variant", "variant", "{}"))
 
     def cell_text(row: dict[str, Any], key: str, fmt: str) -> str:
         value = row.get(key)
+        if key == "checked" and not value:
+            return "-"  # no verdict to check: the column stays readable (and splittable)
         if value is None or value == "":
             return row.get("note", "") if key == "load_allocated_gib" else ""
         return fmt.format(value)
@@ -348,7 +355,12 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
         for key, one, many in _VERDICTS
         if counts[key] or key == "yes"
     ]
-    return f"{len(rows)} cells: {', '.join(parts)}"
+    summary = f"{len(rows)} cells: {', '.join(parts)}"
+    checks = Counter(row["checked"] for row in rows if row.get("checked"))
+    if checks:
+        counted = ", ".join(f"{checks[v]} {v}" for v in ("yes", "shape", "no") if checks[v])
+        summary += f"; checked on a GPU: {counted}"
+    return summary
 
 
 def format_header(rows: list[dict[str, Any]], *, grid: str, gpu_mem: str | None) -> str:
@@ -432,4 +444,12 @@ def grid_prediction_rows(
                 configs[row["model"]] = model_config_for(row["model"], models, repo_root)
             except Exception:  # noqa: BLE001 - the prediction already says why it could not
                 configs[row["model"]] = None
-    return [flag_cannot_run(row, device, configs[row["model"]]) for row in rows]
+    rows = [flag_cannot_run(row, device, configs[row["model"]]) for row in rows]
+    groups = reference_groups(repo_root)
+    four_bit = str(config.get("bnb_4bit_compute_dtype", "bfloat16"))
+    for row in rows:
+        verdict, note = ("", "")
+        if row.get("fits") in ("yes", "maybe", "no"):
+            verdict, note = checked(row, groups, four_bit)
+        row.update(checked=verdict, checked_note=note)
+    return rows

@@ -1,0 +1,108 @@
+"""Whether a prediction was checked on a GPU (``llmbench.predict.checked``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from predict_fixtures import REPO
+
+from llmbench.predict.checked import (
+    FOUR_BIT_COMPUTE,
+    KEY,
+    checked,
+    measured_groups,
+    reference_groups,
+)
+
+COLUMNS = [*KEY, "batch", "seq", "status"] + [
+    f"{phase}_measured_over_predicted" for phase in ("load", "prefill", "decode")
+]
+
+
+def row(**values):
+    base = dict(
+        model="m",
+        quant="none",
+        bnb_compute="config",
+        int8_threshold="default",
+        kv_cache="model",
+        attn="sdpa",
+        dtype="bfloat16",
+        decode_mode="eager",
+        batch=1,
+        seq=1024,
+        status="ok",
+        load_measured_over_predicted=1.0,
+        prefill_measured_over_predicted=1.0,
+        decode_measured_over_predicted=1.0,
+    )
+    return {**base, **values}
+
+
+def groups_of(tmp_path, rows):
+    table = tmp_path / "ref" / "gpu" / "run" / "tables" / "cells.csv"
+    table.parent.mkdir(parents=True)
+    with table.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return measured_groups([table], tmp_path / "ref")
+
+
+def test_a_measured_setting_is_checked_within_its_shapes_only(tmp_path):
+    groups = groups_of(
+        tmp_path,
+        [
+            row(batch=1, seq=1024, decode_measured_over_predicted=1.004),
+            row(batch=8, seq=8192),
+            row(quant="int8", status="oom", load_measured_over_predicted=""),
+        ],
+    )
+    verdict, note = checked(row(batch=4, seq=4096), groups)
+    assert verdict == "yes" and note == "2 measured cells (gpu/run), worst 0.40 %"
+    verdict, note = checked(row(batch=16, seq=4096), groups)
+    assert verdict == "shape" and note.endswith("at batch 1-8 and sequence 1024-8192 only")
+    # an out-of-memory cell has no ratios: int8 was never checked
+    assert checked(row(quant="int8"), groups) == ("no", "m never measured with quant int8")
+    assert checked(row(model="other"), groups)[1].startswith("model other never measured")
+
+
+def test_a_combination_of_measured_settings_names_the_closest_one(tmp_path):
+    groups = groups_of(tmp_path, [row(attn="flash_attention_2"), row(quant="nf4")])
+    verdict, note = checked(row(quant="nf4", attn="flash_attention_2"), groups)
+    assert verdict == "no"
+    assert "never this combination" in note
+    # both measured cells differ in one setting; the note names one of them
+    assert "quant (nf4 here, none there)" in note or "(flash_attention_2 here, sdpa there)" in note
+
+
+def test_a_group_with_a_cell_off_by_more_than_one_percent_checks_nothing(tmp_path):
+    groups = groups_of(tmp_path, [row(), row(batch=2, prefill_measured_over_predicted=0.97)])
+    verdict, note = checked(row(), groups)
+    assert verdict == "no" and "worst 3.00 %" in note and "off by more than 1 %" in note
+
+
+def test_a_4bit_cell_of_the_configs_compute_dtype_matches_its_explicit_spelling(tmp_path):
+    groups = groups_of(tmp_path, [row(quant="nf4", bnb_compute="bfloat16")])
+    assert checked(row(quant="nf4", bnb_compute="config"), groups)[0] == "yes"
+    assert checked(row(quant="nf4", bnb_compute="config"), groups, "float32")[0] == "no"
+    assert checked(row(quant="nf4", bnb_compute="float32"), groups)[0] == "no"
+
+
+def test_every_committed_reference_ran_4bit_layers_in_the_assumed_compute_dtype():
+    # FOUR_BIT_COMPUTE is what bnb_compute "config" meant in the references' cells.
+    dtypes = {
+        (json.loads(path.read_text()).get("settings") or {}).get("bnb_4bit_compute_dtype")
+        for path in (REPO / "results/reference").rglob("cells/**/*.json")
+    }
+    assert dtypes == {FOUR_BIT_COMPUTE}
+
+
+def test_the_references_check_fp4_and_not_an_unmeasured_family():
+    groups = reference_groups(REPO)
+    fp4 = row(model="mistral-7b-v0.3", quant="fp4", bnb_compute="bfloat16", seq=8192)
+    verdict, note = checked(fp4, groups)
+    assert verdict == "yes" and "h200/quant" in note
+    llama = row(model="llama-3.1-8b")
+    assert checked(llama, groups)[0] == "no"
