@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,47 +92,23 @@ def rebuild_tables(root: Path, grid: str | None) -> int:
     return len(cells)
 
 
-def _copy_cells(source: Path, target: Path, grid: str, *, resume: bool) -> int:
-    """Copy the grid's cell JSONs (and job benchmarks) from ``source`` to ``target``; with
-    ``resume``, only where ``target`` lacks them, dated now. Returns the cells copied."""
-    from llmbench.grid.spec import expand_grid
-
-    copied = 0
-    for cell in expand_grid(_grid(grid)):
-        if resume and (target / "cells" / cell.relpath).exists():
-            continue  # this run's own cell (and its benchmark) stays
-        for folder, suffix in (("cells", ".json"), ("benchmarks/cells", ".tsv")):
-            origin = source / folder / cell.relpath.replace(".json", suffix)
-            if origin.is_file():
-                _copy(origin, target / folder / cell.relpath.replace(".json", suffix), touch=resume)
-                copied += folder == "cells"
-    return copied
-
-
-def _copy(origin: Path, destination: Path, *, touch: bool) -> None:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(origin, destination)
-    if touch:  # newer than the checkpoints: Snakemake keeps the cell
-        os.utime(destination)
-
-
 def publish(source: Path, target: Path, grid: str) -> int:
-    """Copy the grid's cell JSONs (and job benchmarks) from ``source`` to ``target``."""
-    return _copy_cells(source, target, grid, resume=False)
+    """Copy the grid's cell JSONs (and job benchmarks) from ``source`` to ``target``
+    (``report.references.publish``); UsageError for an unknown grid."""
+    from llmbench.grid.spec import expand_grid
+    from llmbench.report import references
+
+    return references.publish(source, target, expand_grid(_grid(grid)))
 
 
 def resume(reference: Path, target: Path, grid: str, frontier: bool = False) -> tuple[int, int]:
-    """Copy a reference run's cells of ``grid`` (and with ``frontier`` its frontier probes and
-    searches) into ``target`` where missing, dated now. Returns (cells, frontier files)."""
-    cells = _copy_cells(reference, target, grid, resume=True)
-    files = 0
-    if frontier:
-        for origin in sorted((reference / "frontier").rglob("*.json")):
-            destination = target / "frontier" / origin.relative_to(reference / "frontier")
-            if not destination.exists():
-                _copy(origin, destination, touch=True)
-                files += 1
-    return cells, files
+    """Copy a reference run's cells of ``grid`` (and with ``frontier`` its frontier files)
+    into ``target`` where missing, dated now (``report.references.resume``); UsageError for an
+    unknown grid. Returns (cells, frontier files)."""
+    from llmbench.grid.spec import expand_grid
+    from llmbench.report import references
+
+    return references.resume(reference, target, expand_grid(_grid(grid)), frontier=frontier)
 
 
 def _predict_epilog() -> str:
@@ -221,39 +196,18 @@ def _parser() -> argparse.ArgumentParser:
         "--grid", help="grid whose seed_cases label the rows (default: none, no labels)"
     )
     publisher = commands.add_parser("publish", help="copy a run into a reference folder")
-    publisher.add_argument(
-        "--from",
-        dest="source",
-        type=Path,
-        default=Path("results"),
-        help="the run whose cells/ are copied (default: results)",
-    )
-    publisher.add_argument(
-        "--to",
-        dest="target",
-        type=Path,
-        required=True,
-        help="the reference folder, e.g. results/reference/<gpu>/<run> (required)",
-    )
-    publisher.add_argument("--grid", required=True, help="grid whose cells are copied (required)")
     resumer = commands.add_parser(
         "resume", help="copy a reference run's cells into results/ to measure only the rest"
     )
-    resumer.add_argument(
-        "--from",
-        dest="source",
-        type=Path,
-        required=True,
-        help="the reference run to copy from, e.g. results/reference/<gpu>/<run> (required)",
-    )
-    resumer.add_argument(
-        "--to",
-        dest="target",
-        type=Path,
-        default=Path("results"),
-        help="the run folder that gets the missing cells (default: results)",
-    )
-    resumer.add_argument("--grid", required=True, help="grid whose cells are copied (required)")
+    reference = "a reference folder, e.g. results/reference/<gpu>/<run> (required)"
+    for command, source, target in ((publisher, "results", None), (resumer, None, "results")):
+        for flag, dest, default in (("--from", "source", source), ("--to", "target", target)):
+            what = f"a run folder (default: {default})" if default else reference
+            command.add_argument(
+                flag, dest=dest, type=Path, default=default and Path(default), required=not default,
+                help=f"copy {flag.removeprefix('--')} {what}",
+            )  # fmt: skip
+        command.add_argument("--grid", required=True, help="grid whose cells are copied (required)")
     resumer.add_argument(
         "--frontier", action="store_true", help="also copy frontier/ (probes and searches)"
     )

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 from predict_fixtures import REPO
 
 from llmbench import GIB, predict
@@ -147,16 +146,6 @@ def test_cells_that_cannot_run_are_flagged_with_the_reason(capsys):
     assert static_unsupported(FA2_FP32, "cuda") is None
 
 
-def test_the_pipelines_own_rule_flags_flash_attention_on_the_cpu():
-    row = {**Cell("m", "none", "flash_attention_2", "bfloat16", 1, 8).to_dict(), "fits": "yes"}
-    assert output.flag_cannot_run(dict(row), "cuda")["fits"] == "yes"
-    flagged = output.flag_cannot_run(dict(row), "cpu")
-    assert flagged["fits"] == "unsupported"
-    assert flagged["reason"] == static_unsupported(Cell.from_mapping(row), "cpu")
-    assert predict.cannot_run(Cell("m", "none", "sdpa", "float32", 1, 8)) is None
-    assert predict.cannot_run(Cell("m", "none", "sdpa-flash", "float32", 1, 8))
-
-
 def test_terms_are_one_a_line_within_100_columns(capsys, monkeypatch, tmp_path):
     # the hand replay's terms: no cached traces (a filled local cache would answer instead)
     monkeypatch.setattr("llmbench.predict.method.TRACE_CACHE", tmp_path / "no-traces")
@@ -210,36 +199,3 @@ def test_the_table_shows_the_optional_axes_where_a_cell_is_off_their_defaults():
     assert variants == {"_c-bf16", "_c-fp32"}
     fp32 = next(r for r in rows if r["quant"] == "fp4" and r["bnb_compute"] == "float32")
     assert output.cell_label(fp32).endswith("_c-fp32")
-
-
-def test_the_predictor_flags_exactly_the_decode_references_unsupported_cells():
-    # Every cell of the H200 decode reference (76: forced SDPA backends, FA2 graphs, ...):
-    # the predictor says `unsupported` where, and only where, the GPU run did.
-    from llmbench.predict.architecture import model_config_for
-
-    models = yaml.safe_load((REPO / "config/config.yaml").read_text())["models"]
-    folder = REPO / "results/reference/h200/decode/cells"
-    statuses = {}
-    for path in sorted(folder.rglob("*.json")):
-        record = json.loads(path.read_text())
-        cell = Cell.from_mapping(record["cell"])
-        config = model_config_for(cell.model, models, REPO)
-        statuses[path.relative_to(folder).as_posix()] = (
-            record["status"],
-            predict.cannot_run(cell, "cuda", config),
-        )
-    assert len(statuses) == 76
-    wrong = {k: v for k, v in statuses.items() if (v[0] == "unsupported") != (v[1] is not None)}
-    assert not wrong
-    assert sum(v[0] == "unsupported" for v in statuses.values()) == 18
-
-
-def test_forced_efficient_sdpa_is_refused_only_for_grouped_query_models():
-    gqa = {"model_type": "mistral", "num_attention_heads": 32, "num_key_value_heads": 8}
-    mha = {**gqa, "num_key_value_heads": 32}
-    cell = Cell("m", "none", "sdpa-efficient", "bfloat16", 1, 4096)
-    assert "grouped-query" in predict.cannot_run(cell, "cuda", gqa)
-    assert predict.cannot_run(cell, "cuda", mha) is None
-    assert predict.cannot_run(cell, "cuda", None) is None  # unknown heads: no claim
-    # a prompt longer than the sliding window gets a mask: K/V repeated, the kernel runs
-    assert predict.cannot_run(cell, "cuda", {**gqa, "sliding_window": 2048}) is None

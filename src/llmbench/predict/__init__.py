@@ -41,6 +41,10 @@ Modules, each importing only those above it in this list:
 - ``kvcache``: a quantized KV cache (grid axis ``kv_cache``): stored bytes, decode transient,
   the hand replay's phases with its KV terms replaced.
 - ``method``: which method answers a cell (``predict_cell``, ``Unpredictable``).
+- ``refusals``: cells that cannot run whatever the memory (``cannot_run``), known before a
+  run.
+- ``checked``: which predictions a committed reference cell backs (``llmbench predict``'s
+  ``checked`` column).
 - ``output``: rows, text table and CSV for ``llmbench predict`` and Snakemake.
 - ``multigpu``: per-device peaks and fits on N GPUs, and the GPUs a cell needs (runs
   ``trace.devices``: torch, only when called).
@@ -85,7 +89,6 @@ from llmbench.predict.fit import ALLOCATOR_SLACK_FIXED_BYTES, ALLOCATOR_SLACK_FR
 from llmbench.predict.method import Unpredictable, predict_cell
 from llmbench.predict.outliers import int8_outlier_fraction
 from llmbench.predict.output import (
-    cannot_run,
     format_csv,
     format_report,
     format_table,
@@ -100,6 +103,7 @@ from llmbench.predict.prediction import (
     predict,
     predicted_peak_bytes,
 )
+from llmbench.predict.refusals import cannot_run
 from llmbench.predict.replay import TERM_NAMES, Terms
 from llmbench.predict.weights import WeightBreakdown, weight_breakdown
 

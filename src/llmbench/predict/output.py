@@ -2,12 +2,12 @@
 (scripts/predict_grid.py): predictions for every cell of a grid, one row per cell (GiB =
 2^30 bytes), as CSV or as a report for a person (a header with the units and the budget as
 read, a fixed-width table, the peak's breakdown one term a line, the cells that cannot run with
-their reason, a closing count); memory sizes read from text (``--gpu-mem``); and the cells
-that cannot run whatever the memory (``cannot_run``).
+their reason, a closing count); memory sizes read from text (``--gpu-mem``). The cells that
+cannot run whatever the memory are ``refusals``' (``cannot_run``).
 
-Imports ``llmbench.grid`` (the grid's cells, the pipeline's static support rule) and
-``llmbench.predict``'s architecture, checked, prediction, replay and constants modules; yaml,
-lazily.
+Imports ``llmbench.grid`` (the grid's cells) and
+``llmbench.predict``'s architecture, checked, refusals, prediction, replay and constants
+modules; yaml, lazily.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from llmbench.grid.spec import Cell
-from llmbench.grid.support import static_unsupported
 from llmbench.predict.architecture import model_config_for
 from llmbench.predict.checked import checked, reference_groups
 from llmbench.predict.constants import DEFAULT_GPU_MEM, GIB, gib
 from llmbench.predict.method import Unpredictable, predict_cell
 from llmbench.predict.prediction import Prediction
+from llmbench.predict.refusals import flag_cannot_run
 from llmbench.predict.replay import TERM_NAMES
 
 
@@ -127,91 +127,6 @@ def prediction_row(
     if terms:
         for name, nbytes in peak.peak.to_dict().items():
             row[f"{name}_gib"] = gib(nbytes)
-    return row
-
-
-_FLOAT32_REFUSED = {
-    "flash_attention_2": "flash-attn's kernels take",
-    "sdpa-flash": "PyTorch's flash SDPA kernel takes",
-    "sdpa-cudnn": "PyTorch's cuDNN SDPA kernel takes",
-}
-
-
-_DECODE_REFUSED = {
-    ("flash_attention_2", "graph"): (
-        "decode_mode graph with flash_attention_2: the decode step cannot be captured as a CUDA "
-        "graph (transformers' flash-attention path under a StaticCache's padding mask reads "
-        "sequence lengths on the host: 'operation not permitted when stream is capturing'; all "
-        "10 such cells of results/reference/h200/decode are unsupported)"
-    ),
-    ("sdpa-flash", "static"): (
-        "PyTorch's flash SDPA kernel takes no attention mask, and a StaticCache decode step "
-        "passes one (its unwritten positions masked): 'No available kernel' in decode "
-        "(results/reference/h200/decode, 4 cells)"
-    ),
-}
-_DECODE_REFUSED["sdpa-flash", "graph"] = _DECODE_REFUSED["sdpa-flash", "static"]
-
-
-def _efficient_refuses_gqa(cell: Cell, config: Mapping[str, Any] | None) -> str | None:
-    """Why forced memory-efficient SDPA cannot run this model's prefill, or None: a model
-    with grouped-query attention gets ``enable_gqa=True`` (no repeated K/V) whenever the
-    prefill has no mask (transformers 5.17 ``use_gqa_in_sdpa``: an unpadded prompt inside any
-    sliding window), and PyTorch's efficient kernel refuses unequal head counts
-    (``sdp_utils.cpp``; measured: 'No available kernel' in prefill, 4 cells of
-    results/reference/h200/decode)."""
-    if cell.attn != "sdpa-efficient" or not config:
-        return None
-    heads = config.get("num_attention_heads")
-    kv_heads = config.get("num_key_value_heads") or heads
-    window = config.get("sliding_window")
-    if config.get("model_type") == "qwen2" and not config.get("use_sliding_window"):
-        window = None
-    if not heads or kv_heads == heads or (window and cell.seq > window):
-        return None
-    return (
-        f"PyTorch's memory-efficient SDPA kernel refuses grouped-query attention "
-        f"({heads} query heads, {kv_heads} key/value heads), which transformers passes "
-        "unrepeated to a mask-free prefill: 'No available kernel' (a run records the cell "
-        "as unsupported)"
-    )
-
-
-def cannot_run(
-    cell: Cell, device: str = "cuda", config: Mapping[str, Any] | None = None
-) -> str | None:
-    """Why ``cell`` cannot run on ``device`` ("cuda" or "cpu") whatever the memory, or None.
-    ``config``: the model's config.json, where known (the GQA rule needs its head counts).
-
-    The pipeline's own rule first (``llmbench.grid.support.static_unsupported``: flash-attn on
-    the CPU); then rules of the predictor only, each a refusal the libraries made on a GPU:
-    flash and cuDNN attention kernels refuse float32 (the H100 reference's
-    nf4/flash_attention_2/float32 cell: "FlashAttention only support fp16 and bf16 data
-    type"); a flash_attention_2 decode step cannot be captured as a CUDA graph; forced flash
-    SDPA cannot run a StaticCache decode; forced memory-efficient SDPA cannot run a
-    grouped-query model's prefill. The pipeline still attempts such a cell and records it
-    ``unsupported`` from the library's error; the predictor says so before it runs."""
-    reason = static_unsupported(cell, device)
-    if reason is None and cell.dtype == "float32" and cell.attn in _FLOAT32_REFUSED:
-        reason = (
-            f"{_FLOAT32_REFUSED[cell.attn]} only float16 or bfloat16 (a run records the cell "
-            "as unsupported)"
-        )
-    if reason is None:
-        reason = _DECODE_REFUSED.get((cell.attn, cell.decode_mode))
-    return reason or _efficient_refuses_gqa(cell, config)
-
-
-def flag_cannot_run(
-    row: dict[str, Any], device: str = "cuda", config: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """``row`` with ``fits: unsupported`` and the ``reason`` when its cell cannot run (the
-    predicted numbers stay: they describe the allocations, not a run; a cell the predictor
-    could not predict gets only this reason). ``config``: the model's config.json."""
-    reason = cannot_run(Cell.from_mapping(row), device, config)
-    if reason is not None:
-        row.update(fits="unsupported", reason=reason)
-    row.setdefault("reason", "")  # a stable CSV column
     return row
 
 

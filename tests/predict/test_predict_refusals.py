@@ -1,0 +1,57 @@
+"""Cells that cannot run whatever the memory, known before a run
+(``llmbench.predict.refusals``)."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from predict_fixtures import REPO
+
+from llmbench import predict
+from llmbench.grid.spec import Cell
+from llmbench.grid.support import static_unsupported
+from llmbench.predict import refusals
+
+
+def test_the_pipelines_own_rule_flags_flash_attention_on_the_cpu():
+    row = {**Cell("m", "none", "flash_attention_2", "bfloat16", 1, 8).to_dict(), "fits": "yes"}
+    assert refusals.flag_cannot_run(dict(row), "cuda")["fits"] == "yes"
+    flagged = refusals.flag_cannot_run(dict(row), "cpu")
+    assert flagged["fits"] == "unsupported"
+    assert flagged["reason"] == static_unsupported(Cell.from_mapping(row), "cpu")
+    assert predict.cannot_run(Cell("m", "none", "sdpa", "float32", 1, 8)) is None
+    assert predict.cannot_run(Cell("m", "none", "sdpa-flash", "float32", 1, 8))
+
+
+def test_the_predictor_flags_exactly_the_decode_references_unsupported_cells():
+    # Every cell of the H200 decode reference (76: forced SDPA backends, FA2 graphs, ...):
+    # the predictor says `unsupported` where, and only where, the GPU run did.
+    from llmbench.predict.architecture import model_config_for
+
+    models = yaml.safe_load((REPO / "config/config.yaml").read_text())["models"]
+    folder = REPO / "results/reference/h200/decode/cells"
+    statuses = {}
+    for path in sorted(folder.rglob("*.json")):
+        record = json.loads(path.read_text())
+        cell = Cell.from_mapping(record["cell"])
+        config = model_config_for(cell.model, models, REPO)
+        statuses[path.relative_to(folder).as_posix()] = (
+            record["status"],
+            predict.cannot_run(cell, "cuda", config),
+        )
+    assert len(statuses) == 76
+    wrong = {k: v for k, v in statuses.items() if (v[0] == "unsupported") != (v[1] is not None)}
+    assert not wrong
+    assert sum(v[0] == "unsupported" for v in statuses.values()) == 18
+
+
+def test_forced_efficient_sdpa_is_refused_only_for_grouped_query_models():
+    gqa = {"model_type": "mistral", "num_attention_heads": 32, "num_key_value_heads": 8}
+    mha = {**gqa, "num_key_value_heads": 32}
+    cell = Cell("m", "none", "sdpa-efficient", "bfloat16", 1, 4096)
+    assert "grouped-query" in predict.cannot_run(cell, "cuda", gqa)
+    assert predict.cannot_run(cell, "cuda", mha) is None
+    assert predict.cannot_run(cell, "cuda", None) is None  # unknown heads: no claim
+    # a prompt longer than the sliding window gets a mask: K/V repeated, the kernel runs
+    assert predict.cannot_run(cell, "cuda", {**gqa, "sliding_window": 2048}) is None
