@@ -7,7 +7,7 @@
   run's finished cells (and frontier probes and searches) back into ``results/`` where missing,
   dated now, so that Snakemake measures only what the reference lacks. Run it once the model
   checkpoints exist: Snakemake remeasures cells older than their inputs.
-- ``predict [--grid G] [--gpu-mem 79.18GiB] [--format table|csv] [--terms]``: the memory model
+- ``predict [--grid G] [--gpu-mem 81079MiB] [--format table|csv] [--terms]``: the memory model
   (llmbench.predict) for every cell of a grid, no GPU: predicted peaks and whether each cell
   fits; ``--gpus N``: per device on N GPUs, and the fewest GPUs each cell needs;
   ``--frontier``: the out-of-memory frontier of the ``frontier:`` section per device, by the
@@ -135,8 +135,8 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     predictor.add_argument("--grid", help="grid name or path (default: the config's grid)")
     predictor.add_argument(
         "--gpu-mem",
-        help="device memory to fit in, e.g. 79.18GiB, 24GB (default 79.18GiB: an H100 80GB as"
-        " torch reports it, not 80 GiB); with --frontier:"
+        help="device memory to fit in, e.g. 81079MiB, 24GB (default 81079MiB = 79.18 GiB: an H100"
+        " 80GB as torch reports it, not 80 GiB); with --frontier:"
         " each device's total as nvidia-smi reports it, comma-separated (e.g. 46068MiB)",
     )
     predictor.add_argument(

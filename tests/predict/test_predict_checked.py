@@ -10,12 +10,13 @@ from predict_fixtures import REPO
 from llmbench.predict.checked import (
     FOUR_BIT_COMPUTE,
     KEY,
+    REFERENCE_DECODE,
     checked,
     measured_groups,
     reference_groups,
 )
 
-COLUMNS = [*KEY, "batch", "seq", "status"] + [
+COLUMNS = [*KEY, "batch", "seq", "status", "n_devices"] + [
     f"{phase}_measured_over_predicted" for phase in ("load", "prefill", "decode")
 ]
 
@@ -30,6 +31,8 @@ def row(**values):
         attn="sdpa",
         dtype="bfloat16",
         decode_mode="eager",
+        device_map="config",
+        max_memory="none",
         batch=1,
         seq=1024,
         status="ok",
@@ -62,19 +65,46 @@ def test_a_measured_setting_is_checked_within_its_shapes_only(tmp_path):
     verdict, note = checked(row(batch=4, seq=4096), groups)
     assert verdict == "yes" and note == "2 measured cells (gpu/run), worst 0.40 %"
     verdict, note = checked(row(batch=16, seq=4096), groups)
-    assert verdict == "shape" and note.endswith("at batch 1-8 and sequence 1024-8192 only")
+    assert verdict == "shape"
+    assert note.endswith("none around batch 16 x 4096 (measured batch 1-8, sequence 1024-8192)")
     # an out-of-memory cell has no ratios: int8 was never checked
-    assert checked(row(quant="int8"), groups) == ("no", "m never measured with quant int8")
+    assert checked(row(quant="int8"), groups) == (
+        "no",
+        "m never measured with quant int8; this cell ran out of memory on gpu/run",
+    )
     assert checked(row(model="other"), groups)[1].startswith("model other never measured")
 
 
-def test_a_combination_of_measured_settings_names_the_closest_one(tmp_path):
-    groups = groups_of(tmp_path, [row(attn="flash_attention_2"), row(quant="nf4")])
-    verdict, note = checked(row(quant="nf4", attn="flash_attention_2"), groups)
-    assert verdict == "no"
-    assert "never this combination" in note
-    # both measured cells differ in one setting; the note names one of them
-    assert "quant (nf4 here, none there)" in note or "(flash_attention_2 here, sdpa there)" in note
+def test_measured_cells_must_enclose_the_row_not_just_span_its_batch_and_length(tmp_path):
+    # 1 x 32768 and 16 x 512 were measured: 16 x 32768 is beyond both, 8 x 512 between them
+    groups = groups_of(tmp_path, [row(batch=1, seq=32768), row(batch=16, seq=512)])
+    assert checked(row(batch=16, seq=32768), groups)[0] == "shape"
+    assert checked(row(batch=2, seq=1024), groups)[0] == "shape"  # nothing at or below both
+    enclosing = groups_of(tmp_path / "b", [row(batch=1, seq=512), row(batch=16, seq=32768)])
+    assert checked(row(batch=8, seq=4096), enclosing)[0] == "yes"
+
+
+def test_an_out_of_memory_cell_and_another_decode_length_are_said(tmp_path):
+    oom = row(batch=4, seq=8192, status="oom", load_measured_over_predicted="")
+    groups = groups_of(tmp_path, [row(), row(batch=8, seq=8192), oom])
+    verdict, note = checked(row(batch=4, seq=8192), groups)
+    assert verdict == "yes" and note.endswith("; this cell ran out of memory on gpu/run")
+    verdict, note = checked(row(batch=4, seq=8192), groups, decode=(2048, 4))
+    assert verdict == "shape" and "this run decodes 2048 (4)" in note
+
+
+def test_a_cell_spread_over_gpus_checks_nothing(tmp_path):
+    groups = groups_of(tmp_path, [row(n_devices=2)])
+    assert checked(row(), groups)[0] == "no"
+
+
+def test_a_combination_of_measured_settings_names_every_closest_one(tmp_path):
+    groups = groups_of(tmp_path, [row(attn="flash_attention_2"), row(quant="int8")])
+    verdict, note = checked(row(quant="int8", attn="flash_attention_2"), groups)
+    assert verdict == "no" and "never this combination" in note
+    # both measured cells differ in one setting: both are named
+    assert "quant (int8 here, none there)" in note
+    assert "attn (flash_attention_2 here, sdpa there)" in note
 
 
 def test_a_group_with_a_cell_off_by_more_than_one_percent_checks_nothing(tmp_path):
@@ -90,13 +120,19 @@ def test_a_4bit_cell_of_the_configs_compute_dtype_matches_its_explicit_spelling(
     assert checked(row(quant="nf4", bnb_compute="float32"), groups)[0] == "no"
 
 
-def test_every_committed_reference_ran_4bit_layers_in_the_assumed_compute_dtype():
-    # FOUR_BIT_COMPUTE is what bnb_compute "config" meant in the references' cells.
-    dtypes = {
-        (json.loads(path.read_text()).get("settings") or {}).get("bnb_4bit_compute_dtype")
+def test_every_committed_reference_ran_the_assumed_compute_dtype_and_decode_length():
+    # FOUR_BIT_COMPUTE is what bnb_compute "config" meant in the references' cells, and
+    # every one decoded REFERENCE_DECODE tokens.
+    settings = [
+        json.loads(path.read_text()).get("settings") or {}
         for path in (REPO / "results/reference").rglob("cells/**/*.json")
+    ]
+    assert {s.get("bnb_4bit_compute_dtype") for s in settings} == {FOUR_BIT_COMPUTE}
+    decode = {
+        (s["measurement"]["decode_tokens"], s["measurement"]["decode_warmup_tokens"])
+        for s in settings
     }
-    assert dtypes == {FOUR_BIT_COMPUTE}
+    assert decode == {REFERENCE_DECODE}
 
 
 def test_the_references_check_fp4_and_not_an_unmeasured_family():

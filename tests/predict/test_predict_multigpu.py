@@ -90,3 +90,33 @@ def test_single_never_needs_more_than_one_gpu():
     assert gpus_needed(c, MODELS, REPO, gpu_mem=GIB, max_gpus=4, decode_tokens=2) is None
     fits = gpus_needed(c, MODELS, REPO, gpu_mem=80 * GIB, max_gpus=4, decode_tokens=2)
     assert fits.gpus == 1 and fits.policy == "single"
+
+
+def test_several_gpus_say_unknown_or_unsupported_instead_of_an_eager_bf16_cache_number(tmp_path):
+    # The per-device trace is an eager decode with a model-dtype cache: an HQQ int4 cache or
+    # a static decode gets `unknown` (not the bf16 cache's number); FA2 graph decode, which
+    # the H200 refused, `unsupported` as in the one-device report.
+    from llmbench.predict.devicesoutput import grid_device_rows
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text(
+        yaml.safe_dump(
+            {
+                "description": "unmodelled per device",
+                "blocks": [
+                    {"label": "kv", "models": ["mistral-7b-v0.3"], "quant": ["none"],
+                     "attn": ["sdpa"], "dtype": ["bfloat16"], "batch": [8], "seq": [32768],
+                     "kv_cache": ["hqq-int4"]},
+                    {"label": "modes", "models": ["mistral-7b-v0.3"], "quant": ["none"],
+                     "attn": ["flash_attention_2"], "dtype": ["bfloat16"], "batch": [1],
+                     "seq": [512], "decode_mode": ["static", "graph"]},
+                ],
+            }
+        )
+    )  # fmt: skip
+    rows = grid_device_rows(str(grid), repo_root=REPO, gpus=1, gpu_mem="139.8GiB")
+    verdicts = {(r["kv_cache"], r["decode_mode"]): (r["fits"], r["reason"]) for r in rows}
+    assert verdicts[("hqq-int4", "eager")][0] == "unknown"
+    assert "kv_cache hqq-int4 is not traced per device" in verdicts[("hqq-int4", "eager")][1]
+    assert verdicts[("model", "static")][0] == "unknown"
+    assert verdicts[("model", "graph")][0] == "unsupported"

@@ -55,3 +55,24 @@ def test_forced_efficient_sdpa_is_refused_only_for_grouped_query_models():
     assert predict.cannot_run(cell, "cuda", None) is None  # unknown heads: no claim
     # a prompt longer than the sliding window gets a mask: K/V repeated, the kernel runs
     assert predict.cannot_run(cell, "cuda", {**gqa, "sliding_window": 2048}) is None
+
+
+def test_forced_sdpa_kernels_and_a_sliding_window():
+    # transformers builds a window mask once kv_length >= sliding_window (masking_utils
+    # _ignore_causal_mask_sdpa): from there K/V are repeated (efficient runs) and flash,
+    # which takes no mask, is refused; a hybrid family's full layers never get one.
+    gqa = {"model_type": "mistral", "num_attention_heads": 32, "num_key_value_heads": 8}
+    v01 = {**gqa, "sliding_window": 4096}
+    efficient = Cell("m", "none", "sdpa-efficient", "bfloat16", 1, 4096)
+    assert predict.cannot_run(efficient, "cuda", v01) is None  # at the window: a mask
+    assert predict.cannot_run(Cell.from_mapping({**efficient.to_dict(), "seq": 4095}), "cuda", v01)
+    gemma = {"model_type": "gemma2", "num_attention_heads": 16, "num_key_value_heads": 8,
+             "sliding_window": 4096}  # fmt: skip
+    gemma_cell = Cell("g", "none", "sdpa-efficient", "bfloat16", 1, 8192)
+    assert "grouped-query" in predict.cannot_run(gemma_cell, "cuda", gemma)
+    flash = Cell("m", "none", "sdpa-flash", "bfloat16", 1, 4096)
+    assert "reached in prefill" in predict.cannot_run(flash, "cuda", v01)
+    short = Cell.from_mapping({**flash.to_dict(), "seq": 4080})
+    assert predict.cannot_run(short, "cuda", v01) is None  # no decode tokens: never reached
+    assert "reached in decode" in predict.cannot_run(short, "cuda", v01, decode_tokens=32)
+    assert predict.cannot_run(flash, "cuda", gqa, decode_tokens=32) is None  # no window

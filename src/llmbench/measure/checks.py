@@ -19,6 +19,7 @@ def gpu_clean_check(
     before: Mapping[str, Mapping[str, Any]] | None, gpus: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
     """Were the GPUs this cell uses free of other compute processes and memory before it?
+    ``passed``: True/False, or None where the snapshot missed a device (or there is none).
 
     ``before`` is the NVML snapshot taken before CUDA was initialised (keyed by NVML UUID),
     ``gpus`` the devices torch sees (with their UUIDs).
@@ -41,8 +42,10 @@ def gpu_clean_check(
                 "clean": not processes and (used is None or used < GPU_BUSY_THRESHOLD_BYTES),
             }
         )
+    known = bool(devices) and all(d["known"] for d in devices)
     return {
-        "passed": bool(devices) and all(d["clean"] is True for d in devices),
+        # None (unknown) where NVML's snapshot missed a device: neither clean nor busy.
+        "passed": all(d["clean"] is True for d in devices) if known else None,
         "threshold_bytes": GPU_BUSY_THRESHOLD_BYTES,
         "devices": devices,
     }

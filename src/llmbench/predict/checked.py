@@ -7,16 +7,19 @@ with the batch sizes and sequence lengths each group covers.
 A prediction row gets ``checked``:
 
 - ``yes``: cells of its group were measured, every one within :data:`CHECKED_WITHIN` of the
-  prediction (all three phases), and its batch and sequence length lie within the measured
-  ranges;
-- ``shape``: its group was measured within :data:`CHECKED_WITHIN`, but not out to this batch
-  or sequence length (the formulas scale, the number was not seen);
+  prediction (all three phases), and the row lies between measured cells: one at a batch and
+  sequence length no larger than the row's, one at both no smaller;
+- ``shape``: its group was measured within :data:`CHECKED_WITHIN`, but not around this batch
+  and sequence length (the formulas scale, the number was not seen), or the run decodes
+  another number of tokens than the references (:data:`REFERENCE_DECODE`);
 - ``no``: its group was never measured, or a measured cell of it was off by more (the note
   says which).
 
 and ``checked_note``: the cells, their folders and the worst difference; for ``no``, which of
-the row's settings no measured cell of that model had. The ratios are the tables' own
-(``<phase>_measured_over_predicted``, computed by the predictor when the tables were built).
+the row's settings no measured cell of that model had; and where a reference cell of exactly
+this setting and shape ran out of memory, that too (its allocations were never all made).
+The ratios are the tables' own (``<phase>_measured_over_predicted``, computed by the
+predictor when the tables were built); cells spread over several GPUs are left out.
 Reads the CSVs with the standard library (``predict`` stays instant).
 """
 
@@ -42,6 +45,8 @@ KEY = (
     "attn",
     "dtype",
     "decode_mode",
+    "device_map",
+    "max_memory",
 )
 """What, besides batch and sequence length, a checked prediction must share with a measured
 cell."""
@@ -55,24 +60,35 @@ MEASURED = ("ok", "check_failed")
 """Statuses of a cell whose memory was measured through decode (``check_failed``: it ran, a
 truth check about something else failed, e.g. the seed's quantization config not passed)."""
 
+REFERENCE_DECODE = (32, 4)
+"""Decode tokens and untimed warm-up steps every committed reference cell ran
+(``settings.measurement``; checked by the tests): a run that decodes another number holds
+another cache at its decode peak."""
+
 _PHASES = ("load", "prefill", "decode")
 _FOUR_BIT = ("nf4", "fp4", "nf4-dq", "fp4-dq", "nf4-not-passed")
 
 
 @dataclass
 class Group:
-    """The measured cells of one :data:`KEY`."""
+    """The measured cells of one :data:`KEY` (``shapes``: (batch, seq) of each), and the
+    shapes at which a cell of it ran out of memory (``oom``: shape -> folders)."""
 
-    batches: list[int] = field(default_factory=list)
-    seqs: list[int] = field(default_factory=list)
+    shapes: list[tuple[int, int]] = field(default_factory=list)
     worst: float = 0.0  # largest |ratio - 1| over phases and cells
     folders: set[str] = field(default_factory=set)
+    oom: dict[tuple[int, int], set[str]] = field(default_factory=dict)
 
     def add(self, batch: int, seq: int, worst: float, folder: str) -> None:
-        self.batches.append(batch)
-        self.seqs.append(seq)
+        self.shapes.append((batch, seq))
         self.worst = max(self.worst, worst)
         self.folders.add(folder)
+
+    def around(self, batch: int, seq: int) -> bool:
+        """Whether measured cells enclose (batch, seq): one no larger in both, one no
+        smaller in both."""
+        below = any(b <= batch and s <= seq for b, s in self.shapes)
+        return below and any(b >= batch and s >= seq for b, s in self.shapes)
 
 
 def key_of(row: Mapping[str, Any], four_bit_compute: str = FOUR_BIT_COMPUTE) -> tuple[str, ...]:
@@ -104,13 +120,18 @@ def measured_groups(tables: Iterable[Path], root: Path) -> dict[tuple[str, ...],
         folder = path.parent.parent.relative_to(root).as_posix()
         with path.open(newline="") as handle:
             for row in csv.DictReader(handle):
+                if row.get("n_devices") not in (None, "", "1"):
+                    continue  # a cell spread over GPUs: no one-device ratio
+                shape = (int(row["batch"]), int(row["seq"]))
+                if row.get("status") == "oom":
+                    group = groups.setdefault(key_of(row), Group())
+                    group.oom.setdefault(shape, set()).add(folder)
                 ratios = _ratios(row) if row.get("status") in MEASURED else None
                 if ratios is None:
                     continue
-                worst = max(abs(r - 1) for r in ratios)
                 group = groups.setdefault(key_of(row), Group())
-                group.add(int(row["batch"]), int(row["seq"]), worst, folder)
-    return groups
+                group.add(*shape, max(abs(r - 1) for r in ratios), folder)
+    return {key: group for key, group in groups.items() if group.shapes or group.oom}
 
 
 @functools.cache
@@ -124,27 +145,37 @@ def checked(
     row: Mapping[str, Any],
     groups: Mapping[tuple[str, ...], Group],
     four_bit_compute: str = FOUR_BIT_COMPUTE,
+    decode: tuple[int, int] = REFERENCE_DECODE,
 ) -> tuple[str, str]:
-    """(``yes`` | ``shape`` | ``no``, note) for one prediction row (module docstring)."""
+    """(``yes`` | ``shape`` | ``no``, note) for one prediction row (module docstring);
+    ``decode``: the run's (decode tokens, warm-up steps)."""
     key = key_of(row, four_bit_compute)
     group = groups.get(key)
-    if group is None:
-        return "no", _never_measured(key, groups)
-    cells = len(group.batches)
+    shape = (int(row["batch"]), int(row["seq"]))
+    oom = ""
+    if group is not None and shape in group.oom:
+        oom = f"; this cell ran out of memory on {', '.join(sorted(group.oom[shape]))}"
+    if group is None or not group.shapes:
+        return "no", _never_measured(key, groups) + oom
+    cells = len(group.shapes)
     seen = (
         f"{cells} measured cell{'s' if cells != 1 else ''} ({', '.join(sorted(group.folders))}), "
         f"worst {group.worst * 100:.2f} %"
     )
     if group.worst > CHECKED_WITHIN:
-        return "no", f"{seen}: off by more than {CHECKED_WITHIN * 100:.0f} %"
-    batch, seq = int(row["batch"]), int(row["seq"])
-    inside = min(group.batches) <= batch <= max(group.batches) and (
-        min(group.seqs) <= seq <= max(group.seqs)
-    )
-    if inside:
-        return "yes", seen
+        return "no", f"{seen}: off by more than {CHECKED_WITHIN * 100:.0f} %{oom}"
+    if tuple(decode) != REFERENCE_DECODE:
+        return "shape", (
+            f"{seen}, decoding {REFERENCE_DECODE[0]} tokens ({REFERENCE_DECODE[1]} warm-up); "
+            f"this run decodes {decode[0]} ({decode[1]}){oom}"
+        )
+    if group.around(*shape):
+        return "yes", seen + oom
+    batches = [b for b, _ in group.shapes]
+    seqs = [s for _, s in group.shapes]
     return "shape", (
-        f"{seen}, at batch {_span(group.batches)} and sequence {_span(group.seqs)} only"
+        f"{seen}, none around batch {shape[0]} x {shape[1]} (measured batch {_span(batches)}, "
+        f"sequence {_span(seqs)}){oom}"
     )
 
 
@@ -156,8 +187,8 @@ def _span(values: list[int]) -> str:
 
 def _never_measured(key: tuple[str, ...], groups: Mapping[tuple[str, ...], Group]) -> str:
     """Which of ``key``'s settings no checked cell of its model had (all of them when the
-    model itself was never checked)."""
-    same_model = [k for k in groups if k[0] == key[0]]
+    model itself was never checked), or the settings in which the closest checked ones differ."""
+    same_model = [k for k, group in groups.items() if k[0] == key[0] and group.shapes]
     if not same_model:
         return f"model {key[0]} never measured with a prediction to compare"
     missing = [
@@ -167,14 +198,18 @@ def _never_measured(key: tuple[str, ...], groups: Mapping[tuple[str, ...], Group
     ]
     if missing:
         return f"{key[0]} never measured with {', '.join(missing)}"
-    closest = min(same_model, key=lambda k: (_differences(key, k), k))
-    differs = ", ".join(
-        f"{name} ({mine} here, {theirs} there)"
-        for name, mine, theirs in zip(KEY, key, closest, strict=True)
-        if mine != theirs
+    fewest = min(_differences(key, k) for k in same_model)
+    closest = sorted(k for k in same_model if _differences(key, k) == fewest)
+    differs = "; or ".join(
+        ", ".join(
+            f"{name} ({mine} here, {theirs} there)"
+            for name, mine, theirs in zip(KEY, key, other, strict=True)
+            if mine != theirs
+        )
+        for other in closest
     )
     return (
-        f"{key[0]}: each setting measured, never this combination; the closest differs in {differs}"
+        f"{key[0]}: each setting measured, never this combination; the closest differ in {differs}"
     )
 
 

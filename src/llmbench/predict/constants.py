@@ -12,11 +12,11 @@ import math
 GIB = 2**30
 MIB = 2**20
 
-DEFAULT_GPU_MEM = "79.18GiB"
+DEFAULT_GPU_MEM = "81079MiB"
 """The device ``predict`` fits cells into when not told: an H100 80GB HBM3 as torch reports
-it (``total_memory`` 85,017,493,504 bytes = 79.18 GiB in every committed H100 cell; NVML
-says 85,520,809,984). "80 GB" is the marketing size: 80 GiB would be 0.82 GiB more than the
-card gives."""
+it (``total_memory`` 85,017,493,504 bytes = 81079 MiB = 79.18 GiB in every committed H100
+cell; NVML says 85,520,809,984). "80 GB" is the marketing size: 80 GiB would be 0.82 GiB
+more than the card gives."""
 
 ALLOCATOR_GRANULE = 512
 """PyTorch's CUDA caching allocator rounds every request up to 512 bytes (kMinBlockSize); its

@@ -2,8 +2,8 @@
 of a grid on N GPUs of ``--gpu-mem`` (GiB = 2^30 bytes), with the number of such GPUs each
 cell needs (``multigpu.gpus_needed``), as CSV or as a fixed-width table for a person.
 
-Imports ``llmbench.grid`` (grids, the static support rule) and ``llmbench.predict``
-(constants, method, multigpu, output); yaml lazily.
+Imports ``llmbench.grid`` (grids) and ``llmbench.predict`` (architecture, constants,
+method, multigpu, output, refusals: the cells that cannot run); yaml lazily.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmbench.grid.spec import Cell
-from llmbench.grid.support import static_unsupported
+from llmbench.predict.architecture import model_config_for
 from llmbench.predict.constants import gib
 from llmbench.predict.method import Unpredictable
 from llmbench.predict.multigpu import (
@@ -23,8 +23,20 @@ from llmbench.predict.multigpu import (
     resolve_policy,
 )
 from llmbench.predict.output import parse_bytes
+from llmbench.predict.refusals import cannot_run
 
-_CELL_KEYS = ("model", "quant", "attn", "dtype", "batch", "seq", "device_map", "max_memory")
+_CELL_KEYS = (
+    "model",
+    "quant",
+    "attn",
+    "dtype",
+    "batch",
+    "seq",
+    "decode_mode",
+    "kv_cache",
+    "device_map",
+    "max_memory",
+)
 
 
 def device_rows(
@@ -89,7 +101,11 @@ def grid_device_rows(
     rows: list[dict[str, Any]] = []
     for cell in expand_grid(load_grid(grid, repo_root / "config", models)):
         chosen = resolve_policy(cell, policy)
-        reason = static_unsupported(cell, "cuda")
+        try:
+            config = model_config_for(cell.model, models, repo_root)
+        except Exception:  # noqa: BLE001 - predict_devices says why it cannot read it
+            config = None
+        reason = cannot_run(cell, "cuda", config, decode_tokens)
         if reason:
             base = {k: v for k, v in asdict(cell).items() if k in _CELL_KEYS}
             rows.append({**base, "policy": chosen, "fits": "unsupported", "reason": reason})

@@ -25,12 +25,13 @@ columns (GiB = 2^30 bytes):
                          unknown: no prediction for this model
   checked                was this prediction checked against a GPU measurement (the
                          committed references' cells, results/reference/**/tables):
-                         yes: cells of the same model, quantization and its knobs, KV
-                           cache, attention, dtype and decode mode were measured, every one
-                           within 1 % of the prediction, over a batch and sequence range
-                           that includes this cell's
-                         shape: that setting was measured within 1 %, not out to this
-                           batch or length
+                         yes: one-GPU cells of the same model, quantization and its knobs,
+                           KV cache, attention, dtype, decode mode and placement were
+                           measured, every one within 1 % of the prediction, and enclose
+                           this cell (one no larger in batch and length, one no smaller)
+                         shape: that setting was measured within 1 %, not around this
+                           batch and length (or the run decodes another number of tokens);
+                           checked_note also says where this very cell ran out of memory
                          no: never measured (csv's checked_note names which setting), or
                            measured and off by more than 1 %
                          -: no verdict to check (unsupported, unknown)

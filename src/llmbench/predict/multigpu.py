@@ -90,6 +90,17 @@ def resolve_policy(cell: Cell, policy: str | None) -> str:
     return DEFAULT_POLICY if cell.device_map == "config" else cell.device_map
 
 
+def per_device_unmodelled(cell: Cell) -> str | None:
+    """Why the per-device trace cannot answer ``cell``, or None: it traces an eager
+    DynamicCache decode in the model dtype (``trace.devices``), so a static or CUDA-graph
+    decode, or a quantized KV cache, would get an eager bf16-cache number."""
+    if cell.decode_mode != "eager":
+        return f"decode_mode {cell.decode_mode} is not traced per device (eager decode only)"
+    if cell.kv_cache != "model":
+        return f"kv_cache {cell.kv_cache} is not traced per device (model-dtype cache only)"
+    return None
+
+
 def predict_devices(
     cell: Cell,
     models: Mapping[str, Any],
@@ -108,6 +119,9 @@ def predict_devices(
     config = model_config_for(cell.model, models, repo_root)
     if config is None:
         return Unpredictable(cell, f"{cell.model}: no architecture config.json")
+    unmodelled = per_device_unmodelled(cell)
+    if unmodelled:
+        return Unpredictable(cell, f"{cell.model}: per-device placement: {unmodelled}")
     chosen = resolve_policy(cell, policy)
     free = [max(gpu_mem - CUDA_CONTEXT_BYTES, 0)] * gpus
     try:

@@ -359,12 +359,17 @@ def grid_prediction_rows(
                 configs[row["model"]] = model_config_for(row["model"], models, repo_root)
             except Exception:  # noqa: BLE001 - the prediction already says why it could not
                 configs[row["model"]] = None
-    rows = [flag_cannot_run(row, device, configs[row["model"]]) for row in rows]
+    tokens = int(measurement.get("decode_tokens", 32))
+    rows = [flag_cannot_run(row, device, configs[row["model"]], tokens) for row in rows]
     groups = reference_groups(repo_root)
     four_bit = str(config.get("bnb_4bit_compute_dtype", "bfloat16"))
+    decode = (
+        int(measurement.get("decode_tokens", 32)),
+        int(measurement.get("decode_warmup_tokens", 4)),
+    )
     for row in rows:
         verdict, note = ("", "")
         if row.get("fits") in ("yes", "maybe", "no"):
-            verdict, note = checked(row, groups, four_bit)
+            verdict, note = checked(row, groups, four_bit, decode)
         row.update(checked=verdict, checked_note=note)
     return rows

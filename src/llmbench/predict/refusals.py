@@ -36,21 +36,35 @@ _DECODE_REFUSED = {
 _DECODE_REFUSED["sdpa-flash", "graph"] = _DECODE_REFUSED["sdpa-flash", "static"]
 
 
+HYBRID_MODEL_TYPES = ("gemma2", "gemma3", "gemma3_text", "cohere2")
+"""Families whose layers mix sliding-window and full attention (transformers 5.17
+``layer_types``): their full-attention layers take no mask at any length."""
+
+
+def _window(config: Mapping[str, Any]) -> tuple[int | None, bool]:
+    """(sliding window in tokens or None, whether some layers attend fully anyway)."""
+    window = config.get("sliding_window")
+    if config.get("model_type") == "qwen2" and not config.get("use_sliding_window"):
+        window = None
+    kinds = set(config.get("layer_types") or ())
+    hybrid = config.get("model_type") in HYBRID_MODEL_TYPES or len(kinds) > 1
+    return window, hybrid
+
+
 def _efficient_refuses_gqa(cell: Cell, config: Mapping[str, Any] | None) -> str | None:
     """Why forced memory-efficient SDPA cannot run this model's prefill, or None: a model
-    with grouped-query attention gets ``enable_gqa=True`` (no repeated K/V) whenever the
-    prefill has no mask (transformers 5.17 ``use_gqa_in_sdpa``: an unpadded prompt inside any
-    sliding window), and PyTorch's efficient kernel refuses unequal head counts
-    (``sdp_utils.cpp``; measured: 'No available kernel' in prefill, 4 cells of
+    with grouped-query attention gets ``enable_gqa=True`` (no repeated K/V) whenever a layer's
+    prefill has no mask (transformers 5.17 ``use_gqa_in_sdpa``; ``_ignore_causal_mask_sdpa``
+    builds a sliding-window mask only once ``kv_length >= sliding_window``, and never for a
+    hybrid family's full-attention layers), and PyTorch's efficient kernel refuses unequal
+    head counts (``sdp_utils.cpp``; measured: 'No available kernel' in prefill, 4 cells of
     results/reference/h200/decode)."""
     if cell.attn != "sdpa-efficient" or not config:
         return None
     heads = config.get("num_attention_heads")
     kv_heads = config.get("num_key_value_heads") or heads
-    window = config.get("sliding_window")
-    if config.get("model_type") == "qwen2" and not config.get("use_sliding_window"):
-        window = None
-    if not heads or kv_heads == heads or (window and cell.seq > window):
+    window, hybrid = _window(config)
+    if not heads or kv_heads == heads or (window and cell.seq >= window and not hybrid):
         return None
     return (
         f"PyTorch's memory-efficient SDPA kernel refuses grouped-query attention "
@@ -60,20 +74,45 @@ def _efficient_refuses_gqa(cell: Cell, config: Mapping[str, Any] | None) -> str 
     )
 
 
+def _flash_refuses_window_mask(
+    cell: Cell, config: Mapping[str, Any] | None, decode_tokens: int
+) -> str | None:
+    """Why forced flash SDPA cannot run this cell, or None: PyTorch's flash kernel takes no
+    mask, and a sliding-window layer gets one once its keys reach the window
+    (``kv_length >= sliding_window``: in prefill at ``seq >= window``, in decode at the last
+    step, ``seq + decode_tokens - 1 >= window``)."""
+    if cell.attn != "sdpa-flash" or not config:
+        return None
+    window, _ = _window(config)
+    if not window or cell.seq + max(decode_tokens - 1, 0) < window:
+        return None
+    phase = "prefill" if cell.seq >= window else "decode"
+    return (
+        f"PyTorch's flash SDPA kernel takes no attention mask, and the {window}-token sliding "
+        f"window is reached in {phase} (transformers then passes a mask): 'No available "
+        "kernel' (a run records the cell as unsupported)"
+    )
+
+
 def cannot_run(
-    cell: Cell, device: str = "cuda", config: Mapping[str, Any] | None = None
+    cell: Cell,
+    device: str = "cuda",
+    config: Mapping[str, Any] | None = None,
+    decode_tokens: int = 0,
 ) -> str | None:
     """Why ``cell`` cannot run on ``device`` ("cuda" or "cpu") whatever the memory, or None.
-    ``config``: the model's config.json, where known (the GQA rule needs its head counts).
+    ``config``: the model's config.json, where known (head counts and sliding window);
+    ``decode_tokens``: how many tokens the run decodes (whether decode reaches the window).
 
     The pipeline's own rule first (``llmbench.grid.support.static_unsupported``: flash-attn on
     the CPU); then rules of the predictor only, each a refusal the libraries made on a GPU:
     flash and cuDNN attention kernels refuse float32 (the H100 reference's
     nf4/flash_attention_2/float32 cell: "FlashAttention only support fp16 and bf16 data
     type"); a flash_attention_2 decode step cannot be captured as a CUDA graph; forced flash
-    SDPA cannot run a StaticCache decode; forced memory-efficient SDPA cannot run a
-    grouped-query model's prefill. The pipeline still attempts such a cell and records it
-    ``unsupported`` from the library's error; the predictor says so before it runs."""
+    SDPA cannot run a StaticCache decode, nor past a sliding window; forced memory-efficient
+    SDPA cannot run a grouped-query model's mask-free prefill. The pipeline still attempts
+    such a cell and records it ``unsupported`` from the library's error; the predictor says so
+    before it runs."""
     reason = static_unsupported(cell, device)
     if reason is None and cell.dtype == "float32" and cell.attn in _FLOAT32_REFUSED:
         reason = (
@@ -82,16 +121,24 @@ def cannot_run(
         )
     if reason is None:
         reason = _DECODE_REFUSED.get((cell.attn, cell.decode_mode))
-    return reason or _efficient_refuses_gqa(cell, config)
+    return (
+        reason
+        or _efficient_refuses_gqa(cell, config)
+        or _flash_refuses_window_mask(cell, config, decode_tokens)
+    )
 
 
 def flag_cannot_run(
-    row: dict[str, Any], device: str = "cuda", config: Mapping[str, Any] | None = None
+    row: dict[str, Any],
+    device: str = "cuda",
+    config: Mapping[str, Any] | None = None,
+    decode_tokens: int = 0,
 ) -> dict[str, Any]:
     """``row`` with ``fits: unsupported`` and the ``reason`` when its cell cannot run (the
     predicted numbers stay: they describe the allocations, not a run; a cell the predictor
-    could not predict gets only this reason). ``config``: the model's config.json."""
-    reason = cannot_run(Cell.from_mapping(row), device, config)
+    could not predict gets only this reason). ``config``, ``decode_tokens``: as
+    :func:`cannot_run`'s."""
+    reason = cannot_run(Cell.from_mapping(row), device, config, decode_tokens)
     if reason is not None:
         row.update(fits="unsupported", reason=reason)
     row.setdefault("reason", "")  # a stable CSV column
