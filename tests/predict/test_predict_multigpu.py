@@ -72,7 +72,9 @@ def test_predict_gpus_prints_every_device_and_the_gpus_needed(tmp_path, capsys):
     assert "device_map single plans none" in out  # single with a max_memory: unsupported
     assert cli.main([*argv, "--format", "csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("model,quant,attn,dtype,batch,seq,device_map,max_memory,policy")
+    assert lines[0].startswith(
+        "model,quant,attn,dtype,batch,seq,decode_mode,kv_cache,device_map,max_memory,policy"
+    )
     assert len(lines) == 1 + 2 + 2 + 1 + 1  # auto balances even a tiny model over both GPUs
     assert cli.main(["predict", "--grid", str(grid), "--gpus", "0"]) == 2
 
