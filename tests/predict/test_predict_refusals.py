@@ -76,3 +76,12 @@ def test_forced_sdpa_kernels_and_a_sliding_window():
     assert predict.cannot_run(short, "cuda", v01) is None  # no decode tokens: never reached
     assert "reached in decode" in predict.cannot_run(short, "cuda", v01, decode_tokens=32)
     assert predict.cannot_run(flash, "cuda", gqa, decode_tokens=32) is None  # no window
+
+
+def test_a_window_the_config_turns_off_is_no_window():
+    # Qwen1.5-MoE's config carries sliding_window 32768 with use_sliding_window false: no mask
+    moe = {"model_type": "qwen2_moe", "num_attention_heads": 16, "num_key_value_heads": 16,
+           "sliding_window": 32768, "use_sliding_window": False}  # fmt: skip
+    flash = Cell("q", "none", "sdpa-flash", "bfloat16", 1, 32768)
+    assert predict.cannot_run(flash, "cuda", moe, decode_tokens=32) is None
+    assert predict.cannot_run(flash, "cuda", {**moe, "use_sliding_window": True}) is not None

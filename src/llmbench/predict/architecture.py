@@ -64,6 +64,19 @@ class Architecture:
         return 2 * granule(batch * s.num_kv_heads * tokens * s.head_dim * dtype_bytes)
 
 
+def sliding_window(config: Mapping[str, Any]) -> int | None:
+    """The sliding window of a config.json in tokens, or None: none when ``sliding_window``
+    is unset, when ``use_sliding_window`` is false (Qwen2-style configs carry a window they do
+    not use), and for a ``qwen2`` config without ``use_sliding_window`` (Qwen2Config's default
+    is false)."""
+    window = config.get("sliding_window") or None
+    if config.get("use_sliding_window") is False:
+        return None
+    if config.get("model_type") == "qwen2" and not config.get("use_sliding_window"):
+        return None
+    return window
+
+
 # ---- model registry --------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from llmbench.grid.spec import Cell
-from llmbench.predict.architecture import Architecture, model_config_for
+from llmbench.predict.architecture import Architecture, model_config_for, sliding_window
 from llmbench.predict.constants import (
     CUBLAS_WORKSPACE_BYTES,
     decode_cublas_workspaces,
@@ -61,9 +61,7 @@ def hand_replay_reason(config: Mapping[str, Any], cell: Cell, decode_tokens: int
             f"the hand replay replays only the {', '.join(HAND_REPLAY_FAMILIES)} code of "
             f"transformers 5.17 (model_type {model_type!r})"
         )
-    window = config.get("sliding_window")
-    if model_type == "qwen2" and not config.get("use_sliding_window"):
-        window = None
+    window = sliding_window(config)
     tokens = cell.seq + max(decode_tokens - 1, 0)
     if window and tokens > window:
         return (

@@ -2,7 +2,7 @@
 (``llmbench.grid.support.static_unsupported``) and the library refusals the predictor knows
 from GPU runs (``cannot_run``); ``flag_cannot_run`` marks a prediction row ``unsupported``.
 
-Imports ``llmbench.grid`` only.
+Imports ``llmbench.grid`` and ``llmbench.predict.architecture``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 from llmbench.grid.spec import Cell
 from llmbench.grid.support import static_unsupported
+from llmbench.predict.architecture import sliding_window
 
 _FLOAT32_REFUSED = {
     "flash_attention_2": "flash-attn's kernels take",
@@ -42,10 +43,9 @@ HYBRID_MODEL_TYPES = ("gemma2", "gemma3", "gemma3_text", "cohere2")
 
 
 def _window(config: Mapping[str, Any]) -> tuple[int | None, bool]:
-    """(sliding window in tokens or None, whether some layers attend fully anyway)."""
-    window = config.get("sliding_window")
-    if config.get("model_type") == "qwen2" and not config.get("use_sliding_window"):
-        window = None
+    """(sliding window in tokens or None: ``architecture.sliding_window``, whether some
+    layers attend fully anyway)."""
+    window = sliding_window(config)
     kinds = set(config.get("layer_types") or ())
     hybrid = config.get("model_type") in HYBRID_MODEL_TYPES or len(kinds) > 1
     return window, hybrid
