@@ -1,11 +1,6 @@
 """Truth checks as cells.csv columns (``llmbench.report.checkcolumns``)."""
 
-from llmbench.report.checkcolumns import (
-    check_columns,
-    gpu_clean_column,
-    nvml_outside_process_mib,
-    setting_found,
-)
+from llmbench.report.checkcolumns import check_columns, nvml_outside_process_mib, setting_found
 
 
 def test_a_setting_found_is_text_and_names_every_value_the_layers_held():
@@ -35,11 +30,22 @@ def test_check_columns_of_a_4bit_cell_and_of_a_cell_without_checks():
 
 
 def test_gpu_clean_is_unknown_where_the_snapshot_missed_a_device():
-    known = {"passed": True, "devices": [{"device": "cuda:0", "known": True, "clean": True}]}
-    busy = {"passed": False, "devices": [{"device": "cuda:0", "known": True, "clean": False}]}
-    lost = {"passed": False, "devices": [{"device": "cuda:0", "known": False, "clean": None}]}
-    assert gpu_clean_column(known) is True and gpu_clean_column(busy) is False
-    assert gpu_clean_column(lost) is None and gpu_clean_column(None) is None
+    def gpu_clean(before):
+        # a record as the worker writes it, recomputed from its NVML snapshot
+        result = {
+            "checks": {"gpu_clean": {"passed": False}},  # what an old record may say
+            "gpu_before": before,
+            "environment": {"gpus": [{"device": "cuda:0", "uuid": "093fac55"}]},
+        }
+        return check_columns(result)["gpu_clean"]
+
+    def seen(used, processes=()):
+        return {"GPU-093fac55": {"used_bytes": used, "compute_processes": list(processes)}}
+
+    assert gpu_clean(seen(503_316_480)) is True
+    assert gpu_clean(seen(503_316_480, [{"pid": 9, "used_bytes": 2**30}])) is False
+    assert gpu_clean({}) is None  # the snapshot missed the device: unknown, not failed
+    assert check_columns({"checks": {}})["gpu_clean"] is None  # no check
 
 
 def test_nvml_outside_the_process_is_the_largest_reading_over_phases_and_devices():

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llmbench import GIB
-from llmbench.measure.timing import TAIL_MIN_SAMPLES
+from llmbench.measure.timing import tail_percentile
 from llmbench.report.checkcolumns import check_columns
 
 
@@ -62,10 +62,9 @@ def memory_columns(result: Mapping[str, Any]) -> dict[str, float | None]:
 
 
 def _p90(stats: Mapping[str, Any]) -> float | None:
-    """A record's p90, or None where it has fewer samples than a tail needs (records written
-    before ``measure.timing.TAIL_MIN_SAMPLES`` kept an interpolated one)."""
-    count = stats.get("count")
-    return stats.get("p90") if count is not None and count >= TAIL_MIN_SAMPLES[90] else None
+    """The p90 of a record's raw samples (``measure.timing.tail_percentile``: None with too
+    few; records written before that rule kept an interpolated one in ``p90``)."""
+    return tail_percentile(stats["raw"], 90) if stats.get("raw") else None
 
 
 def latency_columns(result: Mapping[str, Any]) -> dict[str, float | None]:

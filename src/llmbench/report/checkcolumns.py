@@ -24,16 +24,6 @@ def setting_found(setting: Mapping[str, Any] | None) -> str | None:
     return "/".join(str(v) for v in setting.get("found") or []) or None
 
 
-def gpu_clean_column(clean: Mapping[str, Any] | None) -> bool | None:
-    """``gpu_clean`` as a table value: True/False where the NVML snapshot taken before the
-    cell saw every device it used; None (unknown) where the check is absent or a device was
-    missing from the snapshot (NVML unreadable: cells forked from the warm-start server
-    between ff05615 and its fix recorded an empty snapshot)."""
-    if clean is None or not all(device.get("known") for device in clean.get("devices") or []):
-        return None
-    return bool(clean.get("passed"))
-
-
 def nvml_outside_process_mib(result: Mapping[str, Any]) -> float | None:
     """The most device memory NVML counted on a device of the cell that it did not attribute
     to the cell's own process, over every phase's reading, in MiB (2^20 B): the driver's own
@@ -76,7 +66,9 @@ def check_columns(result: Mapping[str, Any]) -> dict[str, Any]:
         # The SDPA backend PyTorch picked (sdpa cells; forced ones name it in `attn`).
         "sdpa_backend_prefill": (attn_check.get("sdpa_backend_chosen") or {}).get("prefill"),
         "sdpa_backend_decode": (attn_check.get("sdpa_backend_chosen") or {}).get("decode"),
-        "gpu_clean": gpu_clean_column(clean),
+        # None (unknown) where the snapshot missed a device (``gpu_clean_check``): cells
+        # forked from the warm-start server between ff05615 and its fix recorded none.
+        "gpu_clean": None if clean is None else clean["passed"],
         "nvml_outside_process_max_mib": nvml_outside_process_mib(result),
         "decode_truth_passed": (checks.get("decode_truth") or {}).get("passed"),
         "decode_truth_max_rel_diff": (checks.get("decode_truth") or {}).get("max_rel_diff"),
