@@ -340,6 +340,11 @@ def grid_prediction_rows(
     cells = expand_grid(load_grid(grid, repo_root / "config", models))
     capacity = None if gpu_mem is None else parse_bytes(gpu_mem)
     measurement = config.get("measurement") or {}
+    decode = (
+        int(measurement.get("decode_tokens", 32)),
+        int(measurement.get("decode_warmup_tokens", 4)),
+    )
+    four_bit = str(config.get("bnb_4bit_compute_dtype", "bfloat16"))
     device = "cpu" if config.get("device") == "cpu" else "cuda"
     rows = [
         prediction_row(cell, prediction, capacity, terms=terms)
@@ -347,9 +352,9 @@ def grid_prediction_rows(
             cells,
             models,
             repo_root,
-            bnb_4bit_compute_dtype=config.get("bnb_4bit_compute_dtype", "bfloat16"),
-            decode_tokens=int(measurement.get("decode_tokens", 32)),
-            decode_warmup_tokens=int(measurement.get("decode_warmup_tokens", 4)),
+            bnb_4bit_compute_dtype=four_bit,
+            decode_tokens=decode[0],
+            decode_warmup_tokens=decode[1],
         )
     ]
     configs: dict[str, Any] = {}
@@ -359,14 +364,8 @@ def grid_prediction_rows(
                 configs[row["model"]] = model_config_for(row["model"], models, repo_root)
             except Exception:  # noqa: BLE001 - the prediction already says why it could not
                 configs[row["model"]] = None
-    tokens = int(measurement.get("decode_tokens", 32))
-    rows = [flag_cannot_run(row, device, configs[row["model"]], tokens) for row in rows]
+    rows = [flag_cannot_run(row, device, configs[row["model"]], decode[0]) for row in rows]
     groups = reference_groups(repo_root)
-    four_bit = str(config.get("bnb_4bit_compute_dtype", "bfloat16"))
-    decode = (
-        int(measurement.get("decode_tokens", 32)),
-        int(measurement.get("decode_warmup_tokens", 4)),
-    )
     for row in rows:
         verdict, note = ("", "")
         if row.get("fits") in ("yes", "maybe", "no"):
