@@ -25,7 +25,7 @@ def test_the_pipelines_own_rule_flags_flash_attention_on_the_cpu():
 
 
 def test_the_predictor_flags_exactly_the_decode_references_unsupported_cells():
-    # Every cell of the H200 decode reference (76: forced SDPA backends, FA2 graphs, ...):
+    # Every cell of the H200 decode reference (112: forced SDPA backends, FA2 graphs, ...):
     # the predictor says `unsupported` where, and only where, the GPU run did.
     from llmbench.predict.architecture import model_config_for
 
@@ -40,10 +40,10 @@ def test_the_predictor_flags_exactly_the_decode_references_unsupported_cells():
             record["status"],
             predict.cannot_run(cell, "cuda", config),
         )
-    assert len(statuses) == 76
+    assert len(statuses) == 112
     wrong = {k: v for k, v in statuses.items() if (v[0] == "unsupported") != (v[1] is not None)}
     assert not wrong
-    assert sum(v[0] == "unsupported" for v in statuses.values()) == 18
+    assert sum(v[0] == "unsupported" for v in statuses.values()) == 24
 
 
 def test_forced_efficient_sdpa_is_refused_only_for_grouped_query_models():
