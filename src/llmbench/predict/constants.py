@@ -18,6 +18,16 @@ it (``total_memory`` 85,017,493,504 bytes = 81079 MiB = 79.18 GiB in every commi
 cell; NVML says 85,520,809,984). "80 GB" is the marketing size: 80 GiB would be 0.82 GiB
 more than the card gives."""
 
+DECODE_TOKENS = 32
+"""Decode tokens a cell generates when a caller does not pass its run's: the default of
+``measurement.decode_tokens`` in config/config.yaml (the prompt's first token plus 31 decode
+steps); ``tests/predict/test_predict_constants.py`` holds them equal."""
+
+DECODE_WARMUP_TOKENS = 4
+"""Untimed decode steps before the timed ones when a caller does not pass its run's: the
+default of ``measurement.decode_warmup_tokens`` in config/config.yaml (a ``graph`` decode's
+static cache also holds their positions)."""
+
 ALLOCATOR_GRANULE = 512
 """PyTorch's CUDA caching allocator rounds every request up to 512 bytes (kMinBlockSize); its
 ``allocated_bytes`` statistic counts the rounded size."""

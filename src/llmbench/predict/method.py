@@ -30,6 +30,8 @@ from llmbench.grid.spec import Cell
 from llmbench.predict.architecture import Architecture, model_config_for, sliding_window
 from llmbench.predict.constants import (
     CUBLAS_WORKSPACE_BYTES,
+    DECODE_TOKENS,
+    DECODE_WARMUP_TOKENS,
     decode_cublas_workspaces,
     granule,
 )
@@ -110,9 +112,9 @@ def predict_cell(
     repo_root: Path,
     *,
     bnb_4bit_compute_dtype: str = "bfloat16",
-    decode_tokens: int = 32,
+    decode_tokens: int = DECODE_TOKENS,
     trace_cache: Path | None = None,
-    decode_warmup_tokens: int = 4,
+    decode_warmup_tokens: int = DECODE_WARMUP_TOKENS,
 ) -> Prediction | Unpredictable | None:
     """The prediction for a cell of the model registry ``models`` (config.yaml's ``models``):
     None when its model has no local architecture config; ``Unpredictable`` when no method

@@ -30,7 +30,7 @@ from typing import Any
 
 from llmbench.grid.spec import Cell
 from llmbench.predict.architecture import model_config_for
-from llmbench.predict.constants import CUDA_CONTEXT_BYTES
+from llmbench.predict.constants import CUDA_CONTEXT_BYTES, DECODE_TOKENS
 from llmbench.predict.fit import allocator_slack, fit_verdict
 from llmbench.predict.method import Unpredictable
 
@@ -109,7 +109,7 @@ def predict_devices(
     gpus: int,
     gpu_mem: int,
     policy: str | None = None,
-    decode_tokens: int = 32,
+    decode_tokens: int = DECODE_TOKENS,
 ) -> MultiGpuPrediction | Unpredictable:
     """Per-device peaks and fits of ``cell`` on ``gpus`` GPUs of ``gpu_mem`` bytes each."""
     from llmbench.predict.trace.devices import trace_devices
@@ -162,7 +162,7 @@ def gpus_needed(
     gpu_mem: int,
     policy: str | None = None,
     max_gpus: int = 16,
-    decode_tokens: int = 32,
+    decode_tokens: int = DECODE_TOKENS,
 ) -> MultiGpuPrediction | Unpredictable | None:
     """The prediction at the smallest number of GPUs (1 .. ``max_gpus``) of ``gpu_mem``
     bytes on which every device fits (``yes``); None when even ``max_gpus`` do not (or, for

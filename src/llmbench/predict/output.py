@@ -21,7 +21,13 @@ from typing import Any
 from llmbench.grid.spec import Cell
 from llmbench.predict.architecture import model_config_for
 from llmbench.predict.checked import checked, reference_groups
-from llmbench.predict.constants import DEFAULT_GPU_MEM, GIB, gib
+from llmbench.predict.constants import (
+    DECODE_TOKENS,
+    DECODE_WARMUP_TOKENS,
+    DEFAULT_GPU_MEM,
+    GIB,
+    gib,
+)
 from llmbench.predict.method import Unpredictable, predict_cell
 from llmbench.predict.prediction import Prediction
 from llmbench.predict.refusals import flag_cannot_run
@@ -34,8 +40,8 @@ def iter_predictions(
     repo_root: Path,
     *,
     bnb_4bit_compute_dtype: str = "bfloat16",
-    decode_tokens: int = 32,
-    decode_warmup_tokens: int = 4,
+    decode_tokens: int = DECODE_TOKENS,
+    decode_warmup_tokens: int = DECODE_WARMUP_TOKENS,
 ) -> Iterable[tuple[Cell, Prediction | Unpredictable | None]]:
     """(cell, prediction, or None when the model has no architecture config, or Unpredictable
     with the reason when the memory model cannot handle it: ``predict_cell``)."""

@@ -29,6 +29,7 @@ from llmbench.predict.architecture import Architecture
 from llmbench.predict.constants import (
     CUBLAS_WORKSPACE_BYTES,
     CUDA_CONTEXT_BYTES,
+    DECODE_TOKENS,
     DTYPE_BYTES,
     FP8_QUANTIZE_FLOAT32_COPIES,
 )
@@ -149,7 +150,7 @@ def predict(
     cell: Cell,
     *,
     bnb_4bit_compute_dtype: str = "bfloat16",
-    decode_tokens: int = 32,
+    decode_tokens: int = DECODE_TOKENS,
     prequantized: bool = True,
 ) -> Prediction:
     """Predict load, prefill and decode peaks of one cell from its architecture config.

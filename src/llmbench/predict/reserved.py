@@ -16,8 +16,8 @@ collapsed layers: fed the full recorded sequence, the simulator gives eager's pe
 allocator event 585 of 246,628, early in the first forward. So this is not yet a safe
 (upper) bound and is not used by ``llmbench predict`` or the frontier.
 
-Imports ``llmbench.grid.spec.Cell`` and ``llmbench.predict.allocator``, ``prediction``,
-``replay``.
+Imports ``llmbench.grid.spec.Cell`` and ``llmbench.predict.allocator``, ``constants``,
+``prediction``, ``replay``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 from llmbench.grid.spec import Cell
 from llmbench.predict.allocator import Alloc, AllocatorConfig, Event, Free, simulate
+from llmbench.predict.constants import DECODE_TOKENS
 from llmbench.predict.prediction import (
     _context,
     _decode_replays,
@@ -69,7 +70,7 @@ def simulated_reserved(
     *,
     config: AllocatorConfig | None = None,
     bnb_4bit_compute_dtype: str = "bfloat16",
-    decode_tokens: int = 32,
+    decode_tokens: int = DECODE_TOKENS,
     prequantized: bool = True,
 ) -> tuple[ReservedPrediction, ...]:
     """load, prefill, decode: each phase's replay through the simulator under ``config``

@@ -14,8 +14,9 @@ peak allocated bytes with ``prefill_at``, ``decode_at``, ``sdpa``, ``prefill_kv`
 ``{"key": {...}, "untraceable": reason}``.
 
 Torch-free; ``cached_trace(..., allow_trace=True)`` imports ``llmbench.predict.trace.phases``
-(torch, transformers) only to fill a missing entry. Imports ``llmbench.grid.spec.Cell`` and
-``llmbench.record.cell`` (atomic JSON write).
+(torch, transformers) only to fill a missing entry. Imports ``llmbench.grid.spec.Cell``,
+``llmbench.predict.constants`` (the decode warm-up default) and ``llmbench.record.cell``
+(atomic JSON write).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from llmbench.grid.spec import Cell
+from llmbench.predict.constants import DECODE_WARMUP_TOKENS
 from llmbench.record.cell import write_json_atomic
 
 TRACER_VERSION = 7
@@ -71,7 +73,7 @@ def trace_key(
     *,
     decode_tokens: int,
     compute_dtype: str,
-    decode_warmup_tokens: int = 4,
+    decode_warmup_tokens: int = DECODE_WARMUP_TOKENS,
 ) -> dict[str, Any]:
     """Everything a traced cell depends on (module docstring); its hash names the entry."""
     shape = {k: v for k, v in asdict(cell).items() if k != "model"}
@@ -110,7 +112,7 @@ def cached_trace(
     compute_dtype: str,
     cache_dir: Path,
     allow_trace: bool = False,
-    decode_warmup_tokens: int = 4,
+    decode_warmup_tokens: int = DECODE_WARMUP_TOKENS,
 ) -> dict[str, Any] | None:
     """The cell's trace entry from ``cache_dir``; when missing, traced and written if
     ``allow_trace`` (raises what writing raises), else None."""

@@ -41,7 +41,7 @@ import torch
 from torch.utils._pytree import tree_map
 
 from llmbench.grid.spec import Cell
-from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES
+from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, DECODE_TOKENS
 from llmbench.predict.trace.cuda import cuda_semantics
 from llmbench.predict.trace.livebytes import LiveBytes
 from llmbench.predict.trace.model import Untraceable, build_meta_model, forced_sdpa_backend
@@ -124,7 +124,7 @@ def trace_devices(
     free_bytes: list[int],
     policy: str,
     *,
-    decode_tokens: int = 32,
+    decode_tokens: int = DECODE_TOKENS,
 ) -> DevicePeaks:
     """Plan ``cell``'s device map under ``policy`` on GPUs with ``free_bytes`` each (with the
     cell's ``max_memory``) and trace its per-device peaks. Raises ``Untraceable`` for a cell

@@ -41,6 +41,8 @@ from llmbench.measure.phases.load import position_overflow
 from llmbench.predict.architecture import Architecture
 from llmbench.predict.constants import (
     CUBLAS_WORKSPACE_BYTES,
+    DECODE_TOKENS,
+    DECODE_WARMUP_TOKENS,
     INT8_THRESHOLD,
     NF4_LOAD_RESIDUAL_BYTES,
     decode_cublas_workspaces,
@@ -91,9 +93,9 @@ def trace_cell(
     config: Mapping[str, Any],
     cell: Cell,
     *,
-    decode_tokens: int = 32,
+    decode_tokens: int = DECODE_TOKENS,
     bnb_4bit_compute_dtype: str = "bfloat16",
-    decode_warmup_tokens: int = 4,
+    decode_warmup_tokens: int = DECODE_WARMUP_TOKENS,
 ) -> TracedPeaks:
     """Trace load, prefill and decode of ``cell`` on the model of ``config`` (a config.json
     dict). Bytes. ``decode_warmup_tokens``: the measurement's, read for decode_mode ``graph``
