@@ -27,6 +27,24 @@ def test_table_columns_for_a_reference_cell_and_unknown_model():
     assert all(v is None for v in predict.table_columns(unknown).values())
 
 
+def test_the_load_peak_is_predicted_with_quantizing_on_load_where_the_cell_did():
+    path = REPO / "results/reference/h200/extended/cells/mistral-7b-v0.3/nf4/sdpa/bfloat16"
+    result = json.loads((path / "b1_s1024.json").read_text())
+    assert result["model"]["checkpoint_kind"] == "prequantized"
+    columns = predict.table_columns(result, REPO)
+    # a pre-quantized load peaks at what stays allocated, measured so
+    assert columns["predicted_load_peak_allocated_gib"] == columns["predicted_load_allocated_gib"]
+    measured = device0(result, "load", "peak_allocated_bytes")
+    assert measured / GIB / columns["predicted_load_peak_allocated_gib"] == pytest.approx(1)
+    # the same cell loaded from the bf16 checkpoint holds one bf16 weight more at its peak
+    # (the largest projection, 14336 x 4096, while bitsandbytes quantizes it)
+    base = {**result, "model": {**result["model"], "checkpoint_kind": "base"}}
+    on_load = predict.table_columns(base, REPO)
+    extra = on_load["predicted_load_peak_allocated_gib"] - on_load["predicted_load_allocated_gib"]
+    assert extra * GIB == pytest.approx(14336 * 4096 * 2)
+    assert on_load["predicted_load_allocated_gib"] == columns["predicted_load_allocated_gib"]
+
+
 def test_failed_phase_gets_no_ratio():
     for path in REFERENCE:
         result = json.loads(path.read_text())

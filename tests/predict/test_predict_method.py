@@ -79,3 +79,23 @@ def test_the_cached_trace_answers_with_the_hand_replay_as_cross_check(tmp_path):
     other = predict_cell(cell("none", "eager", batch=1, seq=16, model="tiny-gemma2"), MODELS,
                          REPO, trace_cache=tmp_path, decode_tokens=8)  # fmt: skip
     assert isinstance(other, Unpredictable)
+
+
+def test_a_traced_load_peaks_with_its_conversion_or_its_quantizing_on_load():
+    from llmbench.predict.method import traced_prediction
+
+    entry = {"load": 10_000_000, "prefill": 20_000_000, "decode": 15_000_000,
+             "prefill_at": "aten.mm", "decode_at": "aten.mm",
+             "load_converted": 700_000, "load_quantized_elements": 400_000}  # fmt: skip
+    nf4 = cell("nf4", batch=1, seq=16)
+    # pre-quantized: only the conversion's transient; after the load, the weights alone
+    load = traced_prediction(nf4, entry).load
+    assert (load.peak_allocated, load.allocated_after) == (10_700_000, 10_000_000)
+    # quantized on load: the larger of the two (the bf16 weight, 800,000 bytes)
+    load = traced_prediction(nf4, entry, prequantized=False).load
+    assert (load.peak_allocated, load.allocated_after) == (10_800_000, 10_000_000)
+    # nothing is quantized in an unquantized cell, whatever its checkpoint
+    assert traced_prediction(cell(), entry, prequantized=False).load.peak_allocated == 10_700_000
+    # an entry of an older tracer without the terms: the weights alone
+    old = {k: v for k, v in entry.items() if not k.startswith("load_")}
+    assert traced_prediction(nf4, old, prequantized=False).load.peak_allocated == 10_000_000

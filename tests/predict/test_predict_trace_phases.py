@@ -14,7 +14,11 @@ pytest.importorskip("transformers")
 from predict_fixtures import MISTRAL, REPO, cell, device0, load_reference  # noqa: E402
 
 from llmbench import predict  # noqa: E402
-from llmbench.predict.trace.model import Untraceable  # noqa: E402
+from llmbench.predict.trace.model import (  # noqa: E402
+    Untraceable,
+    build_meta_model,
+    converted_parameter_bytes,
+)
 from llmbench.predict.trace.phases import trace_cell  # noqa: E402
 
 MODELS = REPO / "config" / "models"
@@ -241,3 +245,27 @@ def test_bitsandbytes_knobs_are_traced_as_the_cell_sets_them(relpath):
     for name, predicted in (("prefill", traced.prefill), ("decode", traced.decode)):
         measured = phases[name]["devices"][0]["peak_allocated_bytes"]
         assert measured / predicted == pytest.approx(1.0, abs=0.002), name
+
+
+def test_the_load_transient_of_a_checkpoint_conversion_is_its_largest_fused_parameter():
+    # transformers 5.17 fuses each layer's 60 per-expert gate/up weights into one gate_up_proj
+    # while loading; the H200 cell's load peaked that much above what stayed allocated
+    path = (
+        "results/reference/h200/families/cells/qwen1.5-moe-a2.7b/none/sdpa/bfloat16/b8_s1024.json"
+    )
+    result, c = load_reference(REPO / path)
+    converted = converted_parameter_bytes(build_meta_model(config("qwen1.5-moe-a2.7b"), c))
+    assert converted == 60 * 2 * 1408 * 2048 * 2  # gate_up_proj, bf16: 660 MiB
+    transient = device0(result, "load", "peak_allocated_bytes") - device0(
+        result, "load", "allocated_bytes"
+    )
+    assert abs(transient - converted) <= 4096
+    assert converted_parameter_bytes(build_meta_model(MISTRAL, c)) == 0  # nothing converted
+
+
+def test_the_trace_records_the_largest_weight_bitsandbytes_quantizes():
+    tiny = config("tiny-mistral")
+    nf4 = trace_cell(tiny, cell("nf4", batch=1, seq=16, model="tiny-mistral"), decode_tokens=2)
+    assert nf4.load_quantized_elements == 384 * 128  # gate/up/down: intermediate x hidden
+    plain = trace_cell(tiny, cell(batch=1, seq=16, model="tiny-mistral"), decode_tokens=2)
+    assert (plain.load_quantized_elements, plain.load_converted) == (0, 0)

@@ -19,6 +19,8 @@ from llmbench.predict.method import Unpredictable, predict_cell
 PREDICTED_COLUMNS = (
     "predicted_load_allocated_gib",
     "load_measured_over_predicted",
+    "predicted_load_peak_allocated_gib",
+    "load_peak_measured_over_predicted",
     "predicted_prefill_peak_allocated_gib",
     "predicted_decode_peak_allocated_gib",
     "prefill_measured_over_predicted",
@@ -27,7 +29,9 @@ PREDICTED_COLUMNS = (
     "generate_prefill_measured_over_predicted",
     "predicted_method",
 )
-"""Columns ``table_columns`` adds to every cells table row (``predicted_method``: which
+"""Columns ``table_columns`` adds to every cells table row (``load``: what stays allocated
+after the load; ``load_peak``: the peak during it, with the load's transient, a checkpoint
+conversion's or quantizing on load, ``Prediction.load``; ``predicted_method``: which
 method answered load, prefill and decode, ``Prediction.method``: the tracer, the hand replay,
 or the hand replay with a quantized KV cache; generate()'s prefill is always the hand
 replay's, where it applies, as the tracer does not trace it)."""
@@ -89,6 +93,10 @@ def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> d
         bnb_4bit_compute_dtype=settings.get("bnb_4bit_compute_dtype") or "bfloat16",
         decode_tokens=int(measurement.get("decode_tokens") or 32),
         decode_warmup_tokens=int(measurement.get("decode_warmup_tokens") or 0),
+        # quantized on load unless the cell read a pre-quantized checkpoint (a record
+        # without the kind predates it: pre-quantized, as prequantize: true made them)
+        prequantized=((result.get("model") or {}).get("checkpoint_kind") or "prequantized")
+        == "prequantized",
     )
     if prediction is None:
         return columns
@@ -98,6 +106,7 @@ def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> d
     generate = prediction.generate_prefill
     columns.update(
         predicted_load_allocated_gib=gib(prediction.load.allocated_after),
+        predicted_load_peak_allocated_gib=gib(prediction.load.peak_allocated),
         predicted_prefill_peak_allocated_gib=gib(prediction.prefill.peak_allocated),
         predicted_decode_peak_allocated_gib=gib(prediction.decode.peak_allocated),
         predicted_generate_prefill_peak_allocated_gib=None
@@ -110,11 +119,13 @@ def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> d
     load = ((result.get("memory") or {}).get("phases") or {}).get("load") or {}
     if len(load.get("devices") or []) > 1:
         return columns
-    # load: the prediction is what stays allocated after load (its transient peak is not
-    # predicted), so it is compared with the measured allocated bytes after the load
+    # load: what stays allocated after it, and its peak (the transient of loading)
     after_load = _measured_peak(result, "load", "allocated_bytes")
     if after_load is not None and failed != "load":
         columns["load_measured_over_predicted"] = after_load / prediction.load.allocated_after
+    load_peak = _measured_peak(result, "load")
+    if load_peak is not None and failed != "load":
+        columns["load_peak_measured_over_predicted"] = load_peak / prediction.load.peak_allocated
     phases = [("prefill", prediction.prefill), ("decode", prediction.decode)]
     if generate is not None:
         phases.append(("generate_prefill", generate))

@@ -5,8 +5,10 @@ of the one-device table and of ``--gpus N`` means (``COLUMNS``), and how sizes a
 COLUMNS = """\
 columns (GiB = 2^30 bytes):
   load                   predicted allocated memory after load (the resident weights and
-                         quantization state; the load's own transient peak, e.g. a mixture
-                         of experts' expert fusion, is not predicted)
+                         quantization state); the load's own peak, higher by the largest
+                         weight a checkpoint conversion builds (a mixture of experts' expert
+                         fusion) or bitsandbytes quantizes on load (a checkpoint not
+                         pre-quantized), counts in need
   prefill, decode        predicted peak allocated memory of the phase (what
                          torch.cuda.max_memory_allocated reports; traced or replayed, not
                          measured)

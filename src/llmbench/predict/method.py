@@ -26,12 +26,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from llmbench.grid.spec import Cell
+from llmbench.grid.spec import BNB_QUANTS, Cell
 from llmbench.predict.architecture import Architecture, model_config_for, sliding_window
 from llmbench.predict.constants import (
     CUBLAS_WORKSPACE_BYTES,
     DECODE_TOKENS,
     DECODE_WARMUP_TOKENS,
+    DTYPE_BYTES,
     decode_cublas_workspaces,
     granule,
 )
@@ -73,12 +74,21 @@ def hand_replay_reason(config: Mapping[str, Any], cell: Cell, decode_tokens: int
     return None
 
 
-def traced_prediction(cell: Cell, entry: Mapping[str, Any]) -> Prediction:
+def traced_prediction(
+    cell: Cell, entry: Mapping[str, Any], *, prequantized: bool = True
+) -> Prediction:
     """A ``Prediction`` from a trace cache entry (bytes): weights, workspace, inputs (prompt
     ids ``b*s*8``, decode token ``b*8``) and the KV cache the phase leaves by term, the rest
     of each peak ``traced`` (the forward's temporaries); a graph decode has one workspace per
-    stream (``constants.decode_cublas_workspaces``)."""
+    stream (``constants.decode_cublas_workspaces``). The load's peak adds its transient as
+    ``load_staging``: the larger of the largest parameter a checkpoint conversion builds
+    and, when the checkpoint is not pre-quantized (``prequantized`` False), the largest
+    weight bitsandbytes quantizes at the cell's dtype."""
     load = int(entry["load"])
+    staging = int(entry.get("load_converted", 0))
+    if not prequantized and cell.quant in BNB_QUANTS:
+        quantized = int(entry.get("load_quantized_elements", 0)) * DTYPE_BYTES[cell.dtype]
+        staging = max(staging, quantized)
     prompt = granule(cell.batch * cell.seq * 8)
 
     def phase(name: str, inputs: int) -> PhasePrediction:
@@ -99,7 +109,11 @@ def traced_prediction(cell: Cell, entry: Mapping[str, Any]) -> Prediction:
     return Prediction(
         cell=cell,
         weights=None,
-        load=PhasePrediction("load", Terms(weights=load), "resident"),
+        load=PhasePrediction(
+            "load",
+            Terms(weights=load, load_staging=staging),
+            "traced: loading its largest converted or quantized weight" if staging else "resident",
+        ),
         prefill=phase("prefill", prompt),
         decode=phase("decode", prompt + granule(cell.batch * 8)),
         method="tracer",
@@ -115,6 +129,7 @@ def predict_cell(
     decode_tokens: int = DECODE_TOKENS,
     trace_cache: Path | None = None,
     decode_warmup_tokens: int = DECODE_WARMUP_TOKENS,
+    prequantized: bool = True,
 ) -> Prediction | Unpredictable | None:
     """The prediction for a cell of the model registry ``models`` (config.yaml's ``models``):
     None when its model has no local architecture config; ``Unpredictable`` when no method
@@ -124,10 +139,18 @@ def predict_cell(
     decode's cache). An int8 cell's
     ``int8_threshold`` is modelled (outlier columns at that threshold,
     ``llmbench.predict.outliers``; none at 0). A 4-bit cell's ``bnb_compute`` is modelled
-    (``llmbench.predict.linear``). Never raises ``Exception``."""
+    (``llmbench.predict.linear``). ``prequantized``: whether the cell loads a pre-quantized
+    checkpoint (``grid.plan.uses_prequantized``, or the cell's recorded checkpoint kind);
+    False adds quantizing on load to the load's peak. Never raises ``Exception``."""
     if cell.kv_quantization is not None:
         return _quantized_cache_cell(
-            cell, models, repo_root, bnb_4bit_compute_dtype, decode_tokens, trace_cache
+            cell,
+            models,
+            repo_root,
+            bnb_4bit_compute_dtype,
+            decode_tokens,
+            trace_cache,
+            prequantized,
         )
     entry = models.get(cell.model) or {}
     source = entry.get("architecture") or entry.get("pretrained") or "its config"
@@ -143,6 +166,7 @@ def predict_cell(
                 cell,
                 bnb_4bit_compute_dtype=bnb_4bit_compute_dtype,
                 decode_tokens=decode_tokens,
+                prequantized=prequantized,
             )
         traced = cached_trace(
             config,
@@ -162,7 +186,9 @@ def predict_cell(
                 hand.generate_prefill, stage=f"hand replay: {hand.generate_prefill.stage}"
             )
         return replace(
-            traced_prediction(cell, traced), cross_check=cross, generate_prefill=generate
+            traced_prediction(cell, traced, prequantized=prequantized),
+            cross_check=cross,
+            generate_prefill=generate,
         )
     if hand is not None:
         return hand
@@ -179,6 +205,7 @@ def _quantized_cache_cell(
     bnb_4bit_compute_dtype: str,
     decode_tokens: int,
     trace_cache: Path | None,
+    prequantized: bool = True,
 ) -> Prediction | Unpredictable | None:
     """A quantized-KV-cache cell: the hand replay of the same cell with a model-dtype cache,
     its KV terms replaced (``llmbench.predict.kvcache``); the tracer's cached traces are of
@@ -190,6 +217,7 @@ def _quantized_cache_cell(
         bnb_4bit_compute_dtype=bnb_4bit_compute_dtype,
         decode_tokens=decode_tokens,
         trace_cache=trace_cache,
+        prequantized=prequantized,
     )
     if model_dtype is None:
         return None
@@ -209,6 +237,7 @@ def _quantized_cache_cell(
                 replace(cell, kv_cache="model"),
                 bnb_4bit_compute_dtype=bnb_4bit_compute_dtype,
                 decode_tokens=decode_tokens,
+                prequantized=prequantized,
             )
         arch = Architecture.from_config(config)
         adjusted = with_quantized_cache(model_dtype, arch, cell, decode_tokens)

@@ -42,9 +42,15 @@ def iter_predictions(
     bnb_4bit_compute_dtype: str = "bfloat16",
     decode_tokens: int = DECODE_TOKENS,
     decode_warmup_tokens: int = DECODE_WARMUP_TOKENS,
+    prequantize: bool = True,
 ) -> Iterable[tuple[Cell, Prediction | Unpredictable | None]]:
     """(cell, prediction, or None when the model has no architecture config, or Unpredictable
-    with the reason when the memory model cannot handle it: ``predict_cell``)."""
+    with the reason when the memory model cannot handle it: ``predict_cell``). ``prequantize``:
+    config.yaml's; a cell loads a pre-quantized checkpoint as ``grid.plan.uses_prequantized``
+    says (a pretrained model is quantized on load)."""
+    from llmbench.grid.plan import uses_prequantized
+
+    registry = {"prequantize": prequantize, "models": models}
     for cell in cells:
         yield (
             cell,
@@ -55,6 +61,8 @@ def iter_predictions(
                 bnb_4bit_compute_dtype=bnb_4bit_compute_dtype,
                 decode_tokens=decode_tokens,
                 decode_warmup_tokens=decode_warmup_tokens,
+                prequantized=cell.model not in models
+                or uses_prequantized(registry, cell.model, cell.quant),
             ),
         )
 
@@ -347,8 +355,8 @@ def grid_prediction_rows(
     capacity = None if gpu_mem is None else parse_bytes(gpu_mem)
     measurement = config.get("measurement") or {}
     decode = (
-        int(measurement.get("decode_tokens", 32)),
-        int(measurement.get("decode_warmup_tokens", 4)),
+        int(measurement.get("decode_tokens", DECODE_TOKENS)),
+        int(measurement.get("decode_warmup_tokens", DECODE_WARMUP_TOKENS)),
     )
     four_bit = str(config.get("bnb_4bit_compute_dtype", "bfloat16"))
     device = "cpu" if config.get("device") == "cpu" else "cuda"
@@ -361,6 +369,7 @@ def grid_prediction_rows(
             bnb_4bit_compute_dtype=four_bit,
             decode_tokens=decode[0],
             decode_warmup_tokens=decode[1],
+            prequantize=bool(config.get("prequantize", True)),
         )
     ]
     configs: dict[str, Any] = {}

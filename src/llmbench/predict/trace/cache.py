@@ -9,8 +9,8 @@ bitsandbytes compute dtype, the installed torch, transformers and bitsandbytes v
 version is a different key: stale entries are never read, only left behind.
 
 Entry (``<cache_dir>/<key[:2]>/<key>.json``): ``{"key": {...}, "load", "prefill", "decode"}``
-peak allocated bytes with ``prefill_at``, ``decode_at``, ``sdpa``, ``prefill_kv`` and
-``decode_kv``, or
+peak allocated bytes with ``prefill_at``, ``decode_at``, ``sdpa``, ``prefill_kv``,
+``decode_kv``, ``load_converted`` and ``load_quantized_elements``, or
 ``{"key": {...}, "untraceable": reason}``.
 
 Torch-free; ``cached_trace(..., allow_trace=True)`` imports ``llmbench.predict.trace.phases``
@@ -34,12 +34,13 @@ from llmbench.grid.spec import Cell
 from llmbench.predict.constants import DECODE_WARMUP_TOKENS
 from llmbench.record.cell import write_json_atomic
 
-TRACER_VERSION = 7
+TRACER_VERSION = 8
 """Bump when the tracer's semantics change (every older entry then misses). 5: a boolean SDPA
 mask made additive before the kernel; flash_attention_2 traced with FA2's mask function.
 6: a prompt past learned position embeddings is untraceable with the run's reason.
 7: CUDA-graph decode traced; flash_attention_2's padded path (a static cache's mask);
-LLM.int8 at the cell's outlier threshold; 4-bit layers in the cell's ``bnb_compute``."""
+LLM.int8 at the cell's outlier threshold; 4-bit layers in the cell's ``bnb_compute``.
+8: the load's transient terms (``load_converted``, ``load_quantized_elements``)."""
 
 LIBRARIES = ("torch", "transformers", "bitsandbytes")
 

@@ -3,7 +3,9 @@ allocated bytes, as ``llmbench.measure`` records them (``torch.cuda.max_memory_a
 after ``reset_peak_memory_stats`` at the start of each phase).
 
 - **load**: every parameter and buffer storage once, rounded to 512 bytes (a 4-bit load adds
-  ``NF4_LOAD_RESIDUAL_BYTES``).
+  ``NF4_LOAD_RESIDUAL_BYTES``); for its transient peak, the largest parameter a checkpoint
+  conversion builds and the largest weight bitsandbytes quantizes (``TracedPeaks``; which
+  applies is the cell's checkpoint's question, ``method.traced_prediction``).
 - **prefill**: the prompt ``(batch, seq)`` int64 ids are resident; ONE ``model(input_ids=...)``
   under ``torch.inference_mode`` (``measure.phases.prefill.memory_pass``); the cuBLAS
   workspace (``CUBLAS_WORKSPACE_BYTES``, allocated inside the first matmul, unseen by the
@@ -61,7 +63,9 @@ from llmbench.predict.trace.livebytes import LiveBytes
 from llmbench.predict.trace.model import (
     Untraceable,
     build_meta_model,
+    converted_parameter_bytes,
     forced_sdpa_backend,
+    quantized_weight_elements,
     unique_storages,
 )
 from llmbench.predict.trace.static import cache_bytes, graph_decode, static_decode
@@ -87,6 +91,12 @@ class TracedPeaks:
     """KV cache bytes the prefill returns (every layer's K/V, 512-byte rounded)."""
     decode_kv: int = 0
     """KV cache bytes after the decode step with the larger peak."""
+    load_converted: int = 0
+    """Bytes of the largest parameter the load builds from several checkpoint tensors
+    (``trace.model.converted_parameter_bytes``): the load's transient above ``load``."""
+    load_quantized_elements: int = 0
+    """Elements of the largest weight bitsandbytes quantizes (``trace.model.
+    quantized_weight_elements``): quantizing on load holds it at checkpoint precision."""
 
 
 def trace_cell(
@@ -143,6 +153,8 @@ def trace_cell(
         sdpa={q: "+".join(sorted(b)) for q, b in sorted(choices.sdpa.items())},
         prefill_kv=prefill_kv,
         decode_kv=decode_kv,
+        load_converted=converted_parameter_bytes(model),
+        load_quantized_elements=quantized_weight_elements(model),
     )
 
 
