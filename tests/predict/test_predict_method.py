@@ -96,6 +96,3 @@ def test_a_traced_load_peaks_with_its_conversion_or_its_quantizing_on_load():
     assert (load.peak_allocated, load.allocated_after) == (10_800_000, 10_000_000)
     # nothing is quantized in an unquantized cell, whatever its checkpoint
     assert traced_prediction(cell(), entry, prequantized=False).load.peak_allocated == 10_700_000
-    # an entry of an older tracer without the terms: the weights alone
-    old = {k: v for k, v in entry.items() if not k.startswith("load_")}
-    assert traced_prediction(nf4, old, prequantized=False).load.peak_allocated == 10_000_000

@@ -18,6 +18,7 @@ from llmbench.predict.trace.model import (  # noqa: E402
     Untraceable,
     build_meta_model,
     converted_parameter_bytes,
+    converted_target,
 )
 from llmbench.predict.trace.phases import trace_cell  # noqa: E402
 
@@ -269,3 +270,27 @@ def test_the_trace_records_the_largest_weight_bitsandbytes_quantizes():
     assert nf4.load_quantized_elements == 384 * 128  # gate/up/down: intermediate x hidden
     plain = trace_cell(tiny, cell(batch=1, seq=16, model="tiny-mistral"), decode_tokens=2)
     assert (plain.load_quantized_elements, plain.load_converted) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name", "matches"),
+    [
+        ("mlp.experts.gate_up_proj", "model.layers.0.mlp.experts.gate_up_proj", True),
+        (".experts.gate_up_proj", "model.layers.3.block_sparse_moe.experts.gate_up_proj", True),
+        (r"\.experts.gate_up_proj", "model.layers.0.mlp.experts.gate_up_proj", True),
+        (r"\.gate_up_proj.weight", "model.layers.0.mlp.gate_up_proj.weight", True),
+        ("mlp.experts.gate_up_proj", "model.layers.0.mlp.experts.gate_up_proj_bias", False),
+        ("mlp.experts.down_proj", "model.layers.0.xmlp.experts.down_proj", False),
+    ],
+)
+def test_conversion_targets_are_read_as_transformers_reads_them(pattern, name, matches):
+    # plain, leading-dot and backslash-escaped target forms of transformers' conversion_mapping
+    assert bool(converted_target(pattern).search(name)) is matches
+
+
+def test_a_mixtral_style_conversion_is_found_too():
+    tiny = config("tiny-mixtral")
+    model = build_meta_model(tiny, cell(batch=1, seq=16, model="tiny-mixtral"))
+    experts, hidden = tiny["num_local_experts"], tiny["hidden_size"]
+    gate_up = experts * 2 * tiny["intermediate_size"] * hidden * 2  # bf16
+    assert converted_parameter_bytes(model) == gate_up

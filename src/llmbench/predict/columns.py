@@ -94,7 +94,8 @@ def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> d
         decode_tokens=int(measurement.get("decode_tokens") or 32),
         decode_warmup_tokens=int(measurement.get("decode_warmup_tokens") or 0),
         # quantized on load unless the cell read a pre-quantized checkpoint (a record
-        # without the kind predates it: pre-quantized, as prequantize: true made them)
+        # without the kind predates it: pre-quantized, as prequantize: true made them; a
+        # `pretrained` checkpoint is taken as unquantized, as a Hub model's bf16 weights)
         prequantized=((result.get("model") or {}).get("checkpoint_kind") or "prequantized")
         == "prequantized",
     )

@@ -56,9 +56,10 @@ class PhasePrediction:
     @property
     def allocated_after(self) -> int:
         """Bytes still allocated once the phase is over: the peak less its ``load_staging``
-        (the weight at checkpoint precision, and torchao's float32 copies, that quantizing on
-        load holds only while one weight is converted). For the load phase this is what a
-        cell records as ``memory.phases.load.devices[i].allocated_bytes``."""
+        (what the load holds only while one weight is converted: the weight being quantized
+        on load and torchao's float32 copies, or a checkpoint conversion's sources). For the
+        load phase this is what a cell records as
+        ``memory.phases.load.devices[i].allocated_bytes``."""
         return self.peak.total - self.peak.load_staging
 
 

@@ -59,8 +59,10 @@ Terms (bytes; ``Terms`` has one field each):
   weight-only: the weight dequantized (float32 copy, float32 product, model-dtype result);
   fp8-dyn: the activation's per-row quantization (``abs``, float32 copy, quotient, clamp,
   float8 result and float32 row scales).
-- ``load_staging``: quantizing on load instead of from a pre-quantized checkpoint (not what the
-  pipeline does by default): the largest quantized weight at checkpoint precision.
+- ``load_staging``: what the load holds only while it converts one weight: quantizing on load
+  instead of from a pre-quantized checkpoint (the largest quantized weight in the dtype it
+  loads in; torchao's fp8 always, with float32 copies), or, traced, a checkpoint conversion's
+  fused parameter (a mixture of experts' ``gate_up_proj``; ``method.traced_prediction``).
 
 Imports ``llmbench.grid.spec.Cell`` and ``llmbench.predict.architecture`` / ``constants``.
 """

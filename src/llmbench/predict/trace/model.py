@@ -11,6 +11,7 @@ Imports torch, transformers, ``llmbench.grid.spec.Cell`` and ``llmbench.predict.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -170,40 +171,55 @@ def converted_parameter_bytes(model: Any) -> int:
     tensors (0 if none): transformers 5.17's checkpoint conversions
     (``conversion_mapping.get_model_conversion_mapping``: a ``WeightConverter`` that merges a
     module list or concatenates, e.g. a mixture of experts' per-expert ``gate_proj`` and
-    ``up_proj`` into one 3-D ``gate_up_proj``). While one is built, its source tensors are
-    alive beside it: the load's transient peak is the after-load bytes plus about this much.
-    Measured: Qwen1.5-MoE-A2.7B's load peaked 660.0 MiB (less 1 KiB) above its after-load
-    bytes on 3 of 5 H200 cells (``gate_up_proj``, 60 x 2816 x 2048 bf16 = 660 MiB; 631.7 and
-    635.5 MiB on the other two, whose load order differed)."""
-    import re
-
+    ``up_proj`` into one 3-D ``gate_up_proj``), for a checkpoint in the original per-tensor
+    layout (Hub checkpoints, and the random-weight ones ``save_pretrained`` writes). While one
+    is built, its source tensors are alive beside it: the load's transient peak is the
+    after-load bytes plus about this much. Measured: Qwen1.5-MoE-A2.7B's load peaked
+    660.0 MiB (less 1 KiB) above its after-load bytes on 3 of 5 H200 cells (``gate_up_proj``,
+    60 x 2816 x 2048 bf16 = 660 MiB; 631.7 and 635.5 MiB on the other two, whose load order
+    differed)."""
     from transformers.conversion_mapping import get_model_conversion_mapping
     from transformers.core_model_loading import WeightConverter
 
-    merging = ("MergeModulelist", "Concatenate")
-    targets = []
-    for transform in get_model_conversion_mapping(model):
-        if not isinstance(transform, WeightConverter):
-            continue
-        if not any(type(op).__name__ in merging for op in transform.operations):
-            continue
-        patterns = transform.target_patterns
-        for pattern in [patterns] if isinstance(patterns, str) else patterns:
-            targets.append(re.compile(re.escape(pattern).replace(r"\*", r"[^.]+") + "$"))
+    targets = [
+        (converted_target(pattern), transform.scope_prefix)
+        for transform in get_model_conversion_mapping(model)
+        if isinstance(transform, WeightConverter)
+        and any(
+            type(op).__name__ in ("MergeModulelist", "Concatenate") for op in transform.operations
+        )
+        for pattern in _as_list(transform.target_patterns)
+    ]
     return max(
         (
             p.numel() * p.element_size()
             for name, p in model.named_parameters()
-            if any(t.search(name) for t in targets)
+            if any(t.search(name) and (not scope or f"{scope}." in name) for t, scope in targets)
         ),
         default=0,
     )
 
 
+def converted_target(pattern: str) -> re.Pattern[str]:
+    """A regex matching the parameter names a conversion's target ``pattern`` names, read as
+    transformers reads targets (``core_model_loading.process_target_pattern``: anchors and
+    lookarounds dropped, ``\\.`` a literal dot); ``*`` and a captured group's backreference
+    match one name component; the match ends the name."""
+    from transformers.core_model_loading import process_target_pattern
+
+    processed, _ = process_target_pattern(pattern)
+    regex = re.escape(processed).replace(r"\*", r"[^.]+").replace(r"\\1", r"[^.]+")
+    return re.compile(r"(^|\.)" + regex.lstrip(r"\.") + "$")
+
+
+def _as_list(patterns: str | list[str]) -> list[str]:
+    return [patterns] if isinstance(patterns, str) else list(patterns)
+
+
 def quantized_weight_elements(model: Any) -> int:
     """Elements of the largest weight a bitsandbytes layer of ``model`` holds quantized (0
-    for none): quantizing on load (a checkpoint not pre-quantized) holds that weight at the
-    checkpoint's precision on the GPU while bitsandbytes converts it."""
+    for none): quantizing on load (a checkpoint not pre-quantized) holds that weight on the
+    GPU, in the dtype it loads in (the cell's), while bitsandbytes converts it."""
     return max(
         (
             module.in_features * module.out_features
