@@ -120,3 +120,18 @@ def test_a_max_memory_cap_spreads_the_model_further():
 def test_a_quantized_cell_is_untraceable_with_the_reason():
     with pytest.raises(Untraceable, match="placement of 'nf4'"):
         trace_devices(MISTRAL, cell("nf4"), [10**11, 10**11], "auto")
+
+
+def test_the_load_transient_lands_on_the_device_that_holds_the_converted_weight():
+    tiny = json.loads((REPO / "config" / "models" / "tiny-mixtral.json").read_text())
+    c = cell("none", "sdpa", "bfloat16", 1, 16, model="tiny-mixtral")
+    gate_up = 4 * 2 * 384 * 128 * 2  # one layer's fused experts, bf16
+    single = trace_devices(tiny, c, [GIB], "single", decode_tokens=2)
+    assert single.load_transient == {"cuda:0": gate_up}
+    # 90 % of the weights per GPU: the planner puts one layer on each
+    split = trace_devices(tiny, c, [single.load["cuda:0"] * 9 // 10] * 2, "auto", decode_tokens=2)
+    assert (split.hf_device_map["model.layers.0"], split.hf_device_map["model.layers.1"]) == (0, 1)
+    # each device builds its own layers' gate_up_proj: the transient is charged where it is
+    assert split.load_transient == {"cuda:0": gate_up, "cuda:1": gate_up}
+    for device in split.devices:
+        assert split.peak(device) >= split.load[device] + gate_up

@@ -55,8 +55,8 @@ logits (copied back to the first GPU) to devices.
   weights                bytes of parameters and buffers on the device
   load                   predicted allocated after load on the device
   prefill, decode        predicted peak allocated of each phase on the device
-  need, fits             as above, per device (slack from the device's peak minus weights),
-                         but without the load's transient
+  need, fits             as above, per device (slack from the device's peak minus weights;
+                         the load's transient on the device that holds the converted weight)
   GPUs needed            the fewest GPUs of --gpu-mem (1 .. --max-gpus) on which every
                          device fits (yes) under that policy; none: not even --max-gpus
   modules                the device's modules (decoder layers as a range)

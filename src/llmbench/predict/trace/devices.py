@@ -44,7 +44,12 @@ from llmbench.grid.spec import Cell
 from llmbench.predict.constants import CUBLAS_WORKSPACE_BYTES, DECODE_TOKENS
 from llmbench.predict.trace.cuda import cuda_semantics
 from llmbench.predict.trace.livebytes import LiveBytes
-from llmbench.predict.trace.model import Untraceable, build_meta_model, forced_sdpa_backend
+from llmbench.predict.trace.model import (
+    Untraceable,
+    build_meta_model,
+    converted_parameters,
+    forced_sdpa_backend,
+)
 from llmbench.predict.trace.phases import decode_passes, failure_reason, prefill_pass
 from llmbench.predict.trace.placement import check_placeable, device_of, plan_device_map
 
@@ -60,6 +65,10 @@ class DevicePeaks:
 
     hf_device_map: dict[str, Any]
     load: dict[str, int] = field(default_factory=dict)
+    """Bytes allocated after the load, per device."""
+    load_transient: dict[str, int] = field(default_factory=dict)
+    """The load's transient per device: the largest parameter of that device a checkpoint
+    conversion builds (``trace.model.converted_parameters``), alive beside its sources."""
     prefill: dict[str, int] = field(default_factory=dict)
     decode: dict[str, int] = field(default_factory=dict)
     offloaded: tuple[str, ...] = ()
@@ -70,8 +79,10 @@ class DevicePeaks:
         return sorted(self.load, key=lambda d: int(d.split(":")[1]))
 
     def peak(self, device: str) -> int:
-        """The largest of the three phases' peaks on ``device``."""
-        return max(self.load[device], self.prefill[device], self.decode[device])
+        """The largest of the three phases' peaks on ``device`` (the load's with its
+        transient)."""
+        load = self.load[device] + self.load_transient.get(device, 0)
+        return max(load, self.prefill[device], self.decode[device])
 
 
 class DeviceLiveBytes(LiveBytes):
@@ -160,9 +171,14 @@ def trace_devices(
             handle.remove()
     gpus = sorted(load)
     workspace = _matmul_devices(model, hf_map)
+    transient: dict[str, int] = defaultdict(int)
+    for name, nbytes in converted_parameters(model).items():
+        device = device_of(name, hf_map)
+        transient[device] = max(transient[device], nbytes)
     return DevicePeaks(
         hf_map,
         load={d: load[d] for d in gpus},
+        load_transient={d: transient[d] for d in gpus if transient[d]},
         prefill={d: prefill.get(d, 0) + CUBLAS_WORKSPACE_BYTES * (d in workspace) for d in gpus},
         decode={d: decode.get(d, 0) + CUBLAS_WORKSPACE_BYTES * (d in workspace) for d in gpus},
     )

@@ -178,6 +178,12 @@ def converted_parameter_bytes(model: Any) -> int:
     660.0 MiB (less 1 KiB) above its after-load bytes on 3 of 5 H200 cells (``gate_up_proj``,
     60 x 2816 x 2048 bf16 = 660 MiB; 631.7 and 635.5 MiB on the other two, whose load order
     differed)."""
+    return max(converted_parameters(model).values(), default=0)
+
+
+def converted_parameters(model: Any) -> dict[str, int]:
+    """Name -> bytes of each parameter ``from_pretrained`` builds from several checkpoint
+    tensors (:func:`converted_parameter_bytes`)."""
     from transformers.conversion_mapping import get_model_conversion_mapping
     from transformers.core_model_loading import WeightConverter
 
@@ -190,14 +196,11 @@ def converted_parameter_bytes(model: Any) -> int:
         )
         for pattern in _as_list(transform.target_patterns)
     ]
-    return max(
-        (
-            p.numel() * p.element_size()
-            for name, p in model.named_parameters()
-            if any(t.search(name) and (not scope or f"{scope}." in name) for t, scope in targets)
-        ),
-        default=0,
-    )
+    return {
+        name: p.numel() * p.element_size()
+        for name, p in model.named_parameters()
+        if any(t.search(name) and (not scope or f"{scope}." in name) for t, scope in targets)
+    }
 
 
 def converted_target(pattern: str) -> re.Pattern[str]:
