@@ -17,7 +17,7 @@ from llmbench.predict.checked import (
 )
 
 COLUMNS = [*KEY, "batch", "seq", "status", "n_devices"] + [
-    f"{phase}_measured_over_predicted" for phase in ("load", "prefill", "decode")
+    f"{phase}_measured_over_predicted" for phase in ("load", "load_peak", "prefill", "decode")
 ]
 
 
@@ -37,6 +37,7 @@ def row(**values):
         seq=1024,
         status="ok",
         load_measured_over_predicted=1.0,
+        load_peak_measured_over_predicted=1.0,
         prefill_measured_over_predicted=1.0,
         decode_measured_over_predicted=1.0,
     )
@@ -73,6 +74,15 @@ def test_a_measured_setting_is_checked_within_its_shapes_only(tmp_path):
         "m never measured with quant int8; this cell ran out of memory on gpu/run",
     )
     assert checked(row(model="other"), groups)[1].startswith("model other never measured")
+
+
+def test_a_load_peak_off_by_more_than_the_bar_fails_its_group(tmp_path):
+    # the load's own peak counts like the other phases (it is one in the fit rule)
+    groups = groups_of(
+        tmp_path, [row(), row(batch=8, seq=8192, load_peak_measured_over_predicted=1.03)]
+    )
+    verdict, note = checked(row(batch=4, seq=4096), groups)
+    assert verdict == "no" and "worst 3.00 %: off by more than 1 %" in note
 
 
 def test_measured_cells_must_enclose_the_row_not_just_span_its_batch_and_length(tmp_path):

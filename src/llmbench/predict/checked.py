@@ -7,8 +7,9 @@ with the batch sizes and sequence lengths each group covers.
 A prediction row gets ``checked``:
 
 - ``yes``: cells of its group were measured, every one within :data:`CHECKED_WITHIN` of the
-  prediction (all three phases), and the row lies between measured cells: one at a batch and
-  sequence length no larger than the row's, one at both no smaller;
+  prediction (after load, the load's peak, prefill and decode), and the row lies between
+  measured cells: one at a batch and sequence length no larger than the row's, one at both
+  no smaller;
 - ``shape``: its group was measured within :data:`CHECKED_WITHIN`, but not around this batch
   and sequence length (the formulas scale, the number was not seen), or the run decodes
   another number of tokens than the references (:data:`REFERENCE_DECODE`);
@@ -65,7 +66,7 @@ REFERENCE_DECODE = (32, 4)
 (``settings.measurement``; checked by the tests): a run that decodes another number holds
 another cache at its decode peak."""
 
-_PHASES = ("load", "prefill", "decode")
+_PHASES = ("load", "load_peak", "prefill", "decode")
 _FOUR_BIT = ("nf4", "fp4", "nf4-dq", "fp4-dq", "nf4-not-passed")
 
 
@@ -101,7 +102,8 @@ def key_of(row: Mapping[str, Any], four_bit_compute: str = FOUR_BIT_COMPUTE) -> 
 
 
 def _ratios(row: Mapping[str, str]) -> list[float] | None:
-    """The three measured/predicted ratios of a table row, or None where one is missing."""
+    """The measured/predicted ratios of a table row (after load, load peak, prefill, decode),
+    or None where one is missing."""
     ratios = []
     for phase in _PHASES:
         text = row.get(f"{phase}_measured_over_predicted") or ""
@@ -114,7 +116,7 @@ def _ratios(row: Mapping[str, str]) -> list[float] | None:
 
 def measured_groups(tables: Iterable[Path], root: Path) -> dict[tuple[str, ...], Group]:
     """The :class:`Group` of every key with a measured (:data:`MEASURED`) one-GPU cell that
-    has all three ratios, from ``tables`` (cells.csv files; folders named relative to ``root``)."""
+    has all four ratios, from ``tables`` (cells.csv files; folders named relative to ``root``)."""
     groups: dict[tuple[str, ...], Group] = {}
     for path in tables:
         folder = path.parent.parent.relative_to(root).as_posix()
