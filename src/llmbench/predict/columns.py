@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmbench.grid.spec import Cell
-from llmbench.predict.constants import gib
+from llmbench.predict.constants import DECODE_TOKENS, gib
 from llmbench.predict.method import Unpredictable, predict_cell
 
 PREDICTED_COLUMNS = (
@@ -91,7 +91,7 @@ def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> d
         _registry(str(root)),
         root,
         bnb_4bit_compute_dtype=settings.get("bnb_4bit_compute_dtype") or "bfloat16",
-        decode_tokens=int(measurement.get("decode_tokens") or 32),
+        decode_tokens=int(measurement.get("decode_tokens") or DECODE_TOKENS),
         decode_warmup_tokens=int(measurement.get("decode_warmup_tokens") or 0),
         # quantized on load unless the cell read a pre-quantized checkpoint (a record
         # without the kind predates it: pre-quantized, as prequantize: true made them; a

@@ -14,7 +14,7 @@ from typing import Any
 
 from llmbench.grid.spec import Cell
 from llmbench.predict.architecture import model_config_for
-from llmbench.predict.constants import gib
+from llmbench.predict.constants import DECODE_TOKENS, gib
 from llmbench.predict.method import Unpredictable
 from llmbench.predict.multigpu import (
     MultiGpuPrediction,
@@ -97,7 +97,7 @@ def grid_device_rows(
     grid = grid or str(config["grid"])
     models = config["models"]
     capacity = parse_bytes(gpu_mem)
-    decode_tokens = int((config.get("measurement") or {}).get("decode_tokens", 32))
+    decode_tokens = int((config.get("measurement") or {}).get("decode_tokens", DECODE_TOKENS))
     rows: list[dict[str, Any]] = []
     for cell in expand_grid(load_grid(grid, repo_root / "config", models)):
         chosen = resolve_policy(cell, policy)

@@ -26,7 +26,7 @@ _DECODE_REFUSED = {
         "decode_mode graph with flash_attention_2: the decode step cannot be captured as a CUDA "
         "graph (transformers' flash-attention path under a StaticCache's padding mask reads "
         "sequence lengths on the host: 'operation not permitted when stream is capturing'; all "
-        "10 such cells of results/reference/h200/decode are unsupported)"
+        "16 such cells (bf16 and nf4) of results/reference/h200/decode are unsupported)"
     ),
     ("sdpa-flash", "static"): (
         "PyTorch's flash SDPA kernel takes no attention mask, and a StaticCache decode step "

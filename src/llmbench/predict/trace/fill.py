@@ -4,8 +4,9 @@ whose trace is not cached yet, under config/config.yaml's ``bnb_4bit_compute_dty
 ``measurement.decode_tokens`` (what ``llmbench predict`` looks up). Prints one line per
 model: cells traced, cached before, untraceable (with the first reason).
 
-Imports ``llmbench`` (REPO_ROOT), ``llmbench.grid.spec``, ``llmbench.predict.architecture``
-and ``llmbench.predict.trace.cache``; torch and transformers through the tracer.
+Imports ``llmbench`` (REPO_ROOT), ``llmbench.grid.spec``, ``llmbench.predict.architecture``,
+``constants`` (the decode defaults) and ``llmbench.predict.trace.cache``; torch and
+transformers through the tracer.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from llmbench import REPO_ROOT
 from llmbench.grid.spec import expand_grid, load_grid
 from llmbench.predict.architecture import model_config_for
+from llmbench.predict.constants import DECODE_TOKENS, DECODE_WARMUP_TOKENS
 from llmbench.predict.trace.cache import TRACE_CACHE, cached_trace, read_entry, trace_key
 
 
@@ -31,8 +33,8 @@ def fill(grid: str, repo_root: Path, cache_dir: Path) -> dict[str, dict[str, Any
     models = config["models"]
     compute = config.get("bnb_4bit_compute_dtype", "bfloat16")
     measurement = config.get("measurement") or {}
-    decode_tokens = int(measurement.get("decode_tokens", 32))
-    warmup = int(measurement.get("decode_warmup_tokens", 4))
+    decode_tokens = int(measurement.get("decode_tokens", DECODE_TOKENS))
+    warmup = int(measurement.get("decode_warmup_tokens", DECODE_WARMUP_TOKENS))
     summary: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"traced": 0, "cached": 0, "untraceable": 0, "reason": None}
     )

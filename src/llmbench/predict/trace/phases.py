@@ -96,7 +96,7 @@ class TracedPeaks:
     (``trace.model.converted_parameter_bytes``): the load's transient above ``load``."""
     load_quantized_elements: int = 0
     """Elements of the largest weight bitsandbytes quantizes (``trace.model.
-    quantized_weight_elements``): quantizing on load holds it at checkpoint precision."""
+    quantized_weight_elements``): quantizing on load holds it in the dtype it loads in."""
 
 
 def trace_cell(
