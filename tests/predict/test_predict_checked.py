@@ -16,7 +16,7 @@ from llmbench.predict.checked import (
     reference_groups,
 )
 
-COLUMNS = [*KEY, "batch", "seq", "status", "n_devices"] + [
+COLUMNS = [*KEY, "checkpoint_kind", "batch", "seq", "status", "n_devices"] + [
     f"{phase}_measured_over_predicted" for phase in ("load", "load_peak", "prefill", "decode")
 ]
 
@@ -101,6 +101,26 @@ def test_an_out_of_memory_cell_and_another_decode_length_are_said(tmp_path):
     assert verdict == "yes" and note.endswith("; this cell ran out of memory on gpu/run")
     verdict, note = checked(row(batch=4, seq=8192), groups, decode=(2048, 4))
     assert verdict == "shape" and "this run decodes 2048 (4)" in note
+
+
+def test_a_cell_quantized_on_load_checks_only_rows_that_quantize_on_load(tmp_path):
+    # the families reference's Mistral-7B-v0.1 nf4 cell loaded the bf16 checkpoint and
+    # quantized it (checkpoint_kind base): it backs no pre-quantized prediction
+    on_load = row(quant="nf4", bnb_compute="bfloat16", checkpoint_kind="base")
+    groups = groups_of(tmp_path, [on_load])
+    verdict, note = checked(row(quant="nf4", quantized_on_load=False), groups)
+    assert (verdict, note) == ("no", "m never measured with quantized_on_load no")
+    assert checked(row(quant="nf4", quantized_on_load=True), groups)[0] == "yes"
+    # a pre-quantized load, recorded or (older tables) assumed, backs the other kind only
+    for kind in ("prequantized", ""):
+        prequantized = groups_of(
+            tmp_path / (kind or "none"), [row(quant="nf4", checkpoint_kind=kind)]
+        )
+        assert checked(row(quant="nf4", quantized_on_load=False), prequantized)[0] == "yes"
+        assert checked(row(quant="nf4", quantized_on_load=True), prequantized)[0] == "no"
+    # unquantized cells load the same way whatever the checkpoint is called
+    plain = groups_of(tmp_path / "plain", [row(checkpoint_kind="base")])
+    assert checked(row(quantized_on_load=False), plain)[0] == "yes"
 
 
 def test_a_cell_spread_over_gpus_checks_nothing(tmp_path):

@@ -50,6 +50,15 @@ BNB_QUANTS: frozenset[str] = frozenset({"int8", *FOUR_BIT_QUANTS})
 TORCHAO_QUANTS: frozenset[str] = frozenset({"fp8", "fp8-dyn"})
 """Quantizations that pass a transformers ``TorchAoConfig`` (torchao, an optional extra)."""
 
+
+def quantizes_on_load(quant: str, prequantized: bool) -> bool:
+    """Whether a cell of quantization ``quant`` quantizes its weights as they load: torchao's
+    always (no fp8 checkpoint is made), bitsandbytes' when the checkpoint it loads is not
+    pre-quantized (``prequantized``: ``grid.plan.uses_prequantized``, or the cell's recorded
+    ``model.checkpoint_kind == "prequantized"``)."""
+    return quant in TORCHAO_QUANTS or (quant in BNB_QUANTS and not prequantized)
+
+
 ATTNS: tuple[str, ...] = (
     "eager",
     "sdpa",

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmbench.grid.spec import BNB_QUANTS, TORCHAO_QUANTS, quantizes_on_load
+
 CHECKED_WITHIN = 0.01
 """Largest |measured / predicted - 1| of any phase for a measured cell to check its group:
 the 1 % bar of issues 16 and 17."""
@@ -40,6 +42,7 @@ the 1 % bar of issues 16 and 17."""
 KEY = (
     "model",
     "quant",
+    "quantized_on_load",
     "bnb_compute",
     "int8_threshold",
     "kv_cache",
@@ -50,7 +53,10 @@ KEY = (
     "max_memory",
 )
 """What, besides batch and sequence length, a checked prediction must share with a measured
-cell."""
+cell. ``quantized_on_load`` (``yes``/``no`` for a quantized cell, empty otherwise): a
+prediction row's own column, a measured cell's from its ``checkpoint_kind``
+(``grid.spec.quantizes_on_load``); quantizing on load adds a transient to the load's peak
+and, for bitsandbytes, can store the weights otherwise than the pre-quantized checkpoint."""
 
 FOUR_BIT_COMPUTE = "bfloat16"
 """What ``bnb_compute: config`` meant in every committed reference cell
@@ -66,6 +72,7 @@ REFERENCE_DECODE = (32, 4)
 (``settings.measurement``; checked by the tests): a run that decodes another number holds
 another cache at its decode peak."""
 
+_QUANT, _ON_LOAD = KEY.index("quant"), KEY.index("quantized_on_load")
 _PHASES = ("load", "load_peak", "prefill", "decode")
 _FOUR_BIT = ("nf4", "fp4", "nf4-dq", "fp4-dq", "nf4-not-passed")
 
@@ -96,9 +103,27 @@ def key_of(row: Mapping[str, Any], four_bit_compute: str = FOUR_BIT_COMPUTE) -> 
     """A row's (or measured cell's) :data:`KEY` values as text, ``bnb_compute: config`` of a
     4-bit quantization read as ``four_bit_compute``."""
     values = {name: str(row.get(name) or "") for name in KEY}
+    values["quantized_on_load"] = _quantized_on_load(row)
     if values["bnb_compute"] in ("config", "") and values["quant"] in _FOUR_BIT:
         values["bnb_compute"] = four_bit_compute
     return tuple(values[name] for name in KEY)
+
+
+def _quantized_on_load(row: Mapping[str, Any]) -> str:
+    """``yes``/``no`` for a quantized row (its ``quantized_on_load``, else from a measured
+    cell's ``checkpoint_kind``, read as pre-quantized where a table has none: the H100-vs-H200
+    comparison tables, which carry no measured/predicted ratios), ``""`` for an unquantized
+    one."""
+    quant = str(row.get("quant") or "")
+    if quant not in BNB_QUANTS and quant not in TORCHAO_QUANTS:
+        return ""
+    recorded = row.get("quantized_on_load")
+    if recorded in (None, ""):
+        kind = str(row.get("checkpoint_kind") or "prequantized")
+        on_load = quantizes_on_load(quant, prequantized=kind == "prequantized")
+    else:
+        on_load = str(recorded) in ("True", "true", "yes")
+    return "yes" if on_load else "no"
 
 
 def _ratios(row: Mapping[str, str]) -> list[float] | None:
@@ -198,15 +223,17 @@ def _never_measured(key: tuple[str, ...], groups: Mapping[tuple[str, ...], Group
         for position, (name, value) in enumerate(zip(KEY, key, strict=True))
         if position and all(k[position] != value for k in same_model)
     ]
+    if any(m.startswith("quant ") for m in missing):  # how it loads follows from the quant
+        missing = [m for m in missing if not m.startswith("quantized_on_load ")]
     if missing:
         return f"{key[0]} never measured with {', '.join(missing)}"
     fewest = min(_differences(key, k) for k in same_model)
     closest = sorted(k for k in same_model if _differences(key, k) == fewest)
     differs = "; or ".join(
         ", ".join(
-            f"{name} ({mine} here, {theirs} there)"
-            for name, mine, theirs in zip(KEY, key, other, strict=True)
-            if mine != theirs
+            f"{name} ({key[position]} here, {other[position]} there)"
+            for position, name in enumerate(KEY)
+            if position in _differing(key, other)
         )
         for other in closest
     )
@@ -215,5 +242,14 @@ def _never_measured(key: tuple[str, ...], groups: Mapping[tuple[str, ...], Group
     )
 
 
+def _differing(one: tuple[str, ...], other: tuple[str, ...]) -> list[int]:
+    """Positions in :data:`KEY` where two keys differ; ``quantized_on_load`` not where the
+    quantizations do (it follows from them)."""
+    positions = [i for i, (a, b) in enumerate(zip(one, other, strict=True)) if a != b]
+    if _QUANT in positions and _ON_LOAD in positions:
+        positions.remove(_ON_LOAD)
+    return positions
+
+
 def _differences(one: tuple[str, ...], other: tuple[str, ...]) -> int:
-    return sum(a != b for a, b in zip(one, other, strict=True))
+    return len(_differing(one, other))

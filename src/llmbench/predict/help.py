@@ -27,8 +27,10 @@ columns (GiB = 2^30 bytes):
                          unknown: no prediction for this model
   checked                was this prediction checked against a GPU measurement (the
                          committed references' cells, results/reference/**/tables):
-                         yes: one-GPU cells of the same model, quantization and its knobs,
-                           KV cache, attention, dtype, decode mode and placement were
+                         yes: one-GPU cells of the same model, quantization and its knobs
+                           (quantized on load or from a pre-quantized checkpoint: csv's
+                           quantized_on_load), KV cache, attention, dtype, decode mode and
+                           placement were
                            measured, every one within 1 % of the prediction, and enclose
                            this cell (one no larger in batch and length, one no smaller)
                          shape: that setting was measured within 1 %, not around this

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from llmbench.grid.spec import BNB_QUANTS, Cell
+from llmbench.grid.spec import BNB_QUANTS, Cell, quantizes_on_load
 from llmbench.predict.architecture import Architecture, model_config_for, sliding_window
 from llmbench.predict.constants import (
     CUBLAS_WORKSPACE_BYTES,
@@ -117,6 +117,7 @@ def traced_prediction(
         prefill=phase("prefill", prompt),
         decode=phase("decode", prompt + granule(cell.batch * 8)),
         method="tracer",
+        quantized_on_load=quantizes_on_load(cell.quant, prequantized),
     )
 
 

@@ -133,6 +133,7 @@ def prediction_row(
         fits=None if capacity_bytes is None else prediction.fit_verdict(capacity_bytes),
         method=prediction.method,
         method_tag=METHOD_TAGS.get(prediction.method, prediction.method.replace(" ", "-")),
+        quantized_on_load=prediction.quantized_on_load,
         cross_check_peak_allocated_gib=None
         if prediction.cross_check is None
         else gib(max(prediction.cross_check)),

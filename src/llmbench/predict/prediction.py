@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from llmbench.grid.spec import TORCHAO_QUANTS, Cell
+from llmbench.grid.spec import TORCHAO_QUANTS, Cell, quantizes_on_load
 from llmbench.predict.architecture import Architecture
 from llmbench.predict.constants import (
     CUBLAS_WORKSPACE_BYTES,
@@ -81,6 +81,9 @@ class Prediction:
     generate_prefill: PhasePrediction | None = None
     """``model.generate``'s prefill (``max_new_tokens=1``, ``phases.hf_generate``; hand replay
     only); not one of ``phases``: the fit rule and the frontier read load, prefill, decode."""
+    quantized_on_load: bool = False
+    """Whether the load quantizes the weights (``grid.spec.quantizes_on_load``): then its
+    peak holds a weight at checkpoint precision besides the quantized ones."""
 
     @property
     def phases(self) -> tuple[PhasePrediction, ...]:
@@ -168,6 +171,7 @@ def predict(
         prefill=_prefill_phase(ctx, weights),
         decode=_decode_phase(ctx, weights, decode_tokens),
         generate_prefill=_generate_prefill_phase(ctx, weights),
+        quantized_on_load=quantizes_on_load(cell.quant, prequantized),
     )
 
 
