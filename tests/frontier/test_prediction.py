@@ -59,12 +59,35 @@ def test_default_predictor_predicts_what_the_budget_limits(repo):
     config = json.loads((repo / "config/models/tiny-mistral.json").read_text())
     cell = Search("tiny-mistral", "none", "eager", "bfloat16", "seq", 2).cell(1024)
     cpu = frontier.default_predictor("cpu")
-    assert cpu is predict.predicted_peak_bytes  # CPU budget: RSS growth ~ peak allocated
+    allocated = cpu(config, cell, bnb_4bit_compute_dtype="bfloat16")
+    # CPU budget: RSS growth ~ peak allocated
+    assert allocated == predict.predicted_peak_bytes(config, cell)
     cuda = frontier.default_predictor("cuda", decode_tokens=2)
     reserved = cuda(config, cell, bnb_4bit_compute_dtype="bfloat16")
-    assert reserved > cpu(config, cell, bnb_4bit_compute_dtype="bfloat16")  # + allocator slack
+    assert reserved > allocated  # + allocator slack
     assert frontier.capacity_bytes({"memory_budget_gib": 0.5}, "cpu") == 0.5 * GIB
     assert frontier.capacity_bytes({"memory_budget_gib": None}, "cpu") is None
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_the_default_predictor_refuses_a_family_the_hand_replay_does_not_replay(repo, device):
+    # a Qwen3 search with a memory budget starts from no prediction (plain bisection, the
+    # reason in its note), never from the Mistral replay's numbers
+    pytest.importorskip("llmbench.predict")
+    config = json.loads((repo / "config/models/tiny-qwen3.json").read_text())
+    search = Search("tiny-qwen3", "none", "sdpa", "bfloat16", "seq", 1)
+    predictor = frontier.default_predictor(device, decode_tokens=2)
+    with pytest.raises(ValueError, match="the hand replay does not apply: .*'qwen3'"):
+        predictor(config, search.cell(1024), bnb_4bit_compute_dtype="bfloat16")
+    with pytest.raises(ValueError, match="replays only the mistral, llama, qwen2 code"):
+        Prediction.make(
+            search,
+            grid_values(256, 2048, 256),
+            predictor=predictor,
+            config=config,
+            capacity=GIB,
+            compute_dtype="bfloat16",
+        )
 
 
 # ---- the allocator-simulated prediction --------------------------------------------------------

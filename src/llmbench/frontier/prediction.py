@@ -40,14 +40,30 @@ def default_predictor(device: str = "cpu", decode_tokens: int | None = None) -> 
     CPU: ``predicted_peak_bytes`` (peak allocated; compared with the RSS-growth budget). CUDA:
     the predicted peak *reserved* bytes (allocated + allocator slack), which is what
     ``set_per_process_memory_fraction`` and the device's capacity limit, when the module
-    offers it (``predict(...).reserved_need``); else peak allocated.
+    offers it (``predict(...).reserved_need``); else peak allocated. Both are the hand
+    replay's: for a cell it does not replay (another family than Mistral / Llama / Qwen2, a
+    sliding window the cell reaches: ``llmbench.predict.method.hand_replay_reason``) the
+    predictor raises ``ValueError`` with that reason, and the search bisects without a
+    prediction (:meth:`Prediction.make` raises; the search's note says why), never from
+    another family's formula.
     """
     try:
         from llmbench import predict as model
     except ImportError:
         return None
+    tokens = decode_tokens if decode_tokens is not None else model.DECODE_TOKENS
+
+    def guarded(predictor: Predictor) -> Predictor:
+        def predicted(model_config, cell, *, bnb_4bit_compute_dtype="bfloat16"):
+            reason = model.hand_replay_reason(model_config, cell, tokens)
+            if reason is not None:
+                raise ValueError(f"the hand replay does not apply: {reason}")
+            return predictor(model_config, cell, bnb_4bit_compute_dtype=bnb_4bit_compute_dtype)
+
+        return predicted
+
     if device != "cuda" or not hasattr(model, "predict"):
-        return model.predicted_peak_bytes
+        return guarded(model.predicted_peak_bytes)
     import inspect
 
     extra = {}
@@ -60,7 +76,7 @@ def default_predictor(device: str = "cpu", decode_tokens: int | None = None) -> 
         )
         return int(getattr(prediction, "reserved_need", prediction.peak_allocated))
 
-    return reserved_need
+    return guarded(reserved_need)
 
 
 GPUS: dict[str, int] = {

@@ -77,6 +77,7 @@ from llmbench.predict.constants import (
     ALLOCATOR_GRANULE,
     CUBLAS_WORKSPACE_BYTES,
     CUDA_CONTEXT_BYTES,
+    DECODE_TOKENS,
     DEFAULT_INITIALIZER_RANGE,
     DTYPE_BYTES,
     GIB,
@@ -86,7 +87,7 @@ from llmbench.predict.constants import (
     QUANTIZED_PROJECTIONS,
 )
 from llmbench.predict.fit import ALLOCATOR_SLACK_FIXED_BYTES, ALLOCATOR_SLACK_FRACTION
-from llmbench.predict.method import Unpredictable, predict_cell
+from llmbench.predict.method import Unpredictable, hand_replay_reason, predict_cell
 from llmbench.predict.outliers import int8_outlier_fraction
 from llmbench.predict.output import (
     format_csv,
@@ -113,6 +114,7 @@ __all__ = [
     "ALLOCATOR_SLACK_FRACTION",
     "CUBLAS_WORKSPACE_BYTES",
     "CUDA_CONTEXT_BYTES",
+    "DECODE_TOKENS",
     "DEFAULT_INITIALIZER_RANGE",
     "DTYPE_BYTES",
     "GIB",
@@ -134,6 +136,7 @@ __all__ = [
     "format_report",
     "format_table",
     "grid_prediction_rows",
+    "hand_replay_reason",
     "int8_outlier_fraction",
     "iter_predictions",
     "model_config_for",
