@@ -55,3 +55,13 @@ def test_a_failed_run_ends_with_the_summary_too(workdir):
     assert process.returncode != 0
     summary = summary_of(process.stderr)
     assert "  status   6 ok, 1 unsupported, 1 check_failed" in summary
+
+
+def test_figures_redrawn_from_a_reference_summarize_that_reference(workdir):
+    # not the grid's cells (all but one present here) but the reference's own
+    process = snakemake(workdir, "figures", "--cores", "1", "--config", "report_root=" + SEED[:-6])
+    summary = summary_of(process.stderr)
+    assert summary.startswith(f"llmbench: run summary (9 cells, {SEED}/)")
+    assert "  status   7 ok, 1 unsupported, 1 check_failed" in summary
+    assert "  figures  results/redrawn/reference/h100/seed/figures/: " in summary
+    assert "missing" not in summary

@@ -57,14 +57,13 @@ wildcard_constraints:
 def end_of_run():
     """The Snakefile's onsuccess/onerror (Snakemake keeps one of each): stop this run's
     warm-start server (cells.smk starts it), then print the run summary after Snakemake's
-    own output (llmbench.report.summary; it never raises)."""
+    own output (llmbench.report.summary; it never raises): of the grid's cells, or, when
+    report_root names a reference (figures redrawn from it), of that reference's cells."""
     llm_warmstart.stop_server()
-    print_summary(
-        "results",
-        CELLS,
-        grid=GRID_CHOICE.name,
-        report_roots=[REPORT_ROOT, figures_root(REPORT_ROOT)],
-    )
+    if REPORT_ROOT != "results":
+        print_summary(REPORT_ROOT, None, report_roots=[figures_root(REPORT_ROOT)])
+        return
+    print_summary("results", CELLS, grid=GRID_CHOICE.name)
 
 
 def get_cell_results():
