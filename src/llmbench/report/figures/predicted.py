@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from llmbench.grid.spec import QUANTS
+from llmbench.grid.spec import QUANTS, Cell
 from llmbench.measure.failures import MEASURED
 from llmbench.report.figures.marks import NotDrawn
 from llmbench.report.figures.style import ATTN_COLORS, REFERENCE
@@ -46,22 +46,53 @@ def _left_out(cells: pd.DataFrame, drawn: pd.DataFrame) -> str:
     return drawn_text + (f"; not drawn: {', '.join(parts)}." if parts else ".")
 
 
-def _stacked(axis: plt.Axes, data: pd.DataFrame, y: str) -> None:
-    """'×n (quantizations)' next to a marker that n cells of one attention share (to 1 MiB and
-    1e-4 in the ratio): markers of one attention have one size, so the last hides the rest."""
-    place = data.assign(_x=data[COLUMNS[0]].round(3), _y=data[y].round(4 if y == "ratio" else 3))
-    for (x, level, _), group in place.groupby(["_x", "_y", "attn"]):
-        if len(group) > 1:
-            quants = ", ".join(dict.fromkeys(group["quant"]))
-            axis.annotate(
-                f"×{len(group)}: {quants}",
-                (x, level),
-                xytext=(-8, 7),
-                textcoords="offset points",
-                ha="right",
-                fontsize=7,
-                gid="count",
-            )
+def _stacked(data: pd.DataFrame) -> list[tuple[float, float, str, list[str]]]:
+    """(predicted GiB, measured GiB, attention, the cells' labels) of each marker that several
+    cells of one attention share (to 1 MiB): markers of one attention have one size, so the
+    last drawn hides the rest. A label is the quantization, the optional axes' path suffix
+    where not at their defaults (``_c-fp32``, ``_t0``, ``_kv-quanto-int4``) and the shape."""
+    place = data.assign(_x=data[COLUMNS[0]].round(3), _y=data[COLUMNS[1]].round(3))
+    return [
+        (x, y, attn, sorted(_label(row) for _, row in group.iterrows()))
+        for (x, y, attn), group in place.groupby(["_x", "_y", "attn"])
+        if len(group) > 1
+    ]
+
+
+def _label(row: pd.Series) -> str:
+    """``nf4_c-bf16 b1 s8192``: one cell of a table row (no-break spaces: a footnote's line
+    never breaks inside a label)."""
+    cell = Cell.from_mapping({k: v for k, v in row.items() if not pd.isna(v)})
+    return f"{cell.quant}{cell.variant}\u00a0b{cell.batch}\u00a0s{cell.seq}"
+
+
+def _mark_stacked(axis: plt.Axes, stacked: list[tuple[float, float, str, list[str]]]) -> None:
+    """'×n' beside each shared marker of the measured-vs-predicted panel (the footnote says
+    which cells; the ratio panel, where the markers crowd along 1.0, is left unlabelled)."""
+    for x, y, _, labels in stacked:
+        axis.annotate(
+            f"×{len(labels)}",
+            (x, y),
+            xytext=(-6, 5),
+            textcoords="offset points",
+            ha="right",
+            fontsize=7,
+            gid="count",
+        )
+
+
+def _stacked_note(stacked: list[tuple[float, float, str, list[str]]]) -> str:
+    """The footnote line(s) naming the cells behind each shared marker."""
+    import textwrap
+
+    if not stacked:
+        return ""
+    entries = [
+        f"×{len(labels)} {attn} at {x:.2f} GiB ({', '.join(labels)})"
+        for x, _, attn, labels in stacked
+    ]
+    text = "One marker for several cells (same attention, to 1 MiB): " + "; ".join(entries) + "."
+    return "\n" + "\n".join(textwrap.wrap(text, 170, break_on_hyphens=False))
 
 
 def _style(data: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -93,7 +124,6 @@ def _left(axis: plt.Axes, data: pd.DataFrame, style: dict[str, Any]) -> None:
     axis.set_xlabel("predicted prefill peak allocated (GiB)")
     axis.set_ylabel("measured prefill peak allocated (GiB)")
     axis.set_title("measured vs predicted (grey: y = x ± 10 %)")
-    _stacked(axis, data, COLUMNS[1])
 
 
 def _right(axis: plt.Axes, data: pd.DataFrame, style: dict[str, Any]) -> None:
@@ -111,7 +141,6 @@ def _right(axis: plt.Axes, data: pd.DataFrame, style: dict[str, Any]) -> None:
         f"{len(data)} cells: max |error| {errors.max():.2%}, median {errors.median():.2%}"
     )
     axis.legend(bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
-    _stacked(axis, data, "ratio")
 
 
 def predicted_vs_measured(cells: pd.DataFrame) -> plt.Figure:
@@ -133,9 +162,12 @@ def predicted_vs_measured(cells: pd.DataFrame) -> plt.Figure:
         )
     data, style = _style(data.assign(ratio=data[RATIO]))
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    stacked = _stacked(data)
     _left(left, data, style)
+    _mark_stacked(left, stacked)
     _right(right, data, style)
     figure.suptitle("Analytic memory model vs measurement: prefill peak allocated", y=1.0)
     figure.tight_layout()
-    figure.text(0.5, -0.01, _left_out(cells, data), ha="center", va="top", fontsize=8)
+    note = _left_out(cells, data) + _stacked_note(stacked)
+    figure.text(0.5, -0.01, note, ha="center", va="top", fontsize=8)
     return figure
