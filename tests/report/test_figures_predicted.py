@@ -38,3 +38,12 @@ def test_cells_that_share_a_marker_are_counted():
     assert counts == ["×2"]  # beside the marker of the measured-vs-predicted panel only
     footnote = "×2 sdpa at 34.29 GiB (nf4-not-passed b2 s3072, none b2 s3072)"
     assert footnote in texts(figure).replace("\u00a0", " ")
+
+
+def test_many_shared_markers_are_counted_with_what_their_cells_differ_in():
+    # the decode reference's eager, static and graph cells prefill alike: 36 shared markers
+    decode = REPO / "results" / "reference" / "h200" / "decode" / "tables" / "cells.csv"
+    figure = predicted.predicted_vs_measured(pd.read_csv(decode))
+    counts = [t.get_text() for axis in figure.axes for t in axis.texts if t.get_gid() == "count"]
+    assert len(counts) == 36 > predicted.LISTED
+    assert "36 markers (×2–×3), whose cells differ only in decode_mode" in texts(figure)

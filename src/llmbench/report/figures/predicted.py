@@ -10,6 +10,7 @@ columns that ``aggregate`` wrote, it does not import ``llmbench.predict``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -46,14 +47,51 @@ def _left_out(cells: pd.DataFrame, drawn: pd.DataFrame) -> str:
     return drawn_text + (f"; not drawn: {', '.join(parts)}." if parts else ".")
 
 
-def _stacked(data: pd.DataFrame) -> list[tuple[float, float, str, list[str]]]:
-    """(predicted GiB, measured GiB, attention, the cells' labels) of each marker that several
-    cells of one attention share (to 1 MiB): markers of one attention have one size, so the
-    last drawn hides the rest. A label is the quantization, the optional axes' path suffix
-    where not at their defaults (``_c-fp32``, ``_t0``, ``_kv-quanto-int4``) and the shape."""
+@dataclass(frozen=True)
+class Stacked:
+    """One marker that several cells of one attention share (predicted and measured to
+    1 MiB): markers of one attention have one size, so the last drawn hides the rest.
+    ``labels``: each cell's quantization, optional axes' path suffix (``_c-fp32``, ``_t0``,
+    ``_kv-quanto-int4``) and shape; ``differ``: the table columns whose values differ among
+    them."""
+
+    predicted_gib: float
+    measured_gib: float
+    attn: str
+    labels: list[str]
+    differ: list[str]
+
+
+LISTED = 12
+"""Up to this many shared markers the footnote names each one's cells; beyond, it counts
+them and says in which columns their cells differ."""
+
+_AXES = (
+    "quant",
+    "bnb_compute",
+    "int8_threshold",
+    "kv_cache",
+    "decode_mode",
+    "allocator",
+    "dtype",
+    "device_map",
+    "max_memory",
+    "batch",
+    "seq",
+)
+
+
+def _stacked(data: pd.DataFrame) -> list[Stacked]:
+    """Every :class:`Stacked` marker of ``data``."""
     place = data.assign(_x=data[COLUMNS[0]].round(3), _y=data[COLUMNS[1]].round(3))
     return [
-        (x, y, attn, sorted(_label(row) for _, row in group.iterrows()))
+        Stacked(
+            x,
+            y,
+            attn,
+            sorted(_label(row) for _, row in group.iterrows()),
+            [c for c in _AXES if c in group and group[c].astype(str).nunique() > 1],
+        )
         for (x, y, attn), group in place.groupby(["_x", "_y", "attn"])
         if len(group) > 1
     ]
@@ -66,13 +104,13 @@ def _label(row: pd.Series) -> str:
     return f"{cell.quant}{cell.variant}\u00a0b{cell.batch}\u00a0s{cell.seq}"
 
 
-def _mark_stacked(axis: plt.Axes, stacked: list[tuple[float, float, str, list[str]]]) -> None:
+def _mark_stacked(axis: plt.Axes, stacked: list[Stacked]) -> None:
     """'×n' beside each shared marker of the measured-vs-predicted panel (the footnote says
     which cells; the ratio panel, where the markers crowd along 1.0, is left unlabelled)."""
-    for x, y, _, labels in stacked:
+    for marker in stacked:
         axis.annotate(
-            f"×{len(labels)}",
-            (x, y),
+            f"×{len(marker.labels)}",
+            (marker.predicted_gib, marker.measured_gib),
             xytext=(-6, 5),
             textcoords="offset points",
             ha="right",
@@ -81,18 +119,28 @@ def _mark_stacked(axis: plt.Axes, stacked: list[tuple[float, float, str, list[st
         )
 
 
-def _stacked_note(stacked: list[tuple[float, float, str, list[str]]]) -> str:
-    """The footnote line(s) naming the cells behind each shared marker."""
+def _stacked_note(stacked: list[Stacked]) -> str:
+    """The footnote line(s) on the shared markers: each one's cells (up to :data:`LISTED`
+    markers), else how many there are and in which columns their cells differ."""
     import textwrap
 
     if not stacked:
         return ""
-    entries = [
-        f"×{len(labels)} {attn} at {x:.2f} GiB ({', '.join(labels)})"
-        for x, _, attn, labels in stacked
-    ]
-    text = "One marker for several cells (same attention, to 1 MiB): " + "; ".join(entries) + "."
-    return "\n" + "\n".join(textwrap.wrap(text, 170, break_on_hyphens=False))
+    head = "One marker for several cells (same attention, to 1 MiB): "
+    if len(stacked) <= LISTED:
+        text = head + "; ".join(
+            f"×{len(m.labels)} {m.attn} at {m.predicted_gib:.2f} GiB ({', '.join(m.labels)})"
+            for m in stacked
+        )
+    else:
+        sizes = sorted({len(m.labels) for m in stacked})
+        span = f"×{sizes[0]}" if len(sizes) == 1 else f"×{sizes[0]}–×{sizes[-1]}"
+        differ = list(dict.fromkeys(c for m in stacked for c in m.differ))
+        text = head + (
+            f"{len(stacked)} markers ({span}), whose cells differ only in "
+            f"{', '.join(differ)} (cells.csv lists them)"
+        )
+    return "\n" + "\n".join(textwrap.wrap(text + ".", 170, break_on_hyphens=False))
 
 
 def _style(data: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
