@@ -87,6 +87,10 @@ def test_normalise_keeps_what_it_cannot_read(config):
             "boolean (true/false, yes/no, on/off, 1/0)",
         ),
         ({"cell_timeout_s": 0}, "config key 'cell_timeout_s': 0 is less than or equal to"),
+        # nan passes every minimum test: it would remove the time limit without a word
+        ({"cell_timeout_s": float("nan")}, "config key 'cell_timeout_s': value nan is not a "),
+        ({"memory_budget_gib": float("inf")}, "config key 'memory_budget_gib': value inf is not"),
+        ({"zzz": 1}, "config key 'zzz' (value 1) is not a known key. Known keys here: "),
         (
             {"models": {"x": {"architecture": "a.json", "pretrained": "b"}}},
             "config key 'models.x': give exactly one of: architecture, pretrained",

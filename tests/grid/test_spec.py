@@ -105,6 +105,36 @@ def test_grid_file_errors_name_the_key(tmp_path, bad_block, key):
         load_grid("g", tmp_path, MODELS)
 
 
+@pytest.mark.parametrize(
+    "bad_block, message",
+    [
+        (block(seq=[256.0]), "blocks.0.seq.0: value 256.0 is not an integer"),
+        (block(batch=[2.0]), "blocks.0.batch.0: value 2.0 is not an integer"),
+        (block(seq=[float("nan")]), "blocks.0.seq.0: value nan is not a finite number"),
+    ],
+)
+def test_a_float_where_a_grid_wants_a_whole_number_names_the_key(tmp_path, bad_block, message):
+    # JSON Schema counts 256.0 as an integer; Cell does not: the grid's own check says so
+    write_grid(tmp_path, {"blocks": [bad_block]})
+    with pytest.raises(SchemaError, match=re.escape(message)):
+        load_grid("g", tmp_path, MODELS)
+
+
+def test_a_seed_case_must_be_a_cell_of_the_grid(tmp_path):
+    case = {"case": "1 standard", "variant": "as intended", "model": "tiny-mistral"}
+    case.update(quant="none", attn="sdpa", dtype="bfloat16", batch=1, seq=8)
+    write_grid(tmp_path, {"blocks": [block(seq=[8])], "seed_cases": [case]})
+    assert load_grid("g", tmp_path, MODELS)["seed_cases"] == [case]
+    # a misspelt shape would silently drop the case from the seed figure
+    write_grid(tmp_path, {"blocks": [block(seq=[8])], "seed_cases": [{**case, "seq": 9}]})
+    message = "seed_cases[0] ('1 standard', as intended): no cell of the grid's blocks is tiny-"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_grid("g", tmp_path, MODELS)
+    write_grid(tmp_path, {"blocks": [block(seq=[8])], "seed_cases": [{**case, "attn": "spda"}]})
+    with pytest.raises(SchemaError, match=re.escape("seed_cases.0.attn: 'spda' is not one of")):
+        load_grid("g", tmp_path, MODELS)
+
+
 def test_grid_naming_an_undefined_model_fails(tmp_path):
     write_grid(tmp_path, {"blocks": [block(models=["nope"])]})
     with pytest.raises(ValueError, match=r"blocks\[0\]\.models: model 'nope' is not defined"):

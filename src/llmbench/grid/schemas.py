@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -34,15 +35,41 @@ def validate_document(document: Any, schema_name: str, *, where: str) -> None:
     error = first_error(document, schema_name)
     if error is not None:
         key = _join(error.absolute_path) or "<top level>"
+        if error.validator == "type" and isinstance(error.instance, float):
+            raise SchemaError(f"{where}: {key}{describe(error)[1]}")  # nan, or 256.0
         raise SchemaError(f"{where}: {key}: {error.message}")
+
+
+STRICT_SCHEMAS = frozenset({"config.schema.yaml", "grid.schema.yaml"})
+"""Schemas of what people type (the config, grid files), validated with strict numbers: an
+``integer`` is not a float (``seq: [256.0]`` would reach ``Cell`` and fail there), and a
+``number`` is finite (a ``nan`` passes every ``minimum`` test, so ``cell_timeout_s: nan``
+would silently remove the time limit). Cell JSONs keep JSON Schema's own rules."""
+
+
+def _strict_integer(_checker: Any, instance: Any) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _finite_number(_checker: Any, instance: Any) -> bool:
+    if isinstance(instance, bool) or not isinstance(instance, int | float):
+        return False
+    return math.isfinite(instance)
 
 
 @functools.cache
 def _validator(schema_name: str) -> jsonschema.protocols.Validator:
     """The validator of ``schema_name``, built once per process (schema files do not change
-    while it runs): a cells table validates thousands of cell JSONs against one schema."""
+    while it runs): a cells table validates thousands of cell JSONs against one schema;
+    strict numbers for :data:`STRICT_SCHEMAS`."""
     schema = load_schema(schema_name)
-    return jsonschema.validators.validator_for(schema)(schema)
+    cls = jsonschema.validators.validator_for(schema)
+    if schema_name in STRICT_SCHEMAS:
+        checker = cls.TYPE_CHECKER.redefine_many(
+            {"integer": _strict_integer, "number": _finite_number}
+        )
+        cls = jsonschema.validators.extend(cls, type_checker=checker)
+    return cls(schema)
 
 
 def first_error(document: Any, schema_name: str) -> jsonschema.ValidationError | None:
@@ -68,7 +95,7 @@ def _unknown_key(error: jsonschema.ValidationError) -> tuple[str, str]:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return _join([*error.absolute_path, key]), (
-        f" (value {_show(error.instance[key])}) is not a known key{hint} "
+        f" (value {_show(error.instance[key])}) is not a known key{hint or '.'} "
         f"Known keys here: {', '.join(known)}"
     )
 
@@ -91,6 +118,10 @@ def describe(error: jsonschema.ValidationError) -> tuple[str, str]:
         return key, f": value {value} is not one of: {', '.join(map(str, allowed))}"
     if kind == "type":
         types = [allowed] if isinstance(allowed, str) else list(allowed)
+        if isinstance(error.instance, float) and not math.isfinite(error.instance):
+            return key, f": value {value} is not a finite number"
+        if isinstance(error.instance, float) and "integer" in types:
+            return key, f": value {value} is not an integer (write it without a decimal point)"
         spellings = " (true/false, yes/no, on/off, 1/0)" if "boolean" in types else ""
         return key, f": value {value} is not of type {' or '.join(types)}{spellings}"
     if kind == "required":

@@ -323,7 +323,30 @@ def load_grid(grid: str, config_dir: Path, models: Mapping[str, Any]) -> dict[st
                     f"{path}: blocks[{index}].models: model {model!r} is not defined under "
                     f"'models' in the config (defined: {', '.join(sorted(models))})"
                 )
+    _check_seed_cases(document, path)
     return document
+
+
+def _check_seed_cases(document: Mapping[str, Any], path: Path) -> None:
+    """Every ``seed_cases`` entry must be a cell of the grid's blocks (at the optional axes'
+    defaults): the seed figure draws that cell's measurement, so a case naming no cell (a
+    misspelt model or shape) would silently drop out of it. Raises ValueError naming it."""
+    cases = document.get("seed_cases") or []
+    if not cases:
+        return
+    cells = {
+        (c.model, c.quant, c.attn, c.dtype, c.batch, c.seq)
+        for c in expand_blocks(document["blocks"])
+        if not c.variant
+    }
+    for index, case in enumerate(cases):
+        key = tuple(case[axis] for axis in ("model", "quant", "attn", "dtype", "batch", "seq"))
+        if key not in cells:
+            raise ValueError(
+                f"{path}: seed_cases[{index}] ({case['case']!r}, {case['variant']}): no cell "
+                f"of the grid's blocks is {key[0]} {key[1]} {key[2]} {key[3]} b{key[4]} "
+                f"s{key[5]}"
+            )
 
 
 def expand_blocks(blocks: Iterable[Mapping[str, Any]]) -> list[Cell]:
