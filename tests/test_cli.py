@@ -13,6 +13,7 @@ from conftest import REPO
 from llmbench import cli
 
 EXTENDED = REPO / "results" / "reference" / "h100" / "extended"
+SEED = REPO / "results" / "reference" / "h100" / "seed"
 FRONTIER = REPO / "results" / "reference" / "h100" / "frontier"
 CELL = "mistral-7b-v0.3/none/sdpa/bfloat16/b2_s3072.json"
 
@@ -94,10 +95,28 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
         (["predict", "--gpu", "h200"], "--gpu and --configfile go with --frontier"),
         (
             ["predict", "--frontier", "--gpu", "h200", "--configfile", "{tmp}/none.yaml"],
-            "--configfile: cannot read",
+            "--configfile: {tmp}/none.yaml: cannot be read",
         ),
         (["predict", "--gpu-mem", "24GB,48GB"], "several sizes go with --frontier"),
         (["predict", "--device-map", "balanced"], "--device-map needs --gpus"),
+        (["predict", "--max-gpus", "0"], "--max-gpus needs --gpus"),
+        (["predict", "--frontier", "--gpu", "h200", "--max-gpus", "3"], "--frontier takes"),
+        (["predict", "--gpu-mem", ""], "--gpu-mem: an empty value"),
+        (["predict", "--grid", " "], "--grid: an empty value"),
+        (["predict", "--bogus"], "unrecognized arguments: --bogus (see: llmbench predict --help)"),
+        (
+            ["compare", str(EXTENDED), str(EXTENDED), "--names", "a", "b", "--to", "{tmp}/c"],
+            "twice: compare needs two different runs",
+        ),
+        (
+            ["compare", str(EXTENDED), str(SEED), "--names", "a", "a", "--to", "{tmp}/c"],
+            "--names: two different, non-empty names",
+        ),
+        (
+            ["publish", "--from", str(REPO / "results/reference/h200/quant"), "--to", "{tmp}/r"]
+            + ["--grid", "seed"],
+            "none of grid seed's 9 cells has a JSON under",
+        ),
     ],
 )
 def test_user_errors_are_one_line_and_status_2(tmp_path, args, message):
@@ -108,6 +127,43 @@ def test_user_errors_are_one_line_and_status_2(tmp_path, args, message):
     assert done.stderr.startswith("llmbench: error: ")
     assert message.format(tmp=tmp_path) in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written on the way
+
+
+@pytest.mark.parametrize(
+    "args, text, message",
+    [
+        (["predict", "--frontier", "--gpu", "h200"], "frontier:\n  models: tiny-mistral\n", (
+            "--configfile {file}: config key 'frontier.models': value 'tiny-mistral' is not of "
+            "type array"
+        )),
+        (["predict", "--frontier", "--gpu", "h200"], "frontier:\n  seq_min: 300\n  seq_max: 290\n",
+         "config key 'frontier.seq_min': value 300 is above frontier.seq_max (290)"),
+        (["predict", "--frontier", "--gpu", "h200"], "frontier:\n  typo_key: 1\n",
+         "config key 'frontier.typo_key' (value 1) is not a known key"),
+        (["predict", "--frontier", "--gpu", "h200"], "frontier:\n  memory_budget_gib: .nan\n",
+         "config key 'frontier.memory_budget_gib': value nan is not a finite number"),
+        (["publish", "--from", str(EXTENDED), "--grid", "seed", "--to"], "a file", "a file, not a"),
+        (["tables"], "{", "tables not rebuilt (the previous ones stay): 1 cell file(s) not a"),
+    ],
+)  # fmt: skip
+def test_what_a_command_reads_is_checked_before_it_runs(tmp_path, args, text, message):
+    # --configfile is merged and checked as snakemake --configfile is; a --to that is a file,
+    # a corrupt cell JSON: one line (the list of bad cells below it), nothing written
+    inputs = tmp_path / "in"
+    if args[0] == "tables":
+        (inputs / "cells").mkdir(parents=True)
+        (inputs / "cells" / "x.json").write_text(text)
+        args = [*args, str(inputs)]
+    else:
+        inputs.mkdir()
+        (inputs / "file").write_text(text)
+        flag = ["--configfile"] if args[0] == "predict" else []
+        args = [*args, *flag, str(inputs / "file")]
+    done = run_cli(*args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("llmbench: error: ") and "Traceback" not in done.stderr
+    assert message.format(file=inputs / "file") in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
 def test_predict_into_a_closed_pipe_stops_quietly():

@@ -110,6 +110,21 @@ def test_config_errors_are_one_line_naming_key_value_and_allowed(config, change,
     assert "\n" not in error and len(error) < 400
 
 
+def test_an_empty_frontier_range_and_a_report_root_without_tables_are_refused(config, repo):
+    config["frontier"].update(seq_min=300, seq_max=290)
+    with pytest.raises(ConfigError, match=r"'frontier.seq_min': value 300 is above frontier"):
+        check_config(config, repo, cache_path=None)
+    config["frontier"].update(seq_min=256, batch_min=10, batch_max=2)
+    with pytest.raises(ConfigError, match=r"'frontier.batch_min': value 10 is above"):
+        check_config(config, repo, cache_path=None)
+    config["frontier"].update(batch_min=1, batch_max=64)
+    config["report_root"] = "results/reference/nosuch"
+    with pytest.raises(ConfigError, match=r"'report_root': value '.*nosuch' has no tables/"):
+        check_config(config, repo, cache_path=None)
+    config["report_root"] = "results/reference/h100/seed"
+    check_config(config, repo, cache_path=None)
+
+
 def test_check_config_raises_the_one_line(config, repo):
     config["device"] = "tpu"
     with pytest.raises(ConfigError, match="^config key 'device': value 'tpu'"):

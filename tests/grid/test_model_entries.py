@@ -45,6 +45,10 @@ def test_architecture_that_is_not_json_names_key_file_line_and_column(tmp_path):
     [
         ({"model_type": None}, "has no 'model_type'"),
         ({"torch_dtype": "bfloatt16"}, "dtype 'bfloatt16' is not one of"),
+        # transformers builds these configs; the checkpoint build would fail mid-run
+        ({"hidden_size": -128}, "hidden_size -128 must be at least 1"),
+        ({"num_hidden_layers": 0}, "num_hidden_layers 0 must be at least 1"),
+        ({"vocab_size": 32000.0}, "vocab_size 32000.0 is not a whole number"),
     ],
 )
 def test_architecture_without_what_a_build_needs_names_the_file(tmp_path, tiny, change, message):

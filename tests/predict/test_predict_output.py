@@ -46,11 +46,17 @@ def test_parse_bytes():
     assert predict.parse_bytes("85GB") == 85 * 10**9
     assert predict.parse_bytes("81920MiB") == 80 * GIB
     assert predict.parse_bytes("24") == 24 * GIB
+    assert predict.parse_bytes(" 79.18 GiB ") == int(79.18 * GIB)
+    assert predict.parse_bytes(".5GiB") == GIB // 2 and predict.parse_bytes("1B") == 1
     with pytest.raises(ValueError):
         predict.parse_bytes("lots")
 
 
-@pytest.mark.parametrize("text", ["0", "-3GiB", "inf", "nan", "GiB", "lots"])
+@pytest.mark.parametrize(
+    "text",
+    # below one byte, a space or separator inside the number, a digit that is not ASCII
+    ["0", "-3GiB", "inf", "nan", "GiB", "lots", "1e-30", "0.9B", "8 0GiB", "1_000MiB", "٨٠GiB"],
+)
 def test_parse_bytes_takes_positive_sizes_only_and_says_how_to_write_one(text):
     with pytest.raises(ValueError, match=r"cannot read a memory size .* e\.g\. 80GiB"):
         predict.parse_bytes(text)

@@ -70,6 +70,27 @@ def check_pretrained(name: str, entry: Mapping[str, Any], base: Path) -> None:
     )
 
 
+SIZE_KEYS = (
+    "hidden_size",
+    "intermediate_size",
+    "ffn_dim",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "vocab_size",
+    "max_position_embeddings",
+    "sliding_window",
+    "num_experts",
+    "num_local_experts",
+    "num_experts_per_tok",
+    "moe_intermediate_size",
+)
+"""config.json sizes that must be whole numbers of at least 1 where given (null: not used):
+transformers builds a config with ``hidden_size: -128`` and fails only when the checkpoint is
+made, after the run started."""
+
+
 def read_architecture(name: str, path: str, base: Path) -> tuple[Path, dict[str, Any]]:
     """The architecture file of an entry, parsed; errors name the key and the file."""
     key = f"models.{name}.architecture"
@@ -84,6 +105,12 @@ def read_architecture(name: str, path: str, base: Path) -> tuple[Path, dict[str,
         raise ModelEntryError(f"{key}: {file}: must hold a JSON object (a config.json)")
     if not isinstance(config.get("model_type"), str):
         raise ModelEntryError(f"{key}: {file}: has no 'model_type' (transformers needs it)")
+    for size in SIZE_KEYS:
+        value = config.get(size)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ModelEntryError(f"{key}: {file}: {size} {value!r} is not a whole number")
+        if value is not None and value < 1:
+            raise ModelEntryError(f"{key}: {file}: {size} {value!r} must be at least 1")
     dtype = config.get("torch_dtype") or config.get("dtype")
     if dtype is not None and dtype not in WEIGHT_DTYPES:
         raise ModelEntryError(

@@ -78,18 +78,45 @@ def check_config(
     """Normalise ``config`` in place and check it and every model entry; raise ConfigError (one
     line) or ModelEntryError, print notes about checks this host cannot make."""
     normalise(config, load_schema("config.schema.yaml"))
-    problem = config_error(config)
+    problem = config_error(config) or range_error(config) or _report_root_error(config, repo)
     if problem:
         raise ConfigError(problem)
     for note in models.check_entries(config["models"], repo, cache_path=cache_path):
         print(f"llmbench: {note}", file=sys.stderr)
 
 
-def _merge(base: MutableMapping[str, Any], update: Mapping[str, Any]) -> None:
+def range_error(config: Mapping[str, Any]) -> str | None:
+    """One line naming an empty range of a schema-valid config's ``frontier:`` section
+    (``seq_min`` above ``seq_max``, ``batch_min`` above ``batch_max``: a search would fail
+    in its job, after every probe cell was planned), or None."""
+    section = config.get("frontier") or {}
+    for low, high in (("seq_min", "seq_max"), ("batch_min", "batch_max")):
+        if low in section and high in section and section[low] > section[high]:
+            return (
+                f"config key 'frontier.{low}': value {section[low]} is above "
+                f"frontier.{high} ({section[high]}): the search range is empty"
+            )
+    return None
+
+
+def _report_root_error(config: Mapping[str, Any], repo: Path) -> str | None:
+    """One line when ``report_root`` names a folder without ``tables/`` (it is where figures
+    are redrawn from: ``results`` or a reference), else None; ``results`` itself may be
+    empty (this run makes its tables)."""
+    root = config.get("report_root", "results")
+    if root == "results" or any((base / "tables").is_dir() for base in (repo / root, Path(root))):
+        return None
+    return (
+        f"config key 'report_root': value {root!r} has no tables/ folder (results, or a "
+        "reference such as results/reference/h200/seed)"
+    )
+
+
+def merge(base: MutableMapping[str, Any], update: Mapping[str, Any]) -> None:
     """Snakemake's merge of a --configfile over the config: nested mappings key by key."""
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(base.get(key), MutableMapping):
-            _merge(base[key], value)
+            merge(base[key], value)
         else:
             base[key] = value
 
@@ -103,7 +130,7 @@ def main(argv: list[str] | None = None, repo: Path = REPO_ROOT) -> int:
             document = read_yaml(file)
             if not isinstance(document, Mapping):
                 raise ConfigFileError(f"{file}: must hold keys at the top level")
-            _merge(config, document)
+            merge(config, document)
         check_config(config, repo, cache_path=None)
     except (ConfigFileError, ConfigError, models.ModelEntryError) as exc:
         print(exc, file=sys.stderr)

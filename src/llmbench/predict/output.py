@@ -12,6 +12,7 @@ modules; yaml, lazily.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
@@ -81,24 +82,27 @@ _UNITS = {
 }
 
 
+_SIZE = re.compile(
+    r"\s*((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*", re.ASCII
+)
+"""One number (ASCII digits, an optional exponent) and a unit, spaces only around them."""
+
+
 def parse_bytes(text: str) -> int:
     """``80GiB``, ``79.18 GiB``, ``85GB``, ``81920MiB`` or a bare number of GiB -> bytes.
 
-    Units: b, kb/mb/gb/tb (10^3k), kib/mib/gib/tib (2^10k), case and spaces ignored; raises
-    ValueError for anything else, and for a size that is not positive."""
-    cleaned = text.strip().replace(" ", "").lower()
-    number = cleaned.rstrip("kmgtib")
-    unit = cleaned[len(number) :]
-    try:
-        value = float(number) if unit in _UNITS else float("nan")
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
+    Units: b, kb/mb/gb/tb (10^3k), kib/mib/gib/tib (2^10k), in any case; ASCII digits, one
+    number, spaces only around it. Raises ValueError for anything else, and for a size that
+    is not at least one byte or not finite."""
+    match = _SIZE.fullmatch(text.lower())
+    value = float(match.group(1)) if match and match.group(2) in _UNITS else float("nan")
+    nbytes = value * _UNITS[match.group(2)] if value == value else value
+    if not 1 <= nbytes < float("inf"):
         raise ValueError(
             f"cannot read a memory size from {text!r} (a positive size, e.g. 80GiB, 24GB, "
             "81920MiB; a bare number is GiB)"
         )
-    return int(value * _UNITS[unit])
+    return int(nbytes)
 
 
 def prediction_row(

@@ -1,0 +1,7 @@
+"""``python -m llmbench.cli``."""
+
+import sys
+
+from llmbench.cli import main
+
+sys.exit(main())
