@@ -35,8 +35,8 @@ def validate_document(document: Any, schema_name: str, *, where: str) -> None:
     error = first_error(document, schema_name)
     if error is not None:
         key = _join(error.absolute_path) or "<top level>"
-        if error.validator == "type" and isinstance(error.instance, float):
-            raise SchemaError(f"{where}: {key}{describe(error)[1]}")  # nan, or 256.0
+        if error.validator == "type":  # the value shortened (a whole file, say), nan, 256.0
+            raise SchemaError(f"{where}: {key}{describe(error)[1]}")
         raise SchemaError(f"{where}: {key}: {error.message}")
 
 
