@@ -47,7 +47,7 @@ BATCHES = (1, 2, 4, 8, 16, 32)
 SEQS = (128, 256, 512, 1024, 2048, 4096, 8192)
 
 PHASES = {
-    "rebuild_tables": ("cli.py", "rebuild_tables"),
+    "rebuild_tables": ("cli/__init__.py", "rebuild_tables"),
     "build_tables": ("aggregate.py", "build_tables"),
     "read_and_validate": ("cell.py", "read_cell_result"),
     "rows_total": ("aggregate.py", "_rows_of"),
@@ -146,7 +146,7 @@ def profiled_rebuild(root: Path, grid: str, top: int) -> dict:
     phases = dict.fromkeys(PHASES, 0.0)
     for (file, _, name), (_, _, _, cumulative, _) in stats.items():
         for phase, (file_name, function) in PHASES.items():
-            if Path(file).name == file_name and name == function:
+            if Path(file).as_posix().endswith("/" + file_name) and name == function:
                 phases[phase] += cumulative
     ranked = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
     functions = [

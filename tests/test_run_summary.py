@@ -65,3 +65,10 @@ def test_figures_redrawn_from_a_reference_summarize_that_reference(workdir):
     assert "  status   7 ok, 1 unsupported, 1 check_failed" in summary
     assert "  figures  results/redrawn/reference/h100/seed/figures/: " in summary
     assert "missing" not in summary
+
+
+def test_another_target_with_a_reference_report_root_still_summarizes_the_grid(workdir):
+    config = (*CONFIG, "report_root=" + SEED[:-6])
+    summary = summary_of(snakemake(workdir, "predict", "--cores", "1", *config).stderr)
+    assert summary.startswith("llmbench: run summary (grid seed, 9 cells, results/cells/)")
+    assert f"failed): {MISSING}" in summary

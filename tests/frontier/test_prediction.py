@@ -156,3 +156,34 @@ def test_an_unmeasured_gpu_model_is_given_the_largest_unreported_bytes():
     assert nvml_unreported_bytes(150_754_820_096) == (644_939_776, True)  # H200
     assert nvml_unreported_bytes(85_520_809_984) == (503_316_480, True)  # H100 80GB
     assert nvml_unreported_bytes(25_757_220_864) == (max(NVML_UNREPORTED_BYTES.values()), False)
+
+
+def test_a_length_search_past_a_sliding_window_starts_from_no_prediction(repo):
+    # the hand replay applies below the window, not past it: the search must not start
+    # from a prediction that fails once a probe goes past it (it bisects instead)
+    pytest.importorskip("llmbench.predict")
+    config = json.loads((repo / "config/models/tiny-mistral.json").read_text())
+    config["sliding_window"] = 1024
+    search = Search("tiny-mistral", "none", "sdpa", "bfloat16", "seq", 1)
+    predictor = frontier.default_predictor("cuda", decode_tokens=2)
+    assert predictor(config, search.cell(256), bnb_4bit_compute_dtype="bfloat16") > 0
+    with pytest.raises(ValueError, match=r"sliding window \(1024 tokens\) is reached"):
+        Prediction.make(
+            search,
+            grid_values(256, 2048, 256),
+            predictor=predictor,
+            config=config,
+            capacity=64 * GIB,
+            compute_dtype="bfloat16",
+        )
+    # a prediction made below the window is left as it is by a probe past it
+    below = Prediction.make(
+        search,
+        grid_values(256, 512, 256),
+        predictor=predictor,
+        config=config,
+        capacity=64 * GIB,
+        compute_dtype="bfloat16",
+    )
+    below.values = grid_values(256, 2048, 256)
+    assert below.recalibrate(ProbeRecord(1536, "ok", peak_bytes=GIB)) is None

@@ -111,6 +111,7 @@ def test_grid_file_errors_name_the_key(tmp_path, bad_block, key):
         (block(seq=[256.0]), "blocks.0.seq.0: value 256.0 is not an integer"),
         (block(batch=[2.0]), "blocks.0.batch.0: value 2.0 is not an integer"),
         (block(seq=[float("nan")]), "blocks.0.seq.0: value nan is not a finite number"),
+        (block(seq=[256.5]), "blocks.0.seq.0: value 256.5 is not of type integer"),
     ],
 )
 def test_a_float_where_a_grid_wants_a_whole_number_names_the_key(tmp_path, bad_block, message):

@@ -57,13 +57,19 @@ wildcard_constraints:
 def end_of_run():
     """The Snakefile's onsuccess/onerror (Snakemake keeps one of each): stop this run's
     warm-start server (cells.smk starts it), then print the run summary after Snakemake's
-    own output (llmbench.report.summary; it never raises): of the grid's cells, or, when
-    report_root names a reference (figures redrawn from it), of that reference's cells."""
+    own output (llmbench.report.summary; it never raises): of the grid's cells, or, when the
+    run only redrew a reference's figures (target figures, or files of that reference, with
+    report_root naming it), of that reference's cells."""
     llm_warmstart.stop_server()
-    if REPORT_ROOT != "results":
-        print_summary(REPORT_ROOT, None, report_roots=[figures_root(REPORT_ROOT)])
+    roots = [REPORT_ROOT, figures_root(REPORT_ROOT)]
+    targets = set(workflow.dag_settings.targets or ())
+    redrawn = REPORT_ROOT != "results" and targets and all(
+        t == "figures" or t.startswith((REPORT_ROOT, "results/redrawn/")) for t in targets
+    )
+    if redrawn:
+        print_summary(REPORT_ROOT, None, report_roots=roots[1:])
         return
-    print_summary("results", CELLS, grid=GRID_CHOICE.name)
+    print_summary("results", CELLS, grid=GRID_CHOICE.name, report_roots=roots)
 
 
 def get_cell_results():

@@ -52,7 +52,8 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
     predictor.add_argument(
         "--configfile",
         type=Path,
-        help="with --frontier: a YAML file whose frontier: section replaces the config's",
+        help="with --frontier: a YAML file merged over config/config.yaml as snakemake"
+        " --configfile merges it (key by key: its frontier: section and models)",
     )
     predictor.add_argument(
         "--gpu",
@@ -127,7 +128,8 @@ def _predict_frontier(args: argparse.Namespace) -> None:
     from llmbench import predict
     from llmbench.frontier import predicted, prediction
 
-    if args.gpus is not None or args.terms or args.grid or args.device_map or args.max_gpus:
+    extra = (args.gpus, args.grid, args.device_map, args.max_gpus)
+    if args.terms or any(value is not None for value in extra):
         raise UsageError("--frontier takes --configfile, --gpu, --gpu-mem and --format only")
     totals = [prediction.GPUS[name] for name in args.gpu or []]  # argparse checked the names
     for size in (args.gpu_mem or "").split(","):

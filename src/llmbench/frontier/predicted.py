@@ -36,14 +36,15 @@ from llmbench.frontier.probes import probe_settings
 from llmbench.frontier.simulated import simulated_frontier, simulator_decide
 
 HELP = """\
---frontier: one row per search of the config's frontier: section (--configfile F: F's), one
-column per device (--gpu NAME, a GPU whose NVML total committed records hold; --gpu-mem, the
-device's total as NVML and nvidia-smi report it): the largest sequence length (or batch) that
-runs and the first that fails, by simulating PyTorch's caching allocator on each probe cell's
-traced allocations (the search's allocator mode; no GPU). The capacity given to the allocator
-is the total less the driver's unreported memory (measured per GPU model; the largest
-measured where the model is not) and the memory a probe holds outside PyTorch (measured on
-H100 and H200, torch 2.11). unknown: the search cannot be simulated (the reason follows).
+--frontier: one row per search of the config's frontier: section (--configfile F merged over
+it), one column per device (--gpu NAME, a GPU whose NVML total committed records hold;
+--gpu-mem, the device's total as NVML and nvidia-smi report it): the largest sequence length
+(or batch) that runs and the first that fails, by simulating PyTorch's caching allocator on
+each probe cell's traced allocations (the search's allocator mode; no GPU). The capacity
+given to the allocator is the total less the driver's unreported memory (measured per GPU
+model; the largest measured where the model is not) and the memory a probe holds outside
+PyTorch (measured on H100 and H200, torch 2.11). unknown: the search cannot be simulated (the
+reason follows).
 """
 """What ``llmbench predict --help`` says of ``--frontier``."""
 

@@ -251,13 +251,17 @@ class Prediction:
         capacity: float,
         compute_dtype: str,
     ) -> Prediction:
-        """Predict the frontier: the largest grid value whose predicted peak fits."""
+        """Predict the frontier: the largest grid value whose predicted peak fits. Raises what
+        the predictor raises at the smallest or the largest value (a cell the memory model
+        refuses: ``default_predictor``), so that a search never starts from a prediction
+        that cannot follow its probes (a length search past a sliding window)."""
 
         def predict_bytes(value: int) -> float:
             return float(
                 predictor(config, search.cell(value), bnb_4bit_compute_dtype=compute_dtype)
             )
 
+        predict_bytes(values[0]), predict_bytes(values[-1])  # raises before any probe
         prediction = cls(values, predict_bytes, capacity)
         index = predicted_index(values, predict_bytes, capacity)
         prediction.frontier = values[index] if index >= 0 else values[0] - 1
@@ -277,7 +281,10 @@ class Prediction:
             return None
         if record.peak_bytes is None or not exact or record.status not in ("ok", "oom"):
             return None
-        predicted = self.predict_bytes(record.value)
+        try:
+            predicted = self.predict_bytes(record.value)
+        except ValueError:  # the memory model refuses this value: the probe alone decides
+            return None
         record.predicted_bytes = predicted
         if predicted <= 0 or record.peak_bytes <= 0:
             return None
@@ -297,9 +304,12 @@ class Prediction:
             slope = (y1 - y0) / (x1 - x0)
             if slope > 0:
                 fit, scale, offset = "affine", slope, y0 - slope * x0
-        index = predicted_index(
-            self.values, self.predict_bytes, (self.capacity_bytes - offset) / scale
-        )
+        try:
+            index = predicted_index(
+                self.values, self.predict_bytes, (self.capacity_bytes - offset) / scale
+            )
+        except ValueError:  # refused at a value the bisection reached: no new frontier
+            return None
         frontier = self.values[index] if index >= 0 else self.values[0] - 1
         points[record.value].update(fit=fit, scale=scale, offset_bytes=offset, frontier=frontier)
         self.calibrations = sorted(points.values(), key=lambda c: c["value"])

@@ -120,7 +120,7 @@ def describe(error: jsonschema.ValidationError) -> tuple[str, str]:
         types = [allowed] if isinstance(allowed, str) else list(allowed)
         if isinstance(error.instance, float) and not math.isfinite(error.instance):
             return key, f": value {value} is not a finite number"
-        if isinstance(error.instance, float) and "integer" in types:
+        if isinstance(error.instance, float) and error.instance.is_integer() and "integer" in types:
             return key, f": value {value} is not an integer (write it without a decimal point)"
         spellings = " (true/false, yes/no, on/off, 1/0)" if "boolean" in types else ""
         return key, f": value {value} is not of type {' or '.join(types)}{spellings}"

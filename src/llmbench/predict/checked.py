@@ -1,7 +1,8 @@
 """Was a prediction checked on a GPU? The committed reference cells
 (``results/reference/**/tables/cells.csv``) whose measured after-load, prefill and decode peaks
 the predictor matched, grouped by everything the memory model depends on besides the shape
-(:data:`KEY`: model, quantization and its knobs, KV cache, attention, dtype, decode mode),
+(:data:`KEY`: model, quantization and its knobs, whether it quantized on load, KV cache,
+attention, dtype, decode mode, placement),
 with the batch sizes and sequence lengths each group covers.
 
 A prediction row gets ``checked``:

@@ -1,6 +1,6 @@
 """The column legend ``llmbench predict --help`` prints after its options: what each column
 of the one-device table and of ``--gpus N`` means (``COLUMNS``), and how sizes are read
-(``SIZES``); ``llmbench.cli`` puts ``--frontier``'s text between them. Imports nothing."""
+(``SIZES``); ``llmbench.cli.predict`` puts ``--frontier``'s text between them. Imports nothing."""
 
 COLUMNS = """\
 columns (GiB = 2^30 bytes):

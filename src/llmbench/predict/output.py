@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from llmbench.grid.spec import Cell
+from llmbench.grid.spec import BNB_QUANTS, TORCHAO_QUANTS, Cell
 from llmbench.predict.architecture import model_config_for
 from llmbench.predict.checked import checked, reference_groups
 from llmbench.predict.constants import (
@@ -123,6 +123,7 @@ def prediction_row(
         row["note"] = "no prediction"
         return row
     peak = prediction.peak_phase
+    quantized = cell.quant in BNB_QUANTS or cell.quant in TORCHAO_QUANTS
     row.update(
         load_allocated_gib=gib(prediction.load.allocated_after),
         prefill_peak_allocated_gib=gib(prediction.prefill.peak_allocated),
@@ -137,7 +138,8 @@ def prediction_row(
         fits=None if capacity_bytes is None else prediction.fit_verdict(capacity_bytes),
         method=prediction.method,
         method_tag=METHOD_TAGS.get(prediction.method, prediction.method.replace(" ", "-")),
-        quantized_on_load=prediction.quantized_on_load,
+        # yes / no for a quantized cell, empty otherwise: checked's KEY reads it so
+        quantized_on_load=(("no", "yes")[prediction.quantized_on_load] if quantized else ""),
         cross_check_peak_allocated_gib=None
         if prediction.cross_check is None
         else gib(max(prediction.cross_check)),

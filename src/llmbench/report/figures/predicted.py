@@ -3,7 +3,8 @@
 Every marker is one cell (no estimator); the cells left out (did not run, several GPUs, CPU,
 no prediction) are counted under the figure. Lines and bands carry ``style.REFERENCE``.
 
-May import ``llmbench.measure.failures`` (statuses, phases), ``llmbench.report.figures.style``,
+May import ``llmbench.grid.spec`` (quantizations, ``Cell`` for the labels),
+``llmbench.measure.failures`` (statuses, phases), ``llmbench.report.figures.style``,
 ``llmbench.report.figures.marks``, pandas, seaborn and matplotlib; it reads the predicted
 columns that ``aggregate`` wrote, it does not import ``llmbench.predict``.
 """
@@ -67,6 +68,7 @@ LISTED = 12
 them and says in which columns their cells differ."""
 
 _AXES = (
+    "model",
     "quant",
     "bnb_compute",
     "int8_threshold",
@@ -84,12 +86,13 @@ _AXES = (
 def _stacked(data: pd.DataFrame) -> list[Stacked]:
     """Every :class:`Stacked` marker of ``data``."""
     place = data.assign(_x=data[COLUMNS[0]].round(3), _y=data[COLUMNS[1]].round(3))
+    models = data["model"].nunique() > 1 if "model" in data else False
     return [
         Stacked(
             x,
             y,
             attn,
-            sorted(_label(row) for _, row in group.iterrows()),
+            sorted(_label(row, models) for _, row in group.iterrows()),
             [c for c in _AXES if c in group and group[c].astype(str).nunique() > 1],
         )
         for (x, y, attn), group in place.groupby(["_x", "_y", "attn"])
@@ -97,11 +100,12 @@ def _stacked(data: pd.DataFrame) -> list[Stacked]:
     ]
 
 
-def _label(row: pd.Series) -> str:
-    """``nf4_c-bf16 b1 s8192``: one cell of a table row (no-break spaces: a footnote's line
-    never breaks inside a label)."""
+def _label(row: pd.Series, model: bool = False) -> str:
+    """``nf4_c-bf16 b1 s8192``: one cell of a table row, after its model where ``model``
+    (no-break spaces: a footnote's line never breaks inside a label)."""
     cell = Cell.from_mapping({k: v for k, v in row.items() if not pd.isna(v)})
-    return f"{cell.quant}{cell.variant}\u00a0b{cell.batch}\u00a0s{cell.seq}"
+    label = f"{cell.quant}{cell.variant}\u00a0b{cell.batch}\u00a0s{cell.seq}"
+    return f"{cell.model}\u00a0{label}" if model else label
 
 
 def _mark_stacked(axis: plt.Axes, stacked: list[Stacked]) -> None:
