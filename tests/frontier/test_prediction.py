@@ -167,23 +167,16 @@ def test_a_length_search_past_a_sliding_window_starts_from_no_prediction(repo):
     search = Search("tiny-mistral", "none", "sdpa", "bfloat16", "seq", 1)
     predictor = frontier.default_predictor("cuda", decode_tokens=2)
     assert predictor(config, search.cell(256), bnb_4bit_compute_dtype="bfloat16") > 0
-    with pytest.raises(ValueError, match=r"sliding window \(1024 tokens\) is reached"):
-        Prediction.make(
-            search,
-            grid_values(256, 2048, 256),
-            predictor=predictor,
-            config=config,
-            capacity=64 * GIB,
+
+    def make(values):
+        return Prediction.make(
+            search, values, predictor=predictor, config=config, capacity=64 * GIB,
             compute_dtype="bfloat16",
-        )
+        )  # fmt: skip
+
+    with pytest.raises(ValueError, match=r"sliding window \(1024 tokens\) is reached"):
+        make(grid_values(256, 2048, 256))
     # a prediction made below the window is left as it is by a probe past it
-    below = Prediction.make(
-        search,
-        grid_values(256, 512, 256),
-        predictor=predictor,
-        config=config,
-        capacity=64 * GIB,
-        compute_dtype="bfloat16",
-    )
+    below = make(grid_values(256, 512, 256))
     below.values = grid_values(256, 2048, 256)
     assert below.recalibrate(ProbeRecord(1536, "ok", peak_bytes=GIB)) is None
