@@ -63,8 +63,13 @@ def end_of_run():
     llm_warmstart.stop_server()
     roots = [REPORT_ROOT, figures_root(REPORT_ROOT)]
     targets = set(workflow.dag_settings.targets or ())
-    redrawn = REPORT_ROOT != "results" and targets and all(
-        t == "figures" or t.startswith((REPORT_ROOT, "results/redrawn/")) for t in targets
+    redrawn = (
+        REPORT_ROOT != "results"
+        and targets
+        and all(
+            t == "figures" or t.startswith((REPORT_ROOT, "results/redrawn/"))
+            for t in targets
+        )
     )
     if redrawn:
         print_summary(REPORT_ROOT, None, report_roots=roots[1:])
