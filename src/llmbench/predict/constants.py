@@ -71,9 +71,10 @@ is no copy when the checkpoint is float32). Read from the code: the torch path, 
 the ``mslk`` package is not installed. Measured against it, unexplained: on the H200 the 16
 fp8 and fp8-dyn cells' load peaked 743.94 MiB above their after-load bytes, 40.06 MiB under
 the 784 MiB counted for Mistral-7B's 14336 x 4096 weight (``results/reference/h200/quant``);
-on a CPU, torchao 0.18's ``quantize_`` of that weight alone peaks 840 MiB above it (peak RSS:
-the bf16 weight, three float32 copies and the fp8 result at once), more than either. So the
-CUDA load does not follow this path as read; not traced on the GPU."""
+on a CPU, torchao 0.18's ``quantize_`` of that weight alone raised the peak RSS 840 MiB above
+the process holding the bf16 weight, 896 MiB above it once the fp8 weight replaced it (three
+runs, within 0.4 MiB): more than either. So the CUDA load does not follow this path as read;
+not traced on the GPU."""
 
 INT8_THRESHOLD = 6.0
 """``BitsAndBytesConfig.llm_int8_threshold`` default: activations with ``|x| >= 6`` make
