@@ -136,28 +136,48 @@ def _figure(cells: pd.DataFrame, measure: Measure) -> plt.Figure:
     attns = [a for a in ATTN_COLORS if a in set(cells["attn"])]
     attns += sorted(set(cells["attn"]) - set(attns))
     layout = Layout(attns, sorted(cells["batch"].unique()))
+    slots = _slots(row_keys, quants, drawn)
+    rows_n = 1 + max(i for i, _ in slots.values())
+    cols_n = 1 + max(j for _, j in slots.values())
     figure, axes = plt.subplots(
-        len(row_keys),
-        len(quants),
-        figsize=(4.4 * len(quants), 3.9 * len(row_keys)),
+        rows_n,
+        cols_n,
+        figsize=(4.4 * cols_n, 3.9 * rows_n),
         squeeze=False,
         sharex=True,
         sharey=True,
     )
-    for i, key in enumerate(row_keys):
-        for j, quant in enumerate(quants):
-            panel = cells[(cells["_row"] == key) & (cells["quant"] == quant)]
-            if (key, quant) in drawn:
-                title = "\n".join(filter(None, [key, f"quantization: {quant}"]))
-                _draw_panel(axes[i][j], panel, measure, layout, title)
-            else:
-                axes[i][j].set_visible(False)
+    for (i, j), axis in np.ndenumerate(axes):
+        axis.set_visible((i, j) in slots.values())
+    for (key, quant), (i, j) in slots.items():
+        panel = cells[(cells["_row"] == key) & (cells["quant"] == quant)]
+        title = "\n".join(filter(None, [key, f"quantization: {quant}"]))
+        _draw_panel(axes[i][j], panel, measure, layout, title)
     _format_axes(figure, axes, cells, measure)
     _legend(figure, measured, cells, layout)
     keys = ["_row", "quant", "batch", "seq"]
     notes = [*measure.notes, *coinciding(measured, keys, measure.column, layout.attns)]
     _footer(figure, cells, measure, [*notes, *_not_drawn(cells, measure, drawn)])
     return figure
+
+
+WRAP_BELOW = 0.6
+"""A matrix of configurations x quantizations filled below this fraction (a quantization
+grid: each knob goes with some quantizations only) is drawn as its panels in reading order,
+:data:`WRAP_COLUMNS` a row, instead of a mostly empty matrix."""
+WRAP_COLUMNS = 4
+
+
+def _slots(
+    row_keys: list[str], quants: list[str], drawn: set[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(row, column) of each drawn (configuration, quantization) panel: a row per
+    configuration and a column per quantization, or wrapped (:data:`WRAP_BELOW`)."""
+    order = [(key, quant) for key in row_keys for quant in quants if (key, quant) in drawn]
+    if len(order) >= WRAP_BELOW * len(row_keys) * len(quants):
+        return {(k, q): (row_keys.index(k), quants.index(q)) for k, q in order}
+    columns = min(WRAP_COLUMNS, len(order))
+    return {pair: divmod(index, columns) for index, pair in enumerate(order)}
 
 
 def _not_drawn(cells: pd.DataFrame, measure: Measure, drawn: set[tuple[str, str]]) -> list[str]:
