@@ -13,6 +13,8 @@ pandas and matplotlib.
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import pandas as pd
 
@@ -65,7 +67,7 @@ def decode_vs_floor(cells: pd.DataFrame) -> plt.Figure:
     figure, axes = plt.subplots(
         len(row_labels),
         len(lengths),
-        figsize=(4.2 * len(lengths) + 2.5, 3.4 * len(row_labels)),
+        figsize=(4.2 * len(lengths) + 2.5, 3.8 * len(row_labels)),
         squeeze=False,
         sharex=True,
         sharey=True,
@@ -100,7 +102,8 @@ def decode_vs_floor(cells: pd.DataFrame) -> plt.Figure:
         axis.axhline(SERVING_LEVEL, color="grey", linestyle="--", linewidth=1, gid=REFERENCE)
         axis.set_xscale("log", base=2)
         axis.set_yscale("log")
-        axis.set_title(f"{label} · prompt {seq}", fontsize=9)
+        # the row's label wrapped: a one-line title ran into its neighbours' on wide grids
+        axis.set_title("\n".join([*textwrap.wrap(label, 46), f"prompt {seq}"]), fontsize=9)
         axis.set_xlabel("batch")
         if j == 0:
             axis.set_ylabel("ms per token ÷ floor")
