@@ -66,8 +66,9 @@ def test_cli_predict_gives_unknown_and_the_reason_for_that_model_only(
     repo_root, monkeypatch, capsys
 ):
     from llmbench import cli
+    from llmbench.cli import common
 
-    monkeypatch.setattr(cli, "REPO_ROOT", repo_root)
+    monkeypatch.setattr(common, "REPO_ROOT", repo_root)
     assert cli.main(["predict", "--grid", "mixed", "--gpu-mem", "80GiB", "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [(r["model"], r["fits"]) for r in rows] == [

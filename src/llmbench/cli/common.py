@@ -1,7 +1,8 @@
 """What every ``llmbench`` command shares: :class:`UsageError` (a mistake told as one line),
 the argparse parser that raises it, and the config and grid files as the commands read them.
 
-May import ``llmbench`` (REPO_ROOT) and ``llmbench.grid``.
+``REPO_ROOT`` here is the repository whose ``config/`` every command reads (read at call
+time: a test points it at another tree). May import ``llmbench`` and ``llmbench.grid``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from llmbench import REPO_ROOT
+from llmbench.cli import common
 from llmbench.cli.common import UsageError, grid_document, repo_config
 
 
@@ -115,7 +115,7 @@ def run_predict(args: argparse.Namespace) -> None:
         _predict_devices(args, grid)
         return
     rows = predict.grid_prediction_rows(
-        grid, repo_root=REPO_ROOT, gpu_mem=args.gpu_mem, terms=args.terms
+        grid, repo_root=common.REPO_ROOT, gpu_mem=args.gpu_mem, terms=args.terms
     )
     if args.format == "csv":
         sys.stdout.write(predict.format_csv(rows))
@@ -192,7 +192,7 @@ def _predict_devices(args: argparse.Namespace, grid: str) -> None:
         raise UsageError("--terms is not available with --gpus")
     rows = devicesoutput.grid_device_rows(
         grid,
-        repo_root=REPO_ROOT,
+        repo_root=common.REPO_ROOT,
         gpus=args.gpus,
         gpu_mem=args.gpu_mem,
         policy=args.device_map,
