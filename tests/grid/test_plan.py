@@ -28,3 +28,13 @@ def test_policies_fail_ignore_and_cpu_device():
 def test_hidden_gpus_count_as_none(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert host_has_cuda() is False
+
+
+def test_device_cuda_on_a_host_without_cuda_stops_unless_jobs_go_elsewhere():
+    # the smoke fallback would force its cells onto CUDA too: every cell would fail
+    for grid in ("seed", "smoke"):
+        with pytest.raises(RuntimeError, match="device: cuda, but no CUDA GPU was found"):
+            choose_grid({**BASE, "grid": grid, "device": "cuda"}, has_cuda=False)
+    ignored = {**BASE, "device": "cuda", "on_missing_gpu": "ignore"}
+    assert choose_grid(ignored, has_cuda=False).name == "seed"
+    assert choose_grid({**BASE, "device": "cuda"}, has_cuda=True).name == "seed"

@@ -75,9 +75,16 @@ def choose_grid(config: Mapping[str, Any], has_cuda: bool) -> GridChoice:
     """Apply ``on_missing_gpu`` when the host has no GPU and cells would want one."""
     grid = str(config["grid"])
     wants_gpu = config["device"] in ("auto", "cuda")
+    policy = config["on_missing_gpu"]
+    if not has_cuda and config["device"] == "cuda" and policy != "ignore":
+        # the smoke grid would not help: its cells would be forced onto CUDA too
+        raise RuntimeError(
+            "device: cuda, but no CUDA GPU was found on this host: every cell would fail. "
+            "Pass --config device=auto (or cpu) to run here, or on_missing_gpu=ignore when "
+            "the jobs go to GPU nodes (a cluster profile)."
+        )
     if has_cuda or not wants_gpu or grid == "smoke":
         return GridChoice(grid, None)
-    policy = config["on_missing_gpu"]
     if policy == "fail":
         raise RuntimeError(
             f"No CUDA GPU was found on this host, and grid {grid!r} needs one "
