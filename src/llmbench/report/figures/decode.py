@@ -7,8 +7,8 @@ eager decode) are ringed in red. Cells measured before the floor existed have no
 ``decode_floor_ms`` and are not drawn; with none left the figure refuses.
 
 May import ``llmbench.grid.spec`` (the decode modes), ``llmbench.measure.failures`` (which
-statuses were measured), ``llmbench.report.figures.style``, ``llmbench.report.figures.marks``,
-pandas and matplotlib.
+statuses were measured), ``llmbench.report.figures`` (``style``, ``marks``, ``panels``),
+pandas, numpy and matplotlib.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import textwrap
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from llmbench.grid.spec import DECODE_MODES
@@ -27,6 +28,7 @@ from llmbench.report.figures.marks import (
     describe,
     varying,
 )
+from llmbench.report.figures.panels import panel_slots
 from llmbench.report.figures.style import REFERENCE
 
 MODE_COLORS = {"eager": "#4c72b0", "static": "#dd8452", "graph": "#55a868"}
@@ -54,7 +56,8 @@ def _measured(cells: pd.DataFrame) -> pd.DataFrame:
 
 def decode_vs_floor(cells: pd.DataFrame) -> plt.Figure:
     """ms per token ÷ floor against batch: a column per prompt length, a row per quantization
-    (and model, dtype, … where they vary); colour = decode mode, marker = attention."""
+    (and model, dtype, … where they vary), or only the panels with a measured cell, wrapped,
+    where that matrix is mostly empty (``panels``); colour = decode mode, marker = attention."""
     frame = _measured(cells)
     # attn names a forced SDPA backend already (it is the marker): not a row of its own
     encoded = ("decode_mode", "sdpa_backend")
@@ -64,15 +67,22 @@ def decode_vs_floor(cells: pd.DataFrame) -> plt.Figure:
     row_labels = sorted(frame["row"].unique())
     lengths = sorted(frame["seq"].unique())
     attns = sorted(frame["attn"].unique())
+    drawn = set(zip(frame["row"], frame["seq"], strict=True))
+    slots = panel_slots(row_labels, lengths, drawn)
+    rows_n = 1 + max(i for i, _ in slots.values())
+    cols_n = 1 + max(j for _, j in slots.values())
     figure, axes = plt.subplots(
-        len(row_labels),
-        len(lengths),
-        figsize=(4.2 * len(lengths) + 2.5, 3.8 * len(row_labels)),
+        rows_n,
+        cols_n,
+        figsize=(4.2 * cols_n + 2.5, 3.8 * rows_n),
         squeeze=False,
         sharex=True,
         sharey=True,
     )
-    for (i, label), (j, seq) in ((r, c) for r in enumerate(row_labels) for c in enumerate(lengths)):
+    for (i, j), axis in np.ndenumerate(axes):
+        axis.set_visible((i, j) in slots.values())
+    wrapped = len(slots) < len(row_labels) * len(lengths)
+    for (label, seq), (i, j) in slots.items():
         axis = axes[i][j]
         panel = frame[(frame["row"] == label) & (frame["seq"] == seq)]
         for mode in [m for m in DECODE_MODES if m in set(panel["decode_mode"])]:
@@ -96,8 +106,6 @@ def decode_vs_floor(cells: pd.DataFrame) -> plt.Figure:
                     facecolors="none",
                     edgecolors="red",
                 )
-        if panel.empty:
-            axis.text(0.5, 0.5, "no measured cell", ha="center", transform=axis.transAxes)
         axis.axhline(1.0, color="black", linewidth=1, gid=REFERENCE)
         axis.axhline(SERVING_LEVEL, color="grey", linestyle="--", linewidth=1, gid=REFERENCE)
         axis.set_xscale("log", base=2)
@@ -105,7 +113,7 @@ def decode_vs_floor(cells: pd.DataFrame) -> plt.Figure:
         # the row's label wrapped: a one-line title ran into its neighbours' on wide grids
         axis.set_title("\n".join([*textwrap.wrap(label, 46), f"prompt {seq}"]), fontsize=9)
         axis.set_xlabel("batch")
-        if j == 0:
+        if j == 0 or wrapped:
             axis.set_ylabel("ms per token ÷ floor")
     handles, labels = [], []
     for axis in axes.flat:
@@ -118,6 +126,7 @@ def decode_vs_floor(cells: pd.DataFrame) -> plt.Figure:
         "Decode ms per token over its floor (weights + KV cache read once at the measured copy "
         f"bandwidth; 1 = floor, dashed = {SERVING_LEVEL}×; red ring = truth check failed)",
         fontsize=9,
+        y=1 + 0.25 / figure.get_figheight(),  # a quarter inch above the panels' titles
     )
     figure.tight_layout()
     return figure

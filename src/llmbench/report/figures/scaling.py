@@ -8,7 +8,8 @@ sequence length has nothing to draw along x: it gets no panel, a line under the 
 (and a table with one length throughout is refused).
 
 May import ``llmbench.measure.failures`` (statuses, phases), ``llmbench.report.figures.style``,
-``.marks`` and ``.unrun``, ``llmbench.grid`` (``QUANTS``), pandas, numpy and matplotlib.
+``.marks``, ``.panels`` and ``.unrun``, ``llmbench.grid`` (``QUANTS``), pandas, numpy and
+matplotlib.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from llmbench.report.figures.marks import (
     one_length_message,
     varying,
 )
+from llmbench.report.figures.panels import panel_slots
 from llmbench.report.figures.style import (
     ATTN_COLORS,
     BATCH_LINESTYLES,
@@ -136,7 +138,7 @@ def _figure(cells: pd.DataFrame, measure: Measure) -> plt.Figure:
     attns = [a for a in ATTN_COLORS if a in set(cells["attn"])]
     attns += sorted(set(cells["attn"]) - set(attns))
     layout = Layout(attns, sorted(cells["batch"].unique()))
-    slots = _slots(row_keys, quants, drawn)
+    slots = panel_slots(row_keys, quants, drawn)
     rows_n = 1 + max(i for i, _ in slots.values())
     cols_n = 1 + max(j for _, j in slots.values())
     figure, axes = plt.subplots(
@@ -159,25 +161,6 @@ def _figure(cells: pd.DataFrame, measure: Measure) -> plt.Figure:
     notes = [*measure.notes, *coinciding(measured, keys, measure.column, layout.attns)]
     _footer(figure, cells, measure, [*notes, *_not_drawn(cells, measure, drawn)])
     return figure
-
-
-WRAP_BELOW = 0.6
-"""A matrix of configurations x quantizations filled below this fraction (a quantization
-grid: each knob goes with some quantizations only) is drawn as its panels in reading order,
-:data:`WRAP_COLUMNS` a row, instead of a mostly empty matrix."""
-WRAP_COLUMNS = 4
-
-
-def _slots(
-    row_keys: list[str], quants: list[str], drawn: set[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[int, int]]:
-    """(row, column) of each drawn (configuration, quantization) panel: a row per
-    configuration and a column per quantization, or wrapped (:data:`WRAP_BELOW`)."""
-    order = [(key, quant) for key in row_keys for quant in quants if (key, quant) in drawn]
-    if len(order) >= WRAP_BELOW * len(row_keys) * len(quants):
-        return {(k, q): (row_keys.index(k), quants.index(q)) for k, q in order}
-    columns = min(WRAP_COLUMNS, len(order))
-    return {pair: divmod(index, columns) for index, pair in enumerate(order)}
 
 
 def _not_drawn(cells: pd.DataFrame, measure: Measure, drawn: set[tuple[str, str]]) -> list[str]:
