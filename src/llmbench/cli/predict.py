@@ -173,8 +173,7 @@ def _frontier_config(configfile: Path | None) -> dict:
         if not isinstance(document, dict) or not isinstance(document.get("frontier"), dict):
             raise UsageError(f"--configfile {configfile}: no frontier: section")
         validate.merge(config, document)
-    validate.normalise(config, validate.load_schema("config.schema.yaml"))
-    problem = validate.config_error(config) or validate.range_error(config)
+    problem = validate.config_problem(config)
     if problem:
         where = f"--configfile {configfile}: " if configfile is not None else ""
         raise UsageError(where + problem)

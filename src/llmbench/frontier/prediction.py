@@ -261,7 +261,8 @@ class Prediction:
                 predictor(config, search.cell(value), bnb_4bit_compute_dtype=compute_dtype)
             )
 
-        predict_bytes(values[0]), predict_bytes(values[-1])  # raises before any probe
+        for end in (values[0], values[-1]):  # raises before any probe
+            predict_bytes(end)
         prediction = cls(values, predict_bytes, capacity)
         index = predicted_index(values, predict_bytes, capacity)
         prediction.frontier = values[index] if index >= 0 else values[0] - 1

@@ -50,6 +50,18 @@ BNB_QUANTS: frozenset[str] = frozenset({"int8", *FOUR_BIT_QUANTS})
 TORCHAO_QUANTS: frozenset[str] = frozenset({"fp8", "fp8-dyn"})
 """Quantizations that pass a transformers ``TorchAoConfig`` (torchao, an optional extra)."""
 
+QUANTIZED_QUANTS: frozenset[str] = BNB_QUANTS | TORCHAO_QUANTS
+"""Quantizations that really quantize the weights (``none`` does not, nor ``nf4-not-passed``,
+whose config never reaches the model)."""
+
+
+def recorded_prequantized(checkpoint_kind: str | None) -> bool:
+    """Whether a measured cell loaded a pre-quantized checkpoint, from its recorded
+    ``model.checkpoint_kind``; a record without one predates the field and is read as
+    pre-quantized (``prequantize: true`` made every quantized reference cell's checkpoint
+    then); ``base`` and ``pretrained`` are not."""
+    return (checkpoint_kind or "prequantized") == "prequantized"
+
 
 def quantizes_on_load(quant: str, prequantized: bool) -> bool:
     """Whether a cell of quantization ``quant`` quantizes its weights as they load: torchao's

@@ -77,12 +77,19 @@ def check_config(
 ) -> None:
     """Normalise ``config`` in place and check it and every model entry; raise ConfigError (one
     line) or ModelEntryError, print notes about checks this host cannot make."""
-    normalise(config, load_schema("config.schema.yaml"))
-    problem = config_error(config) or range_error(config) or _report_root_error(config, repo)
+    problem = config_problem(config) or _report_root_error(config, repo)
     if problem:
         raise ConfigError(problem)
     for note in models.check_entries(config["models"], repo, cache_path=cache_path):
         print(f"llmbench: {note}", file=sys.stderr)
+
+
+def config_problem(config: MutableMapping[str, Any]) -> str | None:
+    """Normalise ``config`` in place; one line naming what is wrong with its values (the
+    schema, then :func:`range_error`), or None. What ``predict --frontier --configfile``
+    checks; :func:`check_config` adds the files the config names."""
+    normalise(config, load_schema("config.schema.yaml"))
+    return config_error(config) or range_error(config)
 
 
 def range_error(config: Mapping[str, Any]) -> str | None:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmbench.grid.spec import BNB_QUANTS, TORCHAO_QUANTS, quantizes_on_load
+from llmbench.grid.spec import QUANTIZED_QUANTS, quantizes_on_load, recorded_prequantized
 
 CHECKED_WITHIN = 0.01
 """Largest |measured / predicted - 1| of any phase for a measured cell to check its group:
@@ -116,14 +116,14 @@ def _quantized_on_load(row: Mapping[str, Any]) -> str:
     comparison tables, which carry no measured/predicted ratios), ``""`` for an unquantized
     one."""
     quant = str(row.get("quant") or "")
-    if quant not in BNB_QUANTS and quant not in TORCHAO_QUANTS:
+    if quant not in QUANTIZED_QUANTS:
         return ""
     recorded = row.get("quantized_on_load")
     if recorded in (None, ""):
-        kind = str(row.get("checkpoint_kind") or "prequantized")
-        on_load = quantizes_on_load(quant, prequantized=kind == "prequantized")
+        prequantized = recorded_prequantized(row.get("checkpoint_kind") or None)
+        on_load = quantizes_on_load(quant, prequantized=prequantized)
     else:
-        on_load = str(recorded) in ("True", "true", "yes")
+        on_load = recorded in (True, "yes")
     return "yes" if on_load else "no"
 
 

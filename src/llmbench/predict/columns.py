@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from llmbench.grid.spec import Cell
+from llmbench.grid.spec import Cell, recorded_prequantized
 from llmbench.predict.constants import DECODE_TOKENS, gib
 from llmbench.predict.method import Unpredictable, predict_cell
 
@@ -93,11 +93,9 @@ def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> d
         bnb_4bit_compute_dtype=settings.get("bnb_4bit_compute_dtype") or "bfloat16",
         decode_tokens=int(measurement.get("decode_tokens") or DECODE_TOKENS),
         decode_warmup_tokens=int(measurement.get("decode_warmup_tokens") or 0),
-        # quantized on load unless the cell read a pre-quantized checkpoint (a record
-        # without the kind predates it: pre-quantized, as prequantize: true made them; a
-        # `pretrained` checkpoint is taken as unquantized, as a Hub model's bf16 weights)
-        prequantized=((result.get("model") or {}).get("checkpoint_kind") or "prequantized")
-        == "prequantized",
+        # quantized on load unless the cell read a pre-quantized checkpoint (a `pretrained`
+        # one is taken as unquantized, as a Hub model's bf16 weights)
+        prequantized=recorded_prequantized((result.get("model") or {}).get("checkpoint_kind")),
     )
     if prediction is None:
         return columns

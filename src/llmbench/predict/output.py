@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from llmbench.grid.spec import BNB_QUANTS, TORCHAO_QUANTS, Cell
+from llmbench.grid.spec import QUANTIZED_QUANTS, Cell
 from llmbench.predict.architecture import model_config_for
 from llmbench.predict.checked import checked, reference_groups
 from llmbench.predict.constants import (
@@ -123,7 +123,7 @@ def prediction_row(
         row["note"] = "no prediction"
         return row
     peak = prediction.peak_phase
-    quantized = cell.quant in BNB_QUANTS or cell.quant in TORCHAO_QUANTS
+    quantized = cell.quant in QUANTIZED_QUANTS
     row.update(
         load_allocated_gib=gib(prediction.load.allocated_after),
         prefill_peak_allocated_gib=gib(prediction.prefill.peak_allocated),

@@ -71,7 +71,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from llmbench.grid.spec import BNB_QUANTS, TORCHAO_QUANTS, Cell
+from llmbench.grid.spec import QUANTIZED_QUANTS, Cell
 from llmbench.predict.architecture import Architecture
 from llmbench.predict.constants import granule
 
@@ -202,5 +202,4 @@ class _Context:
     def quant(self) -> str:
         """The cell's quantization: bitsandbytes int8, nf4, nf4-dq, fp4, fp4-dq, torchao fp8,
         fp8-dyn, else none."""
-        quantized = self.cell.quant in BNB_QUANTS or self.cell.quant in TORCHAO_QUANTS
-        return self.cell.quant if quantized else "none"
+        return self.cell.quant if self.cell.quant in QUANTIZED_QUANTS else "none"

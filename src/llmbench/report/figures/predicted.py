@@ -20,7 +20,7 @@ import seaborn as sns
 
 from llmbench.grid.spec import QUANTS, Cell
 from llmbench.measure.failures import MEASURED
-from llmbench.report.figures.marks import NotDrawn
+from llmbench.report.figures.marks import IDENTITY, NotDrawn
 from llmbench.report.figures.style import ATTN_COLORS, REFERENCE
 
 COLUMNS = ("predicted_prefill_peak_allocated_gib", "prefill_peak_allocated_gib")
@@ -67,20 +67,8 @@ LISTED = 12
 """Up to this many shared markers the footnote names each one's cells; beyond, it counts
 them and says in which columns their cells differ."""
 
-_AXES = (
-    "model",
-    "quant",
-    "bnb_compute",
-    "int8_threshold",
-    "kv_cache",
-    "decode_mode",
-    "allocator",
-    "dtype",
-    "device_map",
-    "max_memory",
-    "batch",
-    "seq",
-)
+_AXES = tuple(column for column in IDENTITY if column != "attn")
+"""Columns in which a shared marker's cells may differ (one marker is one attention)."""
 
 
 def _stacked(data: pd.DataFrame) -> list[Stacked]:
