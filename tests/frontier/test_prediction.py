@@ -55,13 +55,19 @@ def test_recalibration_finds_the_frontier_in_few_probes(measured, predicted):
 
 
 def test_default_predictor_predicts_what_the_budget_limits(repo):
-    predict = pytest.importorskip("llmbench.predict")
+    from llmbench import predict
+
     config = json.loads((repo / "config/models/tiny-mistral.json").read_text())
     cell = Search("tiny-mistral", "none", "eager", "bfloat16", "seq", 2).cell(1024)
     cpu = frontier.default_predictor("cpu")
     allocated = cpu(config, cell, bnb_4bit_compute_dtype="bfloat16")
     # CPU budget: RSS growth ~ peak allocated
     assert allocated == predict.predicted_peak_bytes(config, cell)
+    # the probes' own decode length, not the default's
+    short = Search("tiny-mistral", "none", "sdpa", "bfloat16", "seq", 2).cell(64)
+    long_decode = frontier.default_predictor("cpu", decode_tokens=4096)
+    expected = predict.predict(config, short, decode_tokens=4096).peak_allocated
+    assert long_decode(config, short) == expected > predict.predicted_peak_bytes(config, short)
     cuda = frontier.default_predictor("cuda", decode_tokens=2)
     reserved = cuda(config, cell, bnb_4bit_compute_dtype="bfloat16")
     assert reserved > allocated  # + allocator slack

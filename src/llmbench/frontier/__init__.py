@@ -61,7 +61,6 @@ from llmbench.frontier.planning import (
     search_values,
 )
 from llmbench.frontier.prediction import (
-    DEFAULT_CUDA_CONTEXT_BYTES,
     Prediction,
     Predictor,
     capacity_bytes,
@@ -97,7 +96,6 @@ from llmbench.frontier.tables import TABLE_COLUMNS, table, table_row
 
 __all__ = [
     "AXES",
-    "DEFAULT_CUDA_CONTEXT_BYTES",
     "EXTRA_PROBES",
     "FAIL_STATUSES",
     "FrontierChoice",

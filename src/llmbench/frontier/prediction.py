@@ -8,8 +8,8 @@ frontier, recalibrated after each probe; or, on one CUDA device without a budget
 :func:`simulated_prediction`: every grid value decided by the allocator simulator, exact to
 the step on the committed H100 frontier). May import: :mod:`.search`, :mod:`.planning`,
 :mod:`.simulated`,
-``llmbench.host`` (NVML), ``llmbench.predict`` (only through ``from llmbench import predict`` /
-``from llmbench.predict import ...``, lazily: a missing module means plain bisection).
+``llmbench.host`` (NVML), ``llmbench.predict`` (lazily, inside the functions that use it:
+a frontier plan that never predicts does not import the memory model).
 """
 
 from __future__ import annotations
@@ -28,55 +28,33 @@ Predictor = Callable[..., int]
 """``predicted_peak_bytes(model_config, cell, *, bnb_4bit_compute_dtype) -> int``."""
 
 
-DEFAULT_CUDA_CONTEXT_BYTES = 512 * 2**20
-"""CUDA context of a probe process, outside PyTorch's allocator, when llmbench.predict does not
-say (it measured 518 MiB on the H100)."""
+def default_predictor(device: str = "cpu", decode_tokens: int | None = None) -> Predictor:
+    """The prediction of what the budget is checked against, from :mod:`llmbench.predict`.
 
-
-def default_predictor(device: str = "cpu", decode_tokens: int | None = None) -> Predictor | None:
-    """The prediction of what the budget is checked against, from llmbench.predict (None where
-    that module is missing).
-
-    CPU: ``predicted_peak_bytes`` (peak allocated; compared with the RSS-growth budget). CUDA:
-    the predicted peak *reserved* bytes (allocated + allocator slack), which is what
-    ``set_per_process_memory_fraction`` and the device's capacity limit, when the module
-    offers it (``predict(...).reserved_need``); else peak allocated. Both are the hand
-    replay's: for a cell it does not replay (another family than Mistral / Llama / Qwen2, a
-    sliding window the cell reaches: ``llmbench.predict.method.hand_replay_reason``) the
-    predictor raises ``ValueError`` with that reason, and the search bisects without a
-    prediction (:meth:`Prediction.make` raises; the search's note says why), never from
-    another family's formula.
+    CPU: the predicted peak allocated (compared with the RSS-growth budget). CUDA:
+    the predicted peak *reserved* bytes (``predict(...).reserved_need``: allocated + allocator
+    slack), which is what ``set_per_process_memory_fraction`` and the device's capacity
+    limit. Both are the hand replay's: for a cell it does not replay (another family than
+    Mistral / Llama / Qwen2, a sliding window the cell reaches:
+    ``llmbench.predict.method.hand_replay_reason``) the predictor raises ``ValueError`` with
+    that reason, and the search bisects without a prediction (:meth:`Prediction.make`
+    raises; the search's note says why), never from another family's formula.
+    ``decode_tokens``: the decode steps the probes run (None: ``predict.DECODE_TOKENS``).
     """
-    try:
-        from llmbench import predict as model
-    except ImportError:
-        return None
+    from llmbench import predict as model
+
     tokens = decode_tokens if decode_tokens is not None else model.DECODE_TOKENS
 
-    def guarded(predictor: Predictor) -> Predictor:
-        def predicted(model_config, cell, *, bnb_4bit_compute_dtype="bfloat16"):
-            reason = model.hand_replay_reason(model_config, cell, tokens)
-            if reason is not None:
-                raise ValueError(f"the hand replay does not apply: {reason}")
-            return predictor(model_config, cell, bnb_4bit_compute_dtype=bnb_4bit_compute_dtype)
-
-        return predicted
-
-    if device != "cuda" or not hasattr(model, "predict"):
-        return guarded(model.predicted_peak_bytes)
-    import inspect
-
-    extra = {}
-    if decode_tokens is not None and "decode_tokens" in inspect.signature(model.predict).parameters:
-        extra["decode_tokens"] = decode_tokens
-
-    def reserved_need(model_config, cell, *, bnb_4bit_compute_dtype="bfloat16"):
+    def predicted(model_config, cell, *, bnb_4bit_compute_dtype="bfloat16"):
+        reason = model.hand_replay_reason(model_config, cell, tokens)
+        if reason is not None:
+            raise ValueError(f"the hand replay does not apply: {reason}")
         prediction = model.predict(
-            model_config, cell, bnb_4bit_compute_dtype=bnb_4bit_compute_dtype, **extra
+            model_config, cell, bnb_4bit_compute_dtype=bnb_4bit_compute_dtype, decode_tokens=tokens
         )
-        return int(getattr(prediction, "reserved_need", prediction.peak_allocated))
+        return int(prediction.reserved_need if device == "cuda" else prediction.peak_allocated)
 
-    return guarded(reserved_need)
+    return predicted
 
 
 GPUS: dict[str, int] = {
@@ -167,11 +145,10 @@ def simulated_prediction(
 
 
 def cuda_context_bytes() -> int:
-    """Device memory a process holds outside PyTorch's allocator (CUDA context, kernels)."""
-    try:
-        from llmbench.predict import CUDA_CONTEXT_BYTES
-    except ImportError:
-        return DEFAULT_CUDA_CONTEXT_BYTES
+    """Device memory (bytes) a process holds outside PyTorch's allocator (CUDA context,
+    kernels): ``llmbench.predict.CUDA_CONTEXT_BYTES``, measured on the H100."""
+    from llmbench.predict import CUDA_CONTEXT_BYTES
+
     return int(CUDA_CONTEXT_BYTES)
 
 
