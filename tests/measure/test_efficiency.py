@@ -136,3 +136,23 @@ def test_a_config_without_intermediate_size_needs_the_counted_weights(repo):
         Shape.from_config(opt)
     shape = Shape.from_config(opt, counted=6_000_000_000)
     assert shape.linear_params == 6_000_000_000
+
+
+def test_the_sliding_window_a_config_uses(repo):
+    from llmbench.measure.efficiency import config_sliding_window as sliding_window
+
+    assert sliding_window({"model_type": "mistral", "sliding_window": 4096}) == 4096
+    assert sliding_window({"model_type": "mistral", "sliding_window": None}) is None
+    off = {"model_type": "qwen2_moe", "sliding_window": 32768, "use_sliding_window": False}
+    assert sliding_window(off) is None
+    assert sliding_window({"model_type": "qwen2", "sliding_window": 131072}) is None  # default
+    assert sliding_window({"model_type": "qwen2", "sliding_window": 4096,
+                           "use_sliding_window": True}) == 4096  # fmt: skip
+    # a missing key is the config class's default (a null key: no window)
+    assert sliding_window({"model_type": "mistral"}) == 4096
+    assert sliding_window({"model_type": "qwen3", "sliding_window": 4096}) is None
+    assert sliding_window({"model_type": "llama"}) is None
+    # Shape (MBU floor) and the memory model read one rule
+    qwen = {**json.loads((repo / "config/models/qwen2.5-7b.json").read_text())}
+    qwen.pop("use_sliding_window", None)
+    assert Shape.from_config(qwen).sliding_window is None

@@ -40,15 +40,3 @@ def test_pretrained_without_local_config_is_not_guessed(tmp_path):
     (local / "config.json").write_text(json.dumps(TINY))
     models["local"] = {"pretrained": str(local)}
     assert predict.model_config_for("local", models, REPO) == TINY
-
-
-def test_the_sliding_window_a_config_uses():
-    from llmbench.predict.architecture import sliding_window
-
-    assert sliding_window({"model_type": "mistral", "sliding_window": 4096}) == 4096
-    assert sliding_window({"model_type": "mistral", "sliding_window": None}) is None
-    off = {"model_type": "qwen2_moe", "sliding_window": 32768, "use_sliding_window": False}
-    assert sliding_window(off) is None
-    assert sliding_window({"model_type": "qwen2", "sliding_window": 131072}) is None  # default
-    assert sliding_window({"model_type": "qwen2", "sliding_window": 4096,
-                           "use_sliding_window": True}) == 4096  # fmt: skip

@@ -67,6 +67,37 @@ def device_peak(device_name: str | None) -> DevicePeak | None:
     return None
 
 
+WINDOW_OFF_BY_DEFAULT = frozenset(
+    {"qwen2", "qwen2_moe", "qwen2_5_omni", "qwen3", "qwen3_moe", "smollm3", "deepseek_ocr2"}
+)
+"""``model_type``s whose transformers config class defaults ``use_sliding_window`` to false
+(``use_sliding_window: bool = False`` in ``configuration_<type>.py``, transformers 5.17): their
+config.json's ``sliding_window`` is ignored unless ``use_sliding_window`` is true."""
+
+
+DEFAULT_SLIDING_WINDOW = {"mistral": 4096, "gemma2": 4096}
+"""The window transformers' config class gives a config.json with no ``sliding_window`` key
+at all (``sliding_window: int | None = 4096`` in ``configuration_mistral.py`` and
+``configuration_gemma2.py``, transformers 5.17); a ``null`` key means no window. Other model
+types are read as having none then (the hand replay covers Mistral, Llama and Qwen2 only)."""
+
+
+def config_sliding_window(config: Mapping[str, Any]) -> int | None:
+    """The sliding window (tokens) a transformers config.json dict uses, or None: none when
+    ``sliding_window`` is null, when ``use_sliding_window`` is false (Qwen-style configs
+    carry a window they do not use), and for a :data:`WINDOW_OFF_BY_DEFAULT` model type
+    without ``use_sliding_window``; a missing key reads as :data:`DEFAULT_SLIDING_WINDOW`.
+    The same for a raw config.json and ``to_dict()``."""
+    if "sliding_window" in config:
+        window = config["sliding_window"] or None
+    else:
+        window = DEFAULT_SLIDING_WINDOW.get(config.get("model_type", ""))
+    use = config.get("use_sliding_window")
+    if use is False or (use is None and config.get("model_type") in WINDOW_OFF_BY_DEFAULT):
+        return None
+    return int(window) if window is not None else None
+
+
 @dataclass(frozen=True)
 class Shape:
     """The dimensions of a decoder-only transformer that set its work and memory."""
@@ -95,14 +126,14 @@ class Shape:
         without ``intermediate_size`` (OPT's ``ffn_dim``) is read too (its
         ``intermediate_size`` is then 0, unused). Windows: ``layer_types`` names the
         ``sliding_attention`` layers where the config has it, else every layer is windowed
-        when ``sliding_window`` is set and ``use_sliding_window`` is not false. Raises
+        when :func:`config_sliding_window` finds a window. Raises
         KeyError for a missing key it needs."""
         hidden = int(config["hidden_size"])
         heads = int(config["num_attention_heads"])
         layers = int(config["num_hidden_layers"])
-        window = config.get("sliding_window") or None
+        window = config_sliding_window(config)
         layer_types = config.get("layer_types")
-        if window is None or config.get("use_sliding_window") is False:
+        if window is None:
             windowed = 0
         elif layer_types:
             windowed = sum(t == "sliding_attention" for t in layer_types)
@@ -122,7 +153,7 @@ class Shape:
             vocab_size=int(config["vocab_size"]),
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
             linear_params_counted=counted,
-            sliding_window=int(window) if windowed else None,
+            sliding_window=window if windowed else None,
             windowed_layers=windowed,
         )
 

@@ -2,7 +2,8 @@
 config.json (``Architecture``), and where a registry entry's config.json lies
 (``model_config_for``).
 
-Imports ``llmbench.measure.efficiency.Shape`` and ``llmbench.predict.constants``.
+Imports ``llmbench.measure.efficiency`` (``Shape``, ``config_sliding_window``, re-exported
+here as ``sliding_window``) and ``llmbench.predict.constants``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmbench.measure.efficiency import Shape
+from llmbench.measure.efficiency import Shape, config_sliding_window
 from llmbench.predict.constants import DEFAULT_INITIALIZER_RANGE, granule
+
+sliding_window = config_sliding_window
 
 
 @dataclass(frozen=True)
@@ -62,19 +65,6 @@ class Architecture:
         """K and V of ONE layer for ``tokens`` positions (two allocations)."""
         s = self.shape
         return 2 * granule(batch * s.num_kv_heads * tokens * s.head_dim * dtype_bytes)
-
-
-def sliding_window(config: Mapping[str, Any]) -> int | None:
-    """The sliding window of a config.json in tokens, or None: none when ``sliding_window``
-    is unset, when ``use_sliding_window`` is false (Qwen2-style configs carry a window they do
-    not use), and for a ``qwen2`` config without ``use_sliding_window`` (Qwen2Config's default
-    is false)."""
-    window = config.get("sliding_window") or None
-    if config.get("use_sliding_window") is False:
-        return None
-    if config.get("model_type") == "qwen2" and not config.get("use_sliding_window"):
-        return None
-    return window
 
 
 # ---- model registry --------------------------------------------------------------------------
