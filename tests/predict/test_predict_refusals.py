@@ -47,7 +47,8 @@ def test_the_predictor_flags_exactly_the_decode_references_unsupported_cells():
 
 
 def test_forced_efficient_sdpa_is_refused_only_for_grouped_query_models():
-    gqa = {"model_type": "mistral", "num_attention_heads": 32, "num_key_value_heads": 8}
+    gqa = {"model_type": "mistral", "num_attention_heads": 32, "num_key_value_heads": 8,
+           "sliding_window": None}  # fmt: skip
     mha = {**gqa, "num_key_value_heads": 32}
     cell = Cell("m", "none", "sdpa-efficient", "bfloat16", 1, 4096)
     assert "grouped-query" in predict.cannot_run(cell, "cuda", gqa)
@@ -61,7 +62,8 @@ def test_forced_sdpa_kernels_and_a_sliding_window():
     # transformers builds a window mask once kv_length >= sliding_window (masking_utils
     # _ignore_causal_mask_sdpa): from there K/V are repeated (efficient runs) and flash,
     # which takes no mask, is refused; a hybrid family's full layers never get one.
-    gqa = {"model_type": "mistral", "num_attention_heads": 32, "num_key_value_heads": 8}
+    gqa = {"model_type": "mistral", "num_attention_heads": 32, "num_key_value_heads": 8,
+           "sliding_window": None}  # fmt: skip
     v01 = {**gqa, "sliding_window": 4096}
     efficient = Cell("m", "none", "sdpa-efficient", "bfloat16", 1, 4096)
     assert predict.cannot_run(efficient, "cuda", v01) is None  # at the window: a mask
@@ -76,6 +78,9 @@ def test_forced_sdpa_kernels_and_a_sliding_window():
     assert predict.cannot_run(short, "cuda", v01) is None  # no decode tokens: never reached
     assert "reached in decode" in predict.cannot_run(short, "cuda", v01, decode_tokens=32)
     assert predict.cannot_run(flash, "cuda", gqa, decode_tokens=32) is None  # no window
+    # a Mistral config.json without the key has MistralConfig's default 4096-token window
+    unset = {k: v for k, v in gqa.items() if k != "sliding_window"}
+    assert "reached in prefill" in predict.cannot_run(flash, "cuda", unset)
 
 
 def test_a_window_the_config_turns_off_is_no_window():
