@@ -15,7 +15,11 @@ from llmbench.record.cell import write_json_atomic  # noqa: E402
 from llmbench.report import aggregate  # noqa: E402
 
 try:
-    cells, devices = aggregate.build_tables(snakemake.input.cells, snakemake.params.seed_cases)  # noqa: F821
+    cells, devices = aggregate.build_tables(
+        snakemake.input.cells,  # noqa: F821
+        snakemake.params.seed_cases,  # noqa: F821
+        models=snakemake.config["models"],  # noqa: F821 - the run's registry, --configfile applied
+    )
 except aggregate.UnreadableCells as exc:
     message = f"llmbench: tables not rebuilt, the previous ones are kept. {exc}"
     print(message, flush=True)

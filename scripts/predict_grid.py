@@ -1,4 +1,6 @@
-"""Snakemake entry point: the analytic memory model for every cell of the configured grid."""
+"""Snakemake entry point: the analytic memory model for every cell of the configured grid,
+with the run's own config (``--configfile`` and ``--config`` applied: models, decode length,
+4-bit compute dtype, device), not config/config.yaml as it lies on disk."""
 
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ rows = predict.grid_prediction_rows(
     repo_root=REPO_ROOT,
     gpu_mem=snakemake.params.gpu_mem,  # noqa: F821
     terms=True,
+    run_config=snakemake.config,  # noqa: F821
 )
 output = Path(snakemake.output.predicted)  # noqa: F821
 output.parent.mkdir(parents=True, exist_ok=True)

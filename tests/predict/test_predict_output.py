@@ -207,3 +207,23 @@ def test_the_table_shows_the_optional_axes_where_a_cell_is_off_their_defaults():
     assert variants == {"_c-bf16", "_c-fp32"}
     fp32 = next(r for r in rows if r["quant"] == "fp4" and r["bnb_compute"] == "float32")
     assert output.cell_label(fp32).endswith("_c-fp32")
+
+
+def test_grid_rows_read_the_runs_config_not_the_file_on_disk(tmp_path):
+    # Snakemake's predict rule passes its config (--configfile, --config applied)
+    import yaml
+
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    deeper = json.loads((REPO / "config/models/tiny-mistral.json").read_text())
+    deeper["num_hidden_layers"] *= 8
+    (tmp_path / "deeper.json").write_text(json.dumps(deeper))
+    run = {**config, "models": {**config["models"], "tiny-mistral": {
+        "architecture": str(tmp_path / "deeper.json")}}}  # fmt: skip
+
+    def loads(run_config):
+        rows = output.grid_prediction_rows("smoke", repo_root=REPO, run_config=run_config)
+        return {
+            r["load_allocated_gib"] for r in rows if r["model"] == "tiny-mistral" and r["quant"] == "none"
+        }
+
+    assert min(loads(run)) > max(loads(None))

@@ -149,6 +149,36 @@ def test_devices_table_has_one_row_per_device_and_phase(tmp_path):
     assert second["modules"] == "model.layers.16-31"
 
 
+def test_the_phase_a_cell_failed_in_gives_no_peak_column(tmp_path):
+    # an oom in prefill holds what was allocated when it failed, not the prefill's peak: a
+    # reader filtering prefill_peak_allocated_gib must not read it as what prefill needs
+    result = ok_result()
+    result.update(status="oom", phase="prefill", reason="CUDA out of memory")
+    result["error"] = {"category": "out_of_memory", "type": "torch.OutOfMemoryError",
+                       "message": "CUDA out of memory", "requested_bytes": GIB}  # fmt: skip
+    del result["memory"]["phases"]["decode"]
+    cells, devices = build_tables([write(tmp_path, "a.json", result)])
+    row = cells.iloc[0]
+    assert row["load_allocated_gib"] == pytest.approx(4.0)  # load finished
+    assert pd.isna(row["prefill_peak_allocated_gib"]) and pd.isna(row["prefill_peak_reserved_gib"])
+    assert row["failed_phase_peak_allocated_gib"] == pytest.approx(6.0)
+    assert row["failed_phase_peak_reserved_gib"] == pytest.approx(8.0)
+    assert list(devices.phase_finished) == [True, True, False, False]
+    ok, _ = build_tables([write(tmp_path, "b.json", ok_result())])
+    assert pd.isna(ok.iloc[0]["failed_phase_peak_allocated_gib"])
+
+
+def test_the_predicted_columns_read_the_runs_model_registry(tmp_path):
+    # a model defined only in the run's config (--configfile) is predicted from that entry,
+    # not looked up in config/config.yaml (where "m" does not exist)
+    path = write(tmp_path, "a.json", ok_result())
+    plain, _ = build_tables([path])
+    assert pd.isna(plain.iloc[0]["predicted_prefill_peak_allocated_gib"])
+    registry = {"m": {"architecture": "config/models/tiny-mistral.json"}}
+    run, _ = build_tables([path], models=registry)
+    assert run.iloc[0]["predicted_prefill_peak_allocated_gib"] > 0
+
+
 def test_seed_cases_label_their_rows(tmp_path):
     case = {
         "case": "1 standard",

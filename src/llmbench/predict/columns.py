@@ -63,11 +63,16 @@ def _measured_peak(
     return int(sum(values))
 
 
-def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> dict[str, Any]:
+def table_columns(
+    result: Mapping[str, Any],
+    repo_root: Path | None = None,
+    models: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Predicted peaks (GiB) and measured / predicted ratios for one cell result.
 
-    The architecture comes from the model registry in ``config/config.yaml`` by the cell's
-    model name; the compute dtype and decode length from the settings the cell recorded.
+    The architecture comes from the model registry ``models`` (the run's config; None: the
+    one in ``config/config.yaml``) by the cell's model name; the compute dtype and decode
+    length from the settings the cell recorded.
     Unknown models, pretrained ones without a local config.json, and phases that were not
     measured (CPU cells, failures) give None. A model the memory model cannot handle (its
     config lacks a key the model reads, or is not valid JSON) gives None and the reason in
@@ -88,7 +93,7 @@ def table_columns(result: Mapping[str, Any], repo_root: Path | None = None) -> d
     measurement = settings.get("measurement") or {}
     prediction = predict_cell(
         cell,
-        _registry(str(root)),
+        _registry(str(root)) if models is None else models,
         root,
         bnb_4bit_compute_dtype=settings.get("bnb_4bit_compute_dtype") or "bfloat16",
         decode_tokens=int(measurement.get("decode_tokens") or DECODE_TOKENS),

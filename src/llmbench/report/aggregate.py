@@ -22,6 +22,7 @@ rows keep the order of the paths, so the tables do not depend on the number of w
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -34,6 +35,7 @@ from llmbench.predict import table_columns as predicted_columns
 from llmbench.record.cell import read_cell_result
 from llmbench.report.cellcolumns import (
     efficiency_columns,
+    failed_phase,
     gib,
     latency_columns,
     memory_columns,
@@ -94,8 +96,11 @@ class UnreadableCells(SchemaError):
         )
 
 
-def cell_row(result: Mapping[str, Any], path: str) -> dict[str, Any]:
-    """One row of cells.csv from one cell result."""
+def cell_row(
+    result: Mapping[str, Any], path: str, models: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """One row of cells.csv from one cell result; ``models``: the run's model registry, whose
+    architecture files the predicted columns read (None: config/config.yaml's)."""
     cell = result["cell"]
     environment = result.get("environment") or {}
     gpus = environment.get("gpus") or []
@@ -135,17 +140,21 @@ def cell_row(result: Mapping[str, Any], path: str) -> dict[str, Any]:
     row.update(efficiency_columns(result))
     row.update(model_columns(result))
     row.update(timing_columns(result))
-    row.update(predicted_columns(result))  # analytic model (predict.py) and measured/predicted
+    row.update(
+        predicted_columns(result, models=models)
+    )  # analytic model (predict.py) and measured/predicted
     return row
 
 
 def device_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Rows of devices.csv: one per CUDA device and phase."""
+    """Rows of devices.csv: one per CUDA device and phase (GiB); ``phase_finished`` is False
+    for the phase a failed cell stopped in, whose numbers are what it held when it failed."""
     cell = result["cell"]
     placement = ((result.get("model") or {}).get("placement")) or {}
     parameter_bytes = placement.get("parameter_bytes_per_device") or {}
     modules = placement.get("hf_device_map_modules") or {}
     rows = []
+    failed = failed_phase(result)
     for phase in ("load", "prefill", "decode"):
         record = phase_record(result, phase)
         for device in (record or {}).get("devices", []):
@@ -156,6 +165,7 @@ def device_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
                     "status": result["status"],
                     "device": name,
                     "phase": phase,
+                    "phase_finished": phase != failed,
                     "allocated_gib": gib(device["allocated_bytes"]),
                     "reserved_gib": gib(device["reserved_bytes"]),
                     "peak_allocated_gib": gib(device["peak_allocated_bytes"]),
@@ -191,12 +201,14 @@ SEED_COLUMNS = (
 )
 
 
-def _rows_of(result: Mapping[str, Any], path: str) -> tuple[dict[str, Any], list[dict]]:
+def _rows_of(
+    result: Mapping[str, Any], path: str, models: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], list[dict]]:
     """(cells.csv row, devices.csv rows) of one valid cell result. When computing them raises,
     the cell keeps a row with what the record states and the error in ``table_error``, and no
     device rows: one cell's surprise does not cost every other row."""
     try:
-        return cell_row(result, path), device_rows(result)
+        return cell_row(result, path, models), device_rows(result)
     except Exception as exc:  # kept as data, in the table, next to the cell it concerns
         row = cell_identity(result["cell"])
         row.update(status=result["status"], phase=result.get("phase"), error=result.get("reason"))
@@ -208,27 +220,32 @@ PARALLEL_MIN_CELLS = 256
 more than they save."""
 
 
-def _cell_entry(path: str) -> tuple[dict[str, Any], list[dict]] | tuple[None, str]:
+def _cell_entry(
+    path: str, models: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], list[dict]] | tuple[None, str]:
     """(cells.csv row, devices.csv rows) of one cell file, or (None, why) when the file is not
     a valid cell JSON. Module-level, so that worker processes can run it."""
     try:
         result = read_cell_result(path)
     except (OSError, ValueError) as exc:  # read_cell_result's errors name the file
         return None, str(exc).removeprefix(f"{path}: ")
-    return _rows_of(result, path)
+    return _rows_of(result, path, models)
 
 
-def _cell_entries(paths: list[str], workers: int | None) -> Iterator[tuple[Any, Any]]:
+def _cell_entries(
+    paths: list[str], workers: int | None, models: Mapping[str, Any] | None = None
+) -> Iterator[tuple[Any, Any]]:
     """``_cell_entry`` of each path, in order; over ``workers`` processes (default: one per
     usable core) when there are at least ``PARALLEL_MIN_CELLS`` paths."""
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     if workers <= 1 or len(paths) < PARALLEL_MIN_CELLS:
-        yield from map(_cell_entry, paths)
+        yield from map(functools.partial(_cell_entry, models=models), paths)
         return
     with ProcessPoolExecutor(workers) as pool:
         # a few chunks per worker: balanced, without one inter-process message per cell
-        yield from pool.map(_cell_entry, paths, chunksize=len(paths) // (8 * workers) + 1)
+        entry = functools.partial(_cell_entry, models=models)
+        yield from pool.map(entry, paths, chunksize=len(paths) // (8 * workers) + 1)
 
 
 def build_tables(
@@ -236,11 +253,14 @@ def build_tables(
     seed_cases: Iterable[Mapping[str, Any]] = (),
     *,
     workers: int | None = None,
+    models: Mapping[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """Read and validate every cell JSON; return (cells, devices) DataFrames.
 
     ``workers``: processes that read the cells (module docstring); None for one per usable
-    core, 1 for this process only. The tables are the same whatever it is.
+    core, 1 for this process only. The tables are the same whatever it is. ``models``: the
+    run's model registry (Snakemake's ``config["models"]``, ``--configfile`` applied), whose
+    architecture files the predicted columns read; None: config/config.yaml's.
     Raises UnreadableCells (a SchemaError) naming every file that is not valid JSON or not a
     valid cell result, after reading them all.
     """
@@ -249,7 +269,7 @@ def build_tables(
     labels = seed_case_columns(seed_cases)
     rows, devices, problems = [], [], []
     paths = [str(path) for path in paths]
-    for path, (row, device_list) in zip(paths, _cell_entries(paths, workers), strict=True):
+    for path, (row, device_list) in zip(paths, _cell_entries(paths, workers, models), strict=True):
         if row is None:
             problems.append((path, device_list))
             continue
@@ -269,6 +289,7 @@ def build_tables(
         "status",
         "device",
         "phase",
+        "phase_finished",
         "allocated_gib",
         "reserved_gib",
         "peak_allocated_gib",

@@ -20,10 +20,13 @@ from llmbench.report.checkcolumns import check_columns
 
 
 def gib(value: int | float | None) -> float | None:
+    """``value`` bytes in GiB (2^30 bytes); None stays None."""
     return None if value is None else value / GIB
 
 
 def sum_devices(devices: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    """The sum over ``devices`` (a phase record's per-device dicts) of ``key`` (bytes), in
+    GiB; None when there is no device or one lacks the value."""
     values = [d.get(key) for d in devices]
     if not values or any(v is None for v in values):
         return None
@@ -31,26 +34,42 @@ def sum_devices(devices: Sequence[Mapping[str, Any]], key: str) -> float | None:
 
 
 def phase_record(result: Mapping[str, Any], phase: str) -> Mapping[str, Any] | None:
+    """The memory record of ``phase`` (``memory.phases.<phase>``), or None."""
     memory = result.get("memory") or {}
     return (memory.get("phases") or {}).get(phase)
 
 
+def failed_phase(result: Mapping[str, Any]) -> str | None:
+    """The phase a cell that is not ``ok`` stopped in (its ``phase``), or None: that phase's
+    memory record is what the cell held when it failed, not the phase's peak."""
+    return result.get("phase") if result.get("status") != "ok" else None
+
+
+MEMORY_VIEWS = (
+    ("allocated", "allocated_bytes"),
+    ("reserved", "reserved_bytes"),
+    ("peak_allocated", "peak_allocated_bytes"),
+    ("peak_reserved", "peak_reserved_bytes"),
+    ("nvml_device_used", "nvml_device_used_bytes"),
+    ("nvml_process_used", "nvml_process_used_bytes"),
+)
+"""(column view, phase-record device key) of every memory column, in bytes in the JSON."""
+
+
 def memory_columns(result: Mapping[str, Any]) -> dict[str, float | None]:
     """``{phase}_{view}_gib`` for load, prefill and decode: state at the end of the phase
-    (allocated, reserved, NVML), peaks within it, and host RSS."""
+    (allocated, reserved, NVML), peaks within it, and host RSS; GiB, summed over devices.
+
+    The phase a failed cell stopped in (:func:`failed_phase`) did not end: its columns stay
+    empty, and what it held when it failed goes to ``failed_phase_{view}_gib`` (peaks since
+    that phase began, until the failure), so that no ``*_peak_*`` column holds a partial peak.
+    """
     columns: dict[str, float | None] = {}
-    views = (
-        ("allocated", "allocated_bytes"),
-        ("reserved", "reserved_bytes"),
-        ("peak_allocated", "peak_allocated_bytes"),
-        ("peak_reserved", "peak_reserved_bytes"),
-        ("nvml_device_used", "nvml_device_used_bytes"),
-        ("nvml_process_used", "nvml_process_used_bytes"),
-    )
+    failed = failed_phase(result)
     for phase in ("load", "prefill", "decode", "generate_prefill"):
-        record = phase_record(result, phase) or {}
+        record = {} if phase == failed else phase_record(result, phase) or {}
         devices = record.get("devices") or []
-        for view, key in views:
+        for view, key in MEMORY_VIEWS:
             columns[f"{phase}_{view}_gib"] = sum_devices(devices, key)
         # What torch.cuda.memory_reserved() reads without a device argument, as the seed
         # notebook did: the first device only, however many the model spans.
@@ -58,6 +77,12 @@ def memory_columns(result: Mapping[str, Any]) -> dict[str, float | None]:
         host = record.get("host") or {}
         columns[f"{phase}_host_rss_gib"] = gib(host.get("rss_bytes"))
         columns[f"{phase}_host_peak_rss_gib"] = gib(host.get("peak_rss_bytes"))
+    record = (phase_record(result, failed) if failed else None) or {}
+    devices = record.get("devices") or []
+    for view, key in MEMORY_VIEWS:
+        columns[f"failed_phase_{view}_gib"] = sum_devices(devices, key)
+    host = record.get("host") or {}
+    columns["failed_phase_host_peak_rss_gib"] = gib(host.get("peak_rss_bytes"))
     return columns
 
 

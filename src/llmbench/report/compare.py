@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from llmbench import GIB
 from llmbench.grid.spec import OPTIONAL_AXES
 
 CELL_KEYS = (
@@ -125,17 +126,22 @@ def summary_lines(table: pd.DataFrame, names: Sequence[str]) -> list[str]:
         )
     for phase in ("prefill", "decode"):
         same = table[f"{phase}_memory_same"].dropna()
-        diff_mib = (
-            table[f"{phase}_peak_allocated_gib_{b}"] - table[f"{phase}_peak_allocated_gib_{a}"]
-        ).abs().where(table[f"{phase}_memory_same"].notna()).max() * 1024
+        diff_bytes = (
+            (table[f"{phase}_peak_allocated_gib_{b}"] - table[f"{phase}_peak_allocated_gib_{a}"])
+            .abs()
+            .where(table[f"{phase}_memory_same"].notna())
+            * GIB
+        ).round()
         lines.append(
-            f"{phase} peak allocated equal on both GPUs: {int(same.sum())} of {len(same)} cells"
-            f" (largest difference {diff_mib:.2f} MiB)"
+            f"{phase} peak allocated the same on both GPUs (within {SAME_WITHIN:g} relative):"
+            f" {int(same.sum())} of {len(same)} cells ok on both, {int((diff_bytes == 0).sum())}"
+            f" to the byte (largest difference {diff_bytes.max() / 2**20:.2f} MiB)"
         )
     for metric in ("prefill_ms_p50", "decode_ms_per_token_p50", "mfu", "mbu"):
         ratio = table[f"{metric}_ratio"].dropna()
         if len(ratio):
             lines.append(
-                f"{metric} {b}/{a}: {ratio.min():.2f} – {ratio.median():.2f} – {ratio.max():.2f}"
+                f"{metric} {b}/{a}, min – median – max over {len(ratio)} cells ok on both:"
+                f" {ratio.min():.2f} – {ratio.median():.2f} – {ratio.max():.2f}"
             )
     return lines
