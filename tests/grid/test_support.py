@@ -69,3 +69,7 @@ def test_a_device_map_off_cuda_and_a_max_memory_without_a_planner_are_unsupporte
     assert "device_map single plans none" in static_unsupported(single, "cuda")
     capped = Cell("m", "none", "sdpa", "bfloat16", 1, 8, max_memory="60GiB")
     assert static_unsupported(capped, "cuda") is None
+    # at device_map config, a config whose device_map is single plans none either: the cap
+    # would be silently ignored under the cell's _mm60GiB name
+    by_config = static_unsupported(capped, "cuda", device_map=capped.device_map_policy("single"))
+    assert "device_map single plans none (the config's)" in by_config

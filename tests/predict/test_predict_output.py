@@ -223,7 +223,9 @@ def test_grid_rows_read_the_runs_config_not_the_file_on_disk(tmp_path):
     def loads(run_config):
         rows = output.grid_prediction_rows("smoke", repo_root=REPO, run_config=run_config)
         return {
-            r["load_allocated_gib"] for r in rows if r["model"] == "tiny-mistral" and r["quant"] == "none"
+            r["load_allocated_gib"]
+            for r in rows
+            if r["model"] == "tiny-mistral" and r["quant"] == "none"
         }
 
     assert min(loads(run)) > max(loads(None))

@@ -90,3 +90,10 @@ def test_a_window_the_config_turns_off_is_no_window():
     flash = Cell("q", "none", "sdpa-flash", "bfloat16", 1, 32768)
     assert predict.cannot_run(flash, "cuda", moe, decode_tokens=32) is None
     assert predict.cannot_run(flash, "cuda", {**moe, "use_sliding_window": True}) is not None
+
+
+def test_a_max_memory_under_the_configs_single_device_map_is_unsupported():
+    capped = {**Cell("m", "none", "sdpa", "bfloat16", 1, 8, max_memory="8GiB").to_dict()}
+    row = refusals.flag_cannot_run(dict(capped), "cuda", None, 0, configured_device_map="single")
+    assert row["fits"] == "unsupported" and "plans none" in row["reason"]
+    assert refusals.flag_cannot_run(dict(capped), "cuda", None, 0)["reason"] == ""

@@ -14,12 +14,18 @@ asserts it in ``Float8DynamicActivationFloat8WeightConfig``'s transform."""
 
 
 def static_unsupported(
-    cell: Cell, device: str, capability: tuple[int, int] | None = None
+    cell: Cell,
+    device: str,
+    capability: tuple[int, int] | None = None,
+    device_map: str | None = None,
 ) -> str | None:
     """Why a cell cannot run on ``device`` ("cuda" or "cpu"): every reason that applies,
     joined by "; ", or None to attempt it. ``capability``: the CUDA compute capability
-    (major, minor) of the cell's GPU, where known (fp8 needs >= 8.9)."""
+    (major, minor) of the cell's GPU, where known (fp8 needs >= 8.9). ``device_map``: the
+    device_map the cell loads with (``Cell.device_map_policy`` of the config's key; None:
+    the cell's own, ``auto`` at ``config``)."""
     reasons = []
+    device_map = device_map or cell.device_map_policy("auto")
     if cell.quant in TORCHAO_QUANTS and device != "cuda":
         reasons.append(
             f"{cell.quant} runs torchao's float8 kernels, which need CUDA compute capability "
@@ -60,10 +66,12 @@ def static_unsupported(
             f"device_map {cell.device_map} places the model over CUDA GPUs; "
             "this cell runs on the CPU"
         )
-    if cell.max_memory != "none" and (device != "cuda" or cell.device_map == "single"):
+    if cell.max_memory != "none" and (device != "cuda" or device_map == "single"):
+        # transformers' _get_device_map reads max_memory only for a device_map planned by name
         reasons.append(
             f"max_memory {cell.max_memory} caps what transformers' device_map planner puts on "
             "each GPU; "
             + ("this cell runs on the CPU" if device != "cuda" else "device_map single plans none")
+            + (" (the config's)" if device == "cuda" and cell.device_map == "config" else "")
         )
     return "; ".join(reasons) or None

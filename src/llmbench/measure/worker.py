@@ -102,7 +102,7 @@ def _set_up(spec: CellSpec, result: Record, save: Save) -> Session:
     device = setup.resolve_device(spec.settings["device"], torch)
     result["cell"]["device"] = device
     result["environment"].update(setup.prepare_torch(torch, device, spec.settings))
-    setup.check_supported(spec.cell, device, torch)
+    setup.check_supported(spec.cell, device, torch, spec.settings.get("device_map") or "auto")
     missing = kvcache.check_backend(spec.cell)
     if missing:
         raise Cancelled("unavailable", missing)

@@ -105,7 +105,7 @@ def grid_device_rows(
             config = model_config_for(cell.model, models, repo_root)
         except Exception:  # noqa: BLE001 - predict_devices says why it cannot read it
             config = None
-        reason = cannot_run(cell, "cuda", config, decode_tokens)
+        reason = cannot_run(cell, "cuda", config, decode_tokens, chosen)
         if reason:
             base = {k: v for k, v in asdict(cell).items() if k in _CELL_KEYS}
             rows.append({**base, "policy": chosen, "fits": "unsupported", "reason": reason})

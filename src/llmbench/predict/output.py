@@ -357,9 +357,7 @@ def grid_prediction_rows(
 
     from llmbench.grid.spec import expand_grid, load_grid
 
-    config = run_config
-    if config is None:
-        config = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    config = run_config or yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
     grid = grid or str(config["grid"])
     models = config["models"]
     cells = expand_grid(load_grid(grid, repo_root / "config", models))
@@ -390,7 +388,8 @@ def grid_prediction_rows(
                 configs[row["model"]] = model_config_for(row["model"], models, repo_root)
             except Exception:  # noqa: BLE001 - the prediction already says why it could not
                 configs[row["model"]] = None
-    rows = [flag_cannot_run(row, device, configs[row["model"]], decode[0]) for row in rows]
+    placed = str(config.get("device_map") or "auto")
+    rows = [flag_cannot_run(r, device, configs[r["model"]], decode[0], placed) for r in rows]
     groups = reference_groups(repo_root)
     for row in rows:
         verdict, note = ("", "")

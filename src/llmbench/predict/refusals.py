@@ -99,10 +99,12 @@ def cannot_run(
     device: str = "cuda",
     config: Mapping[str, Any] | None = None,
     decode_tokens: int = 0,
+    device_map: str | None = None,
 ) -> str | None:
     """Why ``cell`` cannot run on ``device`` ("cuda" or "cpu") whatever the memory, or None.
     ``config``: the model's config.json, where known (head counts and sliding window);
-    ``decode_tokens``: how many tokens the run decodes (whether decode reaches the window).
+    ``decode_tokens``: how many tokens the run decodes (whether decode reaches the window);
+    ``device_map``: the device_map it loads with (None: the cell's, ``auto`` at ``config``).
 
     The pipeline's own rule first (``llmbench.grid.support.static_unsupported``: flash-attn on
     the CPU); then rules of the predictor only, each a refusal the libraries made on a GPU:
@@ -113,7 +115,7 @@ def cannot_run(
     SDPA cannot run a grouped-query model's mask-free prefill. The pipeline still attempts
     such a cell and records it ``unsupported`` from the library's error; the predictor says so
     before it runs."""
-    reason = static_unsupported(cell, device)
+    reason = static_unsupported(cell, device, device_map=device_map)
     if reason is None and cell.dtype == "float32" and cell.attn in _FLOAT32_REFUSED:
         reason = (
             f"{_FLOAT32_REFUSED[cell.attn]} only float16 or bfloat16 (a run records the cell "
@@ -133,12 +135,15 @@ def flag_cannot_run(
     device: str = "cuda",
     config: Mapping[str, Any] | None = None,
     decode_tokens: int = 0,
+    configured_device_map: str = "auto",
 ) -> dict[str, Any]:
     """``row`` with ``fits: unsupported`` and the ``reason`` when its cell cannot run (the
     predicted numbers stay: they describe the allocations, not a run; a cell the predictor
     could not predict gets only this reason). ``config``, ``decode_tokens``: as
-    :func:`cannot_run`'s."""
-    reason = cannot_run(Cell.from_mapping(row), device, config, decode_tokens)
+    :func:`cannot_run`'s; ``configured_device_map``: the config's ``device_map``."""
+    cell = Cell.from_mapping(row)
+    device_map = cell.device_map_policy(configured_device_map)
+    reason = cannot_run(cell, device, config, decode_tokens, device_map)
     if reason is not None:
         row.update(fits="unsupported", reason=reason)
     row.setdefault("reason", "")  # a stable CSV column

@@ -67,14 +67,19 @@ def prepare_torch(torch: Any, device: str, settings: Mapping[str, Any]) -> dict[
     return environment.capture_torch()
 
 
-def check_supported(cell: Cell, device: str, torch: Any = None) -> None:
+def check_supported(
+    cell: Cell, device: str, torch: Any = None, configured_device_map: str = "auto"
+) -> None:
     """Raise Cancelled("unsupported", reason) for a cell known not to run on ``device`` (on
-    CUDA ``torch`` gives the GPU's compute capability), then Cancelled("unavailable", reason)
-    for an fp8 cell without torchao (an optional extra)."""
+    CUDA ``torch`` gives the GPU's compute capability; ``configured_device_map``: the
+    config's ``device_map``), then Cancelled("unavailable", reason) for an fp8 cell without torchao
+    (an optional extra)."""
     capability = None
     if torch is not None and device == "cuda" and cell.quant in TORCHAO_QUANTS:
         capability = tuple(torch.cuda.get_device_capability(0))
-    reason = static_unsupported(cell, device, capability)
+    reason = static_unsupported(
+        cell, device, capability, cell.device_map_policy(configured_device_map)
+    )
     if reason:
         raise Cancelled("unsupported", reason)
     if cell.quant in TORCHAO_QUANTS:
