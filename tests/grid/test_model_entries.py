@@ -74,6 +74,44 @@ def test_architecture_transformers_refuses_names_key_and_file(tmp_path, tiny, ch
         check_entries({"x": entry}, tmp_path)
 
 
+MISTRAL_DROPS = object()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        # transformers keeps a misspelt key as an unused attribute and builds its default
+        ({"num_hidden_layer": 2, "num_hidden_layers": MISTRAL_DROPS},
+         "'num_hidden_layer' is not a mistral config key: 'num_hidden_layers' misspelt"),
+        ({"intermediate_size": MISTRAL_DROPS}, "no intermediate_size: transformers would build"),
+        # MistralConfig defaults to 8 K/V heads; the memory model reads the file
+        ({"num_key_value_heads": MISTRAL_DROPS}, "no num_key_value_heads: transformers builds 8"),
+        ({"num_key_value_heads": 3}, "num_attention_heads 4 is not a multiple of"),
+        ({"hidden_size": 130}, "no head_dim, and hidden_size 130 is not a multiple of 4"),
+        ({"head_dim": 33}, "head_dim 33 is odd"),
+        ({"hidden_act": "nosuch"}, "hidden_act 'nosuch' is not an activation"),
+        ({"initializer_range": float("nan")}, "initializer_range is nan: not a finite number"),
+        ({"quantization_config": {"quant_method": "bitsandbytes"}}, "has a quantization_config"),
+    ],
+)  # fmt: skip
+def test_an_architecture_transformers_builds_as_another_model_or_cannot_run_is_refused(
+    tmp_path, tiny, change, message
+):
+    pytest.importorskip("transformers")
+    config = {k: v for k, v in {**tiny, **change}.items() if v is not MISTRAL_DROPS}
+    entry = architecture(tmp_path, config)
+    with pytest.raises(ModelEntryError, match=f"^models.x.architecture: .*m.json: {message}"):
+        check_entries({"x": entry}, tmp_path)
+
+
+def test_too_many_experts_per_token_is_refused(tmp_path, repo):
+    pytest.importorskip("transformers")
+    mixtral = json.loads((repo / "config/models/tiny-mixtral.json").read_text())
+    entry = architecture(tmp_path, {**mixtral, "num_experts_per_tok": 8})
+    with pytest.raises(ModelEntryError, match="num_experts_per_tok 8 is more than the 4 experts"):
+        check_entries({"x": entry}, tmp_path)
+
+
 def test_accepted_architectures_are_not_checked_again(tmp_path, tiny, monkeypatch):
     pytest.importorskip("transformers")
     cache = tmp_path / "cache" / "checked.json"

@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -133,15 +134,93 @@ def transformers_problem(config: Mapping[str, Any]) -> str | None:
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return f"model_type {model_type!r} has no causal language model in transformers"
     try:
-        AutoConfig.for_model(**config)
+        built = AutoConfig.for_model(**config)
     except Exception as exc:  # noqa: BLE001 - any refusal is reported, naming the file
         return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    return built_config_problem(config, built)
+
+
+REQUIRED_SIZES = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "vocab_size",
+)
+"""Sizes a config.json must state: transformers fills a missing one with its class's default
+(a 32-layer Mistral for a file without ``num_hidden_layers``), which is a different model."""
+
+TYPO_SIMILARITY = 0.9
+"""``difflib`` ratio above which an unknown key is taken for a misspelt known one (one letter
+off in a key of 10 or more letters: ``num_hidden_layer``, ``vocab_sze``)."""
+
+
+def built_config_problem(config: Mapping[str, Any], built: Any) -> str | None:
+    """Why the config transformers built (``built``) from ``config`` is not the model the file
+    describes, or cannot run; None when it is fine: a misspelt key (transformers keeps it as
+    an unused attribute and builds its default), a missing :data:`REQUIRED_SIZES`, a missing
+    ``num_key_value_heads`` whose class default is not ``num_attention_heads`` (what the
+    memory model reads from the file), heads not a multiple of K/V heads, no ``head_dim``
+    where heads do not divide ``hidden_size``, an odd rotary head_dim, more experts per token
+    than experts, an unknown activation, a non-finite number, a ``quantization_config`` (the
+    grid's ``quant`` axis quantizes; an architecture file is the unquantized model)."""
+    if "quantization_config" in config:
+        return "has a quantization_config: give the unquantized model (the quant axis quantizes)"
+    from transformers.activations import ACT2FN
+
+    try:
+        known = set(type(built)().to_dict())
+    except Exception:  # noqa: BLE001 - a class that needs arguments: what it built knows
+        known = set(built.to_dict())
+    for key, value in config.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{key} is {value}: not a finite number"
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=TYPO_SIMILARITY)
+        if key not in known and close and close[0] not in config:
+            default = getattr(built, close[0])
+            return (
+                f"{key!r} is not a {config['model_type']} config key: {close[0]!r} misspelt? "
+                f"(transformers would ignore it and build {close[0]} = {default!r})"
+            )
+    missing = [key for key in REQUIRED_SIZES if key not in config and hasattr(built, key)]
+    if missing:
+        return f"no {', '.join(missing)}: transformers would build its defaults; write them out"
+    heads = built.num_attention_heads
+    kv_heads = getattr(built, "num_key_value_heads", None)
+    if "num_key_value_heads" not in config and kv_heads not in (None, heads):
+        return (
+            f"no num_key_value_heads: transformers builds {kv_heads} (its default), the memory "
+            f"model would read {heads} (num_attention_heads); write it out"
+        )
+    if kv_heads and heads % kv_heads:
+        return f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
+    if not config.get("head_dim") and built.hidden_size % heads:
+        return f"no head_dim, and hidden_size {built.hidden_size} is not a multiple of {heads}"
+    head_dim = getattr(built, "head_dim", None) or built.hidden_size // heads
+    if getattr(built, "rope_parameters", None) and head_dim % 2:
+        return f"head_dim {head_dim} is odd: rotary embeddings rotate pairs of channels"
+    experts = getattr(built, "num_local_experts", None) or getattr(built, "num_experts", None)
+    top_k = getattr(built, "num_experts_per_tok", None)
+    if experts and top_k and top_k > experts:
+        return f"num_experts_per_tok {top_k} is more than the {experts} experts"
+    for key in ("hidden_act", "hidden_activation"):
+        act = config.get(key)
+        if isinstance(act, str) and act not in ACT2FN:
+            close = difflib.get_close_matches(act, list(ACT2FN), n=3)
+            hint = f" (close: {', '.join(close)})" if close else ""
+            return f"{key} {act!r} is not an activation transformers knows{hint}"
     return None
 
 
+CHECKS_REVISION = 2
+"""Bumped when :func:`transformers_problem` checks more: an architecture accepted by an older
+revision (a cache entry of :data:`CHECK_CACHE`) is checked again."""
+
+
 def _transformers_version() -> str | None:
+    """transformers' version with :data:`CHECKS_REVISION` (what a cache entry records)."""
     try:
-        return importlib.metadata.version("transformers")
+        return f"{importlib.metadata.version('transformers')}+checks{CHECKS_REVISION}"
     except importlib.metadata.PackageNotFoundError:
         return None
 
