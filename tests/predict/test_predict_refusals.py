@@ -97,3 +97,16 @@ def test_a_max_memory_under_the_configs_single_device_map_is_unsupported():
     row = refusals.flag_cannot_run(dict(capped), "cuda", None, 0, configured_device_map="single")
     assert row["fits"] == "unsupported" and "plans none" in row["reason"]
     assert refusals.flag_cannot_run(dict(capped), "cuda", None, 0)["reason"] == ""
+
+
+def test_a_learned_position_model_cannot_run_past_its_table():
+    # the H200 families reference's OPT-6.7B 2048-token cells failed in decode
+    opt = json.loads((REPO / "config/models/opt-6.7b.json").read_text())
+    cell = Cell("opt-6.7b", "none", "sdpa", "bfloat16", 1, 2048)
+    assert predict.cannot_run(cell, "cuda", opt) is None  # prefill only: 2048 positions
+    reason = predict.cannot_run(cell, "cuda", opt, decode_tokens=32)
+    assert "has 2048 rows" in reason and "need 2079 positions" in reason
+    shorter = Cell("opt-6.7b", "none", "sdpa", "bfloat16", 1, 2017)
+    assert predict.cannot_run(shorter, "cuda", opt, decode_tokens=32) is None
+    llama = {**opt, "model_type": "llama"}  # rotary positions: no table to run out of
+    assert predict.cannot_run(cell, "cuda", llama, decode_tokens=32) is None

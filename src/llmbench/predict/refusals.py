@@ -51,6 +51,32 @@ def _window(config: Mapping[str, Any]) -> tuple[int | None, bool]:
     return window, hybrid
 
 
+LEARNED_POSITION_MODEL_TYPES = ("opt",)
+"""Families with a learned absolute position embedding of ``max_position_embeddings`` rows
+(OPT's ``OPTLearnedPositionalEmbedding``): a position past it indexes out of the table."""
+
+
+def _positions_exceeded(
+    cell: Cell, config: Mapping[str, Any] | None, decode_tokens: int
+) -> str | None:
+    """Why a learned-position model cannot run this length, or None: the prompt and the
+    ``decode_tokens - 1`` tokens fed back need ``seq + decode_tokens - 1`` positions. Measured:
+    the four OPT-6.7B cells of 2048 tokens (its ``max_position_embeddings``) with 32 decode
+    tokens in results/reference/h200/families failed in decode ('CUDA error: device-side
+    assert triggered', or cuDNN's error after it)."""
+    if not config or config.get("model_type") not in LEARNED_POSITION_MODEL_TYPES:
+        return None
+    limit = config.get("max_position_embeddings")
+    positions = cell.seq + max(decode_tokens - 1, 0)
+    if not isinstance(limit, int) or positions <= limit:
+        return None
+    return (
+        f"{config['model_type']}'s learned position embedding has {limit} rows "
+        f"(max_position_embeddings); {cell.seq} prompt tokens and {decode_tokens} decoded need "
+        f"{positions} positions (a run fails with a CUDA device-side assert)"
+    )
+
+
 def _efficient_refuses_gqa(cell: Cell, config: Mapping[str, Any] | None) -> str | None:
     """Why forced memory-efficient SDPA cannot run this model's prefill, or None: a model
     with grouped-query attention gets ``enable_gqa=True`` (no repeated K/V) whenever a layer's
@@ -112,7 +138,8 @@ def cannot_run(
     nf4/flash_attention_2/float32 cell: "FlashAttention only support fp16 and bf16 data
     type"); a flash_attention_2 decode step cannot be captured as a CUDA graph; forced flash
     SDPA cannot run a StaticCache decode, nor past a sliding window; forced memory-efficient
-    SDPA cannot run a grouped-query model's mask-free prefill. The pipeline still attempts
+    SDPA cannot run a grouped-query model's mask-free prefill; a learned-position model (OPT)
+    cannot run past its ``max_position_embeddings``. The pipeline still attempts
     such a cell and records it ``unsupported`` from the library's error; the predictor says so
     before it runs."""
     reason = static_unsupported(cell, device, device_map=device_map)
@@ -127,6 +154,7 @@ def cannot_run(
         reason
         or _efficient_refuses_gqa(cell, config)
         or _flash_refuses_window_mask(cell, config, decode_tokens)
+        or _positions_exceeded(cell, config, decode_tokens)
     )
 
 
