@@ -13,9 +13,10 @@ from conftest import REPO  # noqa: E402
 from figure_marks import figure_text, plotted  # noqa: E402
 from matplotlib.markers import MarkerStyle  # noqa: E402
 
-from llmbench.report.figures import draw, style  # noqa: E402
+from llmbench.report.figures import draw, marks, style  # noqa: E402
 
 REFERENCE = REPO / "results" / "reference" / "h100"
+DECODE = REPO / "results" / "reference" / "h200" / "decode" / "tables" / "cells.csv"
 
 
 @pytest.fixture(autouse=True)
@@ -120,3 +121,15 @@ def test_a_mostly_empty_matrix_of_panels_is_drawn_wrapped():
     extended = draw.figure("memory", cells("extended"))
     rows, columns = extended.axes[0].get_subplotspec().get_gridspec().get_geometry()
     assert columns == len(set(cells("extended")["quant"]))
+
+
+def test_facet_titles_name_their_columns_in_words():
+    figure = draw.figure("memory", pd.read_csv(DECODE))
+    titles = [axis.get_title() for axis in figure.axes if axis.get_visible()]
+    assert "SDPA backend: auto · decode mode: graph\nquantization: none" in titles
+    assert not any("(empty)" in t or "sdpa_backend" in t for t in titles)
+    assert "no panel for SDPA backend: flash · decode mode: graph · none" in figure_text(figure)
+    row = {"sdpa_backend": float("nan"), "decode_mode": "static", "allocator": float("nan")}
+    label = marks.describe(row, ["sdpa_backend", "decode_mode", "allocator"])
+    assert label == "SDPA backend: auto · decode mode: static · allocator: default"
+
