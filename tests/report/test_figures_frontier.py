@@ -5,6 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
 from conftest import REPO  # noqa: E402
 
 from llmbench.report.figures import frontier, style  # noqa: E402
@@ -32,3 +33,44 @@ def test_frontier_keeps_equal_frontiers_visible_and_labels_them_once():
     assert sorted(int(t) for t in labels if t.isdigit() and t != "32768") == [5632, 7936, 11520]
     assert labels.count("b7 @ s32768") == 1  # sdpa and FA2's largest batch, once
     assert [int(t.get_text()) for t in panel.get_xticklabels()] == [1, 2, 4, 8]  # b7 @ 32768
+
+
+def h100_figure():
+    return frontier.frontier_figure(pd.read_csv(REFERENCE / "frontier" / "tables" / "frontier.csv"))
+
+
+def test_a_batch_search_label_sits_beside_its_own_marker():
+    panel = h100_figure().axes[0]
+    label = next(t for t in panel.texts if t.get_text() == "b7 @ s32768")
+    x, y = label.xy
+    assert abs(x / 7 - 1) < 0.1 and y == 32768  # at the batch-7 marker, not under batch 4
+    assert label.get_horizontalalignment() == "center"
+
+
+def test_a_search_that_fails_at_its_smallest_value_is_marked_at_the_bottom_not_as_a_value():
+    figure = h100_figure()
+    figure.canvas.draw()
+    for panel in figure.axes:  # eager's batch search at s32768 fails already at batch 1
+        marks = [c for c in panel.collections if c.get_gid() == style.DID_NOT_RUN]
+        assert len(marks) == 1
+        display = marks[0].get_offset_transform().transform(marks[0].get_offsets())[0]
+        height = panel.transAxes.inverted().transform(display)[1]
+        assert height == pytest.approx(frontier.BOTTOM)
+        low, high = panel.get_ylim()
+        band = low * (high / low) ** (2 * frontier.BOTTOM)
+        assert all(tick > band for tick in panel.get_yticks())  # no length to read there
+        texts = [t.get_text() for t in panel.texts if t.get_gid() == style.DID_NOT_RUN]
+        assert texts == ["fails at smallest batch (b1 @ s32768)"]
+    legend = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+    assert "fails already at the smallest length searched (at the axis bottom)" not in legend
+
+
+def test_a_panel_without_a_search_says_so():
+    searches = pd.read_csv(
+        REPO / "results" / "reference" / "h200" / "frontier" / "tables" / "frontier.csv"
+    )
+    figure = frontier.frontier_figure(searches)
+    empty = [axis for axis in figure.axes if any(t.get_text() == "no search" for t in axis.texts)]
+    assert len(empty) == 1  # expandable_segments was searched without nf4
+    assert empty[0].get_title().endswith("expandable_segments\nquantization: nf4")
+    assert "allocator: default" in figure.axes[0].get_title()

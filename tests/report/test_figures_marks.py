@@ -60,6 +60,8 @@ def allowed(cells: pd.DataFrame, key: str) -> list[float]:
         return [
             *measured["prefill_peak_allocated_gib"],
             *measured["prefill_measured_over_predicted"],
+            *measured.get("decode_peak_allocated_gib", []),
+            *measured.get("decode_measured_over_predicted", []),
         ]
     if key == "seed":
         seeds = cells[cells["seed_case"].notna()]

@@ -13,9 +13,10 @@ from conftest import REPO  # noqa: E402
 from figure_marks import figure_text, plotted  # noqa: E402
 from matplotlib.markers import MarkerStyle  # noqa: E402
 
-from llmbench.report.figures import draw, style  # noqa: E402
+from llmbench.report.figures import draw, marks, style  # noqa: E402
 
 REFERENCE = REPO / "results" / "reference" / "h100"
+DECODE = REPO / "results" / "reference" / "h200" / "decode" / "tables" / "cells.csv"
 
 
 @pytest.fixture(autouse=True)
@@ -60,6 +61,7 @@ def test_out_of_memory_cells_have_their_own_marker_legend_and_one_mark_each(key)
     assert len(places) == 4  # the two oom cells at one length are two marks, not one
     legend = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
     assert style.OOM_LABEL in legend
+    assert "did not run" not in figure_text(figure)  # they loaded and ran out of memory
 
 
 def test_coinciding_attentions_are_dodged_and_said():
@@ -120,3 +122,73 @@ def test_a_mostly_empty_matrix_of_panels_is_drawn_wrapped():
     extended = draw.figure("memory", cells("extended"))
     rows, columns = extended.axes[0].get_subplotspec().get_gridspec().get_geometry()
     assert columns == len(set(cells("extended")["quant"]))
+
+
+def failure_marks(figure):
+    """(axis, display points of its failed cells' marks, their labels) per visible panel."""
+    figure.canvas.draw()
+    for axis in figure.axes:
+        if not axis.get_visible():
+            continue
+        points = [
+            c.get_offset_transform().transform(c.get_offsets())[0]
+            for c in axis.collections
+            if c.get_gid() == style.DID_NOT_RUN
+        ]
+        labels = [t for t in axis.texts if t.get_gid() == style.DID_NOT_RUN]
+        yield axis, points, labels
+
+
+@pytest.mark.parametrize("key", ["memory", "latency"])
+def test_failure_marks_stay_inside_their_panel_never_on_its_title(key):
+    # the FA2 graph-decode cells (b1 ... b64 at 512 and 4096) are unsupported: 16 crosses
+    figure = draw.figure(key, pd.read_csv(DECODE))
+    renderer = figure.canvas.get_renderer()
+    count = 0
+    for axis, points, labels in failure_marks(figure):
+        box = axis.get_window_extent()
+        title = axis.title.get_window_extent(renderer)
+        for x, y in points:
+            assert box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1
+            assert y < title.y0
+        for label in labels:
+            extent = label.get_window_extent(renderer)
+            assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and extent.y1 <= box.y1
+        count += len(points)
+    assert count == 16
+    # the band is above every value: no data line reaches its lowest mark
+    for axis, points, _ in failure_marks(figure):
+        if points:
+            to_axes = axis.transAxes.inverted()
+            lowest = min(to_axes.transform(point)[1] for point in points)
+            values = [
+                to_axes.transform(axis.transData.transform(xy))[1]
+                for line in axis.get_lines()
+                if line.get_gid() != style.REFERENCE
+                for xy in line.get_xydata()
+            ]
+            assert max(values) < lowest - 0.02
+
+
+def test_facet_titles_name_their_columns_in_words():
+    figure = draw.figure("memory", pd.read_csv(DECODE))
+    titles = [axis.get_title() for axis in figure.axes if axis.get_visible()]
+    assert "SDPA backend: auto · decode mode: graph\nquantization: none" in titles
+    assert not any("(empty)" in t or "sdpa_backend" in t for t in titles)
+    assert "no panel for SDPA backend: flash · decode mode: graph · none" in figure_text(figure)
+    row = {"sdpa_backend": float("nan"), "decode_mode": "static", "allocator": float("nan")}
+    label = marks.describe(row, ["sdpa_backend", "decode_mode", "allocator"])
+    assert label == "SDPA backend: auto · decode mode: static · allocator: default"
+
+
+def test_the_legend_lists_only_what_a_panel_draws():
+    # sdpa-flash, -cudnn, -efficient and -math ran at one length only: no panel draws them
+    figure = draw.figure("memory", pd.read_csv(DECODE))
+    legend = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+    assert [t for t in legend if not t.startswith(("batch", "failed"))] == [
+        "sdpa",
+        "flash_attention_2",
+    ]
+    assert "failed: unsupported (reasons in the status map)" in legend
+    text = figure_text(figure)
+    assert "2 failed (unsupported 2)" in text and "did not run" not in text

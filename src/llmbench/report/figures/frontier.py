@@ -15,6 +15,7 @@ from typing import Any
 import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.transforms import blended_transform_factory
 
 from llmbench.report.figures.marks import (
     SEARCH_IDENTITY,
@@ -23,14 +24,14 @@ from llmbench.report.figures.marks import (
     describe,
     varying,
 )
-from llmbench.report.figures.style import ATTN_COLORS, VALUE
+from llmbench.report.figures.style import ATTN_COLORS, DID_NOT_RUN, REFERENCE, VALUE
 
 FRONTIER_MARKERS = {
     "found": ("o", "largest sequence length that runs"),
     "above_max": ("^", "runs up to the largest length searched (lower bound)"),
-    "below_min": ("v", "fails already at the smallest length searched"),
+    "below_min": ("v", "fails already at the smallest length searched (at the axis bottom)"),
     "batch": ("s", "largest batch at a fixed length (batch search)"),
-    "batch_below_min": ("s", "batch search fails already at the smallest batch"),
+    "batch_below_min": ("s", "batch search fails already at the smallest batch (axis bottom)"),
     "stopped": ("X", "search stopped: unsupported/unavailable/error/... (panel note)"),
 }
 """Marker per search outcome in the frontier figure."""
@@ -42,6 +43,9 @@ SHARED_LABEL_COLOR = "0.3"
 """Colour of a frontier label that several attentions share."""
 RAN = ("found", "above_max")
 """Search outcomes with a frontier: the search ran and found where memory runs out."""
+BOTTOM = 0.05
+"""Height (axes fraction) of the marks of searches that fail at their smallest value: at the
+axis bottom, below every frontier, so that none reads as a length that runs."""
 
 Point = tuple[str, int, int]
 """(search axis, batch, seq) of a frontier."""
@@ -104,16 +108,9 @@ def _draw_length_searches(
     for point in line.itertuples():
         xy = (point.batch * dodge, point.frontier)
         labels.add(point, f"{int(point.frontier)}", xy, color, xytext=(5, 4))
-    low = seq[seq["status"] == "below_min"]
-    axis.scatter(
-        low["batch"] * dodge,
-        low["min"],
-        marker=FRONTIER_MARKERS["below_min"][0],
-        facecolors="none",
-        edgecolors=color,
-        s=45,
-        zorder=4,
-    )
+    for point in seq[seq["status"] == "below_min"].itertuples():
+        text = f"fails at smallest length (b{int(point.batch)} @ s{int(point.min)})"
+        _at_bottom(axis, point.batch * dodge, "below_min", color, text)
 
 
 def _draw_batch_searches(
@@ -135,16 +132,39 @@ def _draw_batch_searches(
     for point in batch.itertuples():
         text = f"b{int(point.frontier)} @ s{int(point.seq)}"
         xy = (point.frontier * dodge, point.seq)
-        labels.add(point, text, xy, color, xytext=(-5, -11), ha="right")
+        labels.add(point, text, xy, color, xytext=(0, -7), ha="center", va="top")
     low = group[(group["search"] == "batch") & (group["status"] == "below_min")]
+    for point in low.itertuples():
+        text = f"fails at smallest batch (b{int(point.min)} @ s{int(point.seq)})"
+        _at_bottom(axis, point.min * dodge, "batch_below_min", color, text)
+
+
+def _at_bottom(axis: plt.Axes, x: float, outcome: str, color: Any, text: str) -> None:
+    """The hollow mark of a search that fails at its smallest value, at the axis bottom (its
+    height is no value), with a text that says so beside it, towards the panel's middle."""
+    place = blended_transform_factory(axis.transData, axis.transAxes)
     axis.scatter(
-        low["min"] * dodge,
-        low["seq"],
-        marker=FRONTIER_MARKERS["batch_below_min"][0],
+        [x],
+        [BOTTOM],
+        transform=place,
+        marker=FRONTIER_MARKERS[outcome][0],
         facecolors="none",
         edgecolors=color,
-        s=40,
+        s=45,
         zorder=4,
+        gid=DID_NOT_RUN,
+    )
+    axis.annotate(
+        text,
+        (x, BOTTOM),
+        xycoords=place,
+        xytext=(7, 0),  # _keep_inside turns it to the left in the right half of the panel
+        textcoords="offset points",
+        ha="left",
+        va="center",
+        fontsize=7,
+        color=color,
+        gid=DID_NOT_RUN,
     )
 
 
@@ -191,8 +211,56 @@ def _set_batch_ticks(axes: Any, frame: pd.DataFrame) -> None:
         axis.set_xticklabels([str(b) for b in ticks])
 
 
+def _wrap_parts(label: str, width: int = 46) -> list[str]:
+    """A facet label on lines of at most ``width`` characters, broken between its ' · ' parts
+    only (never inside 'allocator: default')."""
+    lines: list[str] = []
+    for part in label.split(" · "):
+        if lines and len(lines[-1]) + 3 + len(part) <= width:
+            lines[-1] += f" · {part}"
+        else:
+            lines.append(part)
+    return lines
+
+
+def _outcomes(frame: pd.DataFrame) -> set[str]:
+    """The keys of :data:`FRONTIER_MARKERS` that the figure draws."""
+    outcomes = set()
+    for search, status in zip(frame["search"], frame["status"], strict=True):
+        if search == "seq" and status in ("found", "above_max", "below_min"):
+            outcomes.add(status)
+        elif search == "batch" and status in RAN:
+            outcomes.add("batch")
+        elif search == "batch" and status == "below_min":
+            outcomes.add("batch_below_min")
+    return outcomes
+
+
+def _keep_inside(axes: Any, frame: pd.DataFrame) -> None:
+    """Once the limits are final: room at the bottom of every panel for the marks of searches
+    that fail at their smallest value (under a dashed line, below every frontier and every
+    length tick), their texts turned towards the panel's middle."""
+    if {"below_min", "batch_below_min"} & _outcomes(frame):
+        low, high = axes.flat[0].get_ylim()
+        low /= (high / low) ** 0.15
+        axes.flat[0].set_ylim(low, high)
+        # no length tick at the band's height: its marks' height is no value
+        band = low * (high / low) ** (2 * BOTTOM)
+        ticks = [2**k for k in range(int(high).bit_length() + 1) if band < 2**k <= high]
+        axes.flat[0].set_yticks(ticks)
+        for axis in axes.flat:
+            axis.axhline(band, color="0.6", linewidth=0.8, linestyle="--", gid=REFERENCE)
+    for axis in axes.flat:
+        left, right = axis.get_xlim()
+        for text in axis.texts:
+            if text.get_gid() == DID_NOT_RUN and text.xy[0] > (left * right) ** 0.5:
+                text.set_position((-7, 0))
+                text.set_horizontalalignment("right")
+
+
 def _legend(figure: plt.Figure, frame: pd.DataFrame) -> None:
-    """Colour per attention, then marker per search outcome (stopped searches: panel notes)."""
+    """Colour per attention, then marker per search outcome that the figure draws (stopped
+    searches: panel notes)."""
     handles = [
         matplotlib.lines.Line2D([], [], color=ATTN_COLORS[a], lw=2, label=a)
         for a in ATTN_COLORS
@@ -208,7 +276,7 @@ def _legend(figure: plt.Figure, frame: pd.DataFrame) -> None:
             markerfacecolor="none" if key.endswith("below_min") else "grey",
         )
         for key, (marker, label) in FRONTIER_MARKERS.items()
-        if key != "stopped"
+        if key in _outcomes(frame)
     ]
     figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8)
 
@@ -265,13 +333,18 @@ def frontier_figure(searches: pd.DataFrame) -> plt.Figure:
             axis = axes[row_index][column_index]
             panel = frame[(frame["configuration"] == configuration) & (frame["quant"] == quant)]
             notes = _draw_panel(axis, panel, stopped_statuses)
-            title = f"{configuration} · {quant}" if len(rows) > 1 else f"quantization: {quant}"
+            if panel.empty:  # this quantization was searched in another configuration only
+                axis.text(0.5, 0.5, "no search", transform=axis.transAxes, ha="center", color="0.4")
+            # on two lines: one ran into its neighbour's with a long allocator name
+            head = _wrap_parts(configuration) if len(rows) > 1 else []
+            title = "\n".join([*head, f"quantization: {quant}"])
             _format_panel(axis, title, notes)
             if column_index == 0:
                 axis.set_ylabel("largest sequence length that runs")
             if row_index == len(rows) - 1:
                 axis.set_xlabel("batch size")
     _set_batch_ticks(axes, frame)
+    _keep_inside(axes, frame)
     _legend(figure, frame)
     _suptitle(figure, frame)
     figure.tight_layout()

@@ -118,27 +118,45 @@ def check_one_cell_per_mark(
     )
 
 
-def describe(row: Mapping[str, Any], columns: Iterable[str]) -> str:
-    """A facet's label from its values of ``columns``: 'mistral-7b · float32 · 2 GPUs'."""
-    parts = []
-    for column in columns:
-        value = row[column]
-        if pd.isna(value):
-            parts.append("whole device" if column == "memory_budget_gib" else f"{column}: (empty)")
-        elif column == "n_devices":
-            count = int(value)
-            parts.append(f"{count} GPU{'s' * (count != 1)}" if count else "no GPU")
-        elif column == "sdpa_backend":
-            parts.append(f"SDPA backend {value}")
-        elif column == "memory_budget_gib":
-            parts.append(f"budget {float(value):g} GiB")
-        elif column == "bnb_compute":
-            parts.append(f"4-bit compute {value}")
-        elif column == "int8_threshold":
-            parts.append(f"int8 threshold {value}")
+AXIS_NAMES = {
+    "sdpa_backend": "SDPA backend",
+    "decode_mode": "decode mode",
+    "allocator": "allocator",
+    "bnb_compute": "4-bit compute",
+    "int8_threshold": "int8 threshold",
+    "kv_cache": "KV cache",
+    "device_map": "device map",
+    "max_memory": "max memory",
+}
+"""A facet label's name, in words, of each column that would not say what it is on its own
+(a bare 'graph' or 'expandable_segments' names no axis)."""
+
+
+def _facet_value(column: str, value: Any) -> str:
+    """One column's part of a facet label ('SDPA backend: auto', 'decode mode: graph')."""
+    if pd.isna(value):
+        if column == "memory_budget_gib":
+            return "whole device"
+        if column == "sdpa_backend":
+            return "SDPA backend: auto"  # no backend forced: PyTorch picks one per call
+        if column in OPTIONAL_AXES:  # an axis a grid block omits is at its default
+            value = OPTIONAL_AXES[column][0]
         else:
-            parts.append(str(value))
-    return " · ".join(parts)
+            return f"{column}: (empty)"
+    if column == "n_devices":
+        count = int(value)
+        return f"{count} GPU{'s' * (count != 1)}" if count else "no GPU"
+    if column == "memory_budget_gib":
+        return f"budget {float(value):g} GiB"
+    if column in AXIS_NAMES:
+        return f"{AXIS_NAMES[column]}: {value}"
+    return str(value)
+
+
+def describe(row: Mapping[str, Any], columns: Iterable[str]) -> str:
+    """A facet's label from its values of ``columns``: 'mistral-7b · float32 · 2 GPUs ·
+    SDPA backend: auto · decode mode: graph'."""
+    return " · ".join(_facet_value(column, row[column]) for column in columns)
 
 
 def one_length_message(cells: pd.DataFrame) -> str:

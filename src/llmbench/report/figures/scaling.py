@@ -40,9 +40,15 @@ from llmbench.report.figures.style import (
     BATCH_LINESTYLES,
     BATCH_MARKERS,
     REFERENCE,
+    failed_count,
     has_cuda_memory,
 )
-from llmbench.report.figures.unrun import did_not_run_handles, draw_unrun
+from llmbench.report.figures.unrun import (
+    band_fraction,
+    band_rows,
+    did_not_run_handles,
+    draw_unrun,
+)
 
 DODGE_LOG2 = 0.07
 """Offset between attentions along the sequence-length axis, in octaves (log2 units)."""
@@ -66,6 +72,7 @@ class Layout:
 
     attns: list[str]
     batches: list[int]
+    lengths: list[int]
 
     def dodge(self, attn: str) -> float:
         index = self.attns.index(attn) if attn in self.attns else 0
@@ -126,8 +133,8 @@ def _figure(cells: pd.DataFrame, measure: Measure) -> plt.Figure:
     check_one_cell_per_mark(measured, [*rows, "quant", "attn", "batch", "seq"])
     cells = cells.assign(_row=[describe(row, rows) for _, row in cells.iterrows()])
     measured = cells.loc[measured.index]
-    lengths = measured.groupby(["_row", "quant"])["seq"].nunique()
-    drawn = set(lengths[lengths >= 2].index)
+    counts = measured.groupby(["_row", "quant"])["seq"].nunique()
+    drawn = set(counts[counts >= 2].index)
     if not drawn:
         raise NotDrawn(
             f"not drawn: {one_length_message(cells)}\n"
@@ -137,7 +144,9 @@ def _figure(cells: pd.DataFrame, measure: Measure) -> plt.Figure:
     quants = [q for q in _quant_order(set(cells["quant"])) if q in {q for _, q in drawn}]
     attns = [a for a in ATTN_COLORS if a in set(cells["attn"])]
     attns += sorted(set(cells["attn"]) - set(attns))
-    layout = Layout(attns, sorted(cells["batch"].unique()))
+    shown = cells[[pair in drawn for pair in zip(cells["_row"], cells["quant"], strict=True)]]
+    lengths = sorted(int(s) for s in cells["seq"].dropna().unique())
+    layout = Layout(attns, sorted(cells["batch"].unique()), lengths)
     slots = panel_slots(row_keys, quants, drawn)
     rows_n = 1 + max(i for i, _ in slots.values())
     cols_n = 1 + max(j for _, j in slots.values())
@@ -151,15 +160,16 @@ def _figure(cells: pd.DataFrame, measure: Measure) -> plt.Figure:
     )
     for (i, j), axis in np.ndenumerate(axes):
         axis.set_visible((i, j) in slots.values())
+    band = 0
     for (key, quant), (i, j) in slots.items():
         panel = cells[(cells["_row"] == key) & (cells["quant"] == quant)]
         title = "\n".join(filter(None, [key, f"quantization: {quant}"]))
-        _draw_panel(axes[i][j], panel, measure, layout, title)
-    _format_axes(figure, axes, cells, measure)
-    _legend(figure, measured, cells, layout)
+        band = max(band, _draw_panel(axes[i][j], panel, measure, layout, title))
+    _format_axes(figure, axes, cells, measure, band_fraction(band))
+    _legend(figure, shown, layout)
     keys = ["_row", "quant", "batch", "seq"]
     notes = [*measure.notes, *coinciding(measured, keys, measure.column, layout.attns)]
-    _footer(figure, cells, measure, [*notes, *_not_drawn(cells, measure, drawn)])
+    _footer(figure, shown, measure, [*notes, *_not_drawn(cells, measure, drawn)])
     return figure
 
 
@@ -174,7 +184,7 @@ def _not_drawn(cells: pd.DataFrame, measure: Measure, drawn: set[tuple[str, str]
         lengths = ", ".join(str(int(s)) for s in sorted(ran["seq"].unique()))
         reason = f"one sequence length ({lengths})" if lengths else "no measured cell"
         if len(unrun):
-            reason += f"; {len(unrun)} did not run ({', '.join(sorted(set(unrun['status'])))})"
+            reason += f"; {failed_count(unrun['status'])}"
         lines.append(f"no panel for {' · '.join(filter(None, [row, quant]))}: {reason}")
     if lines:
         where = "the seed comparison and " * bool(cells.get("seed_case", pd.Series()).notna().any())
@@ -184,9 +194,9 @@ def _not_drawn(cells: pd.DataFrame, measure: Measure, drawn: set[tuple[str, str]
 
 def _draw_panel(
     axis: plt.Axes, panel: pd.DataFrame, measure: Measure, layout: Layout, title: str
-) -> None:
-    """One panel: a line per (attention, batch), a marker per cell, a mark per cell that did
-    not run."""
+) -> int:
+    """One panel: a line per (attention, batch), a marker per cell, a mark per cell that
+    failed; returns the rows of its failure band (``unrun``)."""
     axis.set_title(title, fontsize=10)
     measured = panel[panel["status"].isin(MEASURED) & panel[measure.column].notna()]
     unrun = panel[~panel["status"].isin(MEASURED)]
@@ -213,11 +223,17 @@ def _draw_panel(
             fontsize=7,
             gid=REFERENCE,
         )
-    draw_unrun(axis, unrun, layout.dodge, capacity if measure.capacity else float("nan"))
+    capacity = capacity if measure.capacity else float("nan")
+    draw_unrun(axis, unrun, layout.lengths, capacity)
+    return band_rows(unrun, capacity)
 
 
-def _format_axes(figure: plt.Figure, axes: Any, cells: pd.DataFrame, measure: Measure) -> None:
-    """Log2 sequence-length axis with the lengths of the grid as ticks; labels and title."""
+def _format_axes(
+    figure: plt.Figure, axes: Any, cells: pd.DataFrame, measure: Measure, band: float
+) -> None:
+    """Log2 sequence-length axis with the lengths of the grid as ticks; labels and title; the
+    top ``band`` of every panel (a fraction of its height) kept free of values for the marks
+    of failed cells."""
     ticks = sorted(int(s) for s in cells["seq"].dropna().unique())
     for axis in axes.flat:
         axis.set_xscale("log", base=2)
@@ -230,8 +246,11 @@ def _format_axes(figure: plt.Figure, axes: Any, cells: pd.DataFrame, measure: Me
             axis.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter())
             axis.yaxis.set_minor_formatter(plain)
     low, high = axes.flat[0].get_ylim()
-    headroom = (high / low) ** 0.12 if measure.log else None
-    axes.flat[0].set_ylim(low, high * headroom if headroom else high + 0.12 * (high - low))
+    free = max(0.12, band)  # of the panel's height, above every value
+    if measure.log:
+        axes.flat[0].set_ylim(low, high * (high / low) ** (free / (1 - free)))
+    else:
+        axes.flat[0].set_ylim(low, high + free / (1 - free) * (high - low))
     for (i, j), axis in np.ndenumerate(axes):
         below = axes[i + 1][j] if i + 1 < len(axes) else None
         if axis.get_visible() and (below is None or not below.get_visible()):
@@ -244,14 +263,14 @@ def _format_axes(figure: plt.Figure, axes: Any, cells: pd.DataFrame, measure: Me
     figure.tight_layout()
 
 
-def _legend(
-    figure: plt.Figure, measured: pd.DataFrame, cells: pd.DataFrame, layout: Layout
-) -> None:
-    """Colour per attention, marker and line per batch, a mark per kind of cell that did not
-    run."""
+def _legend(figure: plt.Figure, shown: pd.DataFrame, layout: Layout) -> None:
+    """Colour per attention, marker and line per batch, a mark per kind of failed cell: only
+    those drawn in a panel (``shown``: the cells of the drawn panels)."""
+    measured = shown[shown["status"].isin(MEASURED)]
     handles = [
         Line2D([], [], color=ATTN_COLORS.get(a, "black"), linewidth=2, label=a)
         for a in layout.attns
+        if a in set(shown["attn"])
     ]
     handles += [
         Line2D(
@@ -265,7 +284,7 @@ def _legend(
         for b in layout.batches
         if b in set(measured["batch"])
     ]
-    handles += did_not_run_handles(set(cells["status"]))
+    handles += did_not_run_handles(set(shown["status"]))
     figure.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
 
 
@@ -278,14 +297,19 @@ def _footer(figure: plt.Figure, cells: pd.DataFrame, measure: Measure, notes: li
         "equal values stay visible."
     ]
     if "oom" in statuses:
-        where = " on the GPU's capacity line" if measure.capacity else " just above the panel"
+        where = (
+            " on the GPU's capacity line, side by side where several share a length"
+            if measure.capacity
+            else " in the band at the top of the panel, one row each"
+        )
         lines.append(
-            f"Hollow red stars{where}: cells that ran out of memory, one per cell, side by "
-            "side where several share a length (label: batch, colour: attention)."
+            f"Hollow red stars{where}: cells that ran out of memory, one per cell "
+            "(label: batch, colour: attention)."
         )
     if statuses - {"oom", *MEASURED}:
         lines.append(
-            "Hollow crosses just above the panel: cells that failed or are unsupported "
-            "(label: batch, colour: attention; reasons in the status map)."
+            "Hollow crosses in the band at the top of the panel, above every value: cells that "
+            "failed or were refused, one row each (label: batch, colour: attention; reasons in "
+            "the status map)."
         )
     figure.text(0.5, -0.01, "\n".join([*lines, *notes]), ha="center", va="top", fontsize=8)

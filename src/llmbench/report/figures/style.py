@@ -1,5 +1,5 @@
 """What every figure shares: colours per status and per attention, the markers of cells and of
-cells that did not run, the tags that tell a cell's mark from a reference line, the notice
+cells that failed, the tags that tell a cell's mark from a reference line, the notice
 drawn in place of a figure, the CPU-run banner and byte-stable saving.
 
 May import ``llmbench.grid`` (``ATTNS``), pandas, seaborn and matplotlib; no other module of
@@ -36,12 +36,12 @@ ATTN_COLORS = dict(zip(ATTNS, sns.color_palette("tab10", len(ATTNS)), strict=Tru
 REFERENCE = "reference"
 """gid of an artist that is no cell: a capacity line, y = x, a tolerance band."""
 DID_NOT_RUN = "did-not-run"
-"""gid of the mark (or the text) that stands for a cell, or a phase, that did not run."""
+"""gid of the mark (or text) that stands for a cell that failed, or a phase that did not run."""
 VALUE = "value"
 """gid of a text that quotes a number of one cell (the frontier's labels)."""
 
 BATCH_MARKERS = ("o", "s", "^", "D", "v", "P", "h", "<", ">", "p")
-"""Data markers, one per batch size; no 'x', 'X' or '*': those belong to cells that did not run."""
+"""Data markers, one per batch size; no 'x', 'X' or '*': those belong to cells that failed."""
 BATCH_LINESTYLES = ("-", "--", ":", "-.")
 OOM_MARK: dict[str, Any] = {
     "marker": "*",
@@ -59,8 +59,22 @@ FAILED_MARK: dict[str, Any] = {
     "linewidths": 1.2,
 }
 """A cell that failed otherwise (unsupported, unavailable, error, timeout, crashed)."""
-OOM_LABEL = "out of memory (did not run)"
-FAILED_LABEL = "failed or unsupported (did not run; see the status map)"
+OOM_LABEL = "out of memory"
+"""Legend entry of the out-of-memory mark: the cell loaded and ran until memory ran out."""
+
+
+def failed_label(statuses: list[str]) -> str:
+    """Legend entry of the mark of cells that failed otherwise, naming their statuses: they
+    loaded and ran until they failed, or were refused (unsupported), not 'did not run'."""
+    return f"failed: {', '.join(statuses) or 'other'} (reasons in the status map)"
+
+
+def failed_count(statuses: pd.Series) -> str:
+    """'24 failed (unsupported 24)': how many cells failed (or were refused), by status."""
+    counts = statuses.value_counts()
+    by_status = ", ".join(f"{status} {count}" for status, count in sorted(counts.items()))
+    return f"{len(statuses)} failed ({by_status})"
+
 
 CPU_NOTE = (
     "CPU smoke run: tests the pipeline, not GPUs; tiny models' host RSS says nothing "
