@@ -32,6 +32,9 @@ def test_resume_copies_missing_cells_only_and_dates_them_now(tmp_path):
     assert all(p.stat().st_mtime >= started - 1 for p in copied if p != mine)
     assert (target / "benchmarks" / "cells" / CELL.replace(".json", ".tsv")).exists() is False
     assert cli.resume(EXTENDED, target, "extended") == (0, 0)  # a second call adds nothing
+    # a grid none of whose cells the reference has: a wrong --grid, not "0 copied"
+    with pytest.raises(cli.UsageError, match="none of grid smoke's 23 cells.*nothing to resume"):
+        cli.resume(SEED, tmp_path / "other", "smoke")
 
 
 def test_resume_brings_frontier_probes_and_searches(tmp_path):

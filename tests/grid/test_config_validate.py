@@ -101,6 +101,8 @@ def test_normalise_keeps_what_it_cannot_read(config):
         ),
         ({"models": {"../x": {"architecture": "a.json"}}}, "config key 'models': name '../x'"),
         ({"measurement": {"seed": 0}}, "config key 'measurement.warmup' is missing"),
+        # checkpoints at the filesystem's root
+        ({"cache_dir": " "}, "config key 'cache_dir': value ' ' is blank"),
     ],
 )
 def test_config_errors_are_one_line_naming_key_value_and_allowed(config, change, message):
@@ -118,6 +120,18 @@ def test_an_empty_frontier_range_and_a_report_root_without_tables_are_refused(co
     with pytest.raises(ConfigError, match=r"'frontier.batch_min': value 10 is above"):
         check_config(config, repo, cache_path=None)
     config["frontier"].update(batch_min=1, batch_max=64)
+    batch, seq = config["frontier"]["batch"], config["frontier"]["seq"]
+    config["frontier"].update(batch=[], seq=[])
+    with pytest.raises(ConfigError, match=r"'frontier': batch and seq are both empty"):
+        check_config(config, repo, cache_path=None)
+    config["frontier"].update(batch=batch, seq=seq, models=["nosuch"])
+    with pytest.raises(ConfigError, match=r"'frontier.models': 'nosuch' not defined"):
+        check_config(config, repo, cache_path=None)
+    config["frontier"]["models"] = ["tiny-mistral"]
+    config["measurement"]["seed"] = 10**23  # torch.manual_seed overflows
+    with pytest.raises(ConfigError, match=r"'measurement.seed'"):
+        check_config(config, repo, cache_path=None)
+    config["measurement"]["seed"] = 0
     config["report_root"] = "results/reference/nosuch"
     with pytest.raises(ConfigError, match=r"'report_root': value '.*nosuch' has no tables/"):
         check_config(config, repo, cache_path=None)

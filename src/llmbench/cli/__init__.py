@@ -77,12 +77,18 @@ def publish(source: Path, target: Path, grid: str) -> int:
     from llmbench.report import references
 
     cells = expand_grid(grid_document(grid))
+    _some_cell(source, cells, grid, "nothing to publish")
+    return references.publish(source, target, cells)
+
+
+def _some_cell(source: Path, cells: list, grid: str, why: str) -> None:
+    """UsageError unless one of ``cells`` has a JSON under ``source``/cells (a grid that does
+    not match the run: a wrong --grid or --from)."""
     if not any((source / "cells" / cell.relpath).is_file() for cell in cells):
         raise UsageError(
             f"--from {source}: none of grid {grid}'s {len(cells)} cells has a JSON under "
-            f"{source / 'cells'} (nothing to publish)"
+            f"{source / 'cells'} ({why})"
         )
-    return references.publish(source, target, cells)
 
 
 def resume(reference: Path, target: Path, grid: str, frontier: bool = False) -> tuple[int, int]:
@@ -92,7 +98,10 @@ def resume(reference: Path, target: Path, grid: str, frontier: bool = False) -> 
     from llmbench.grid.spec import expand_grid
     from llmbench.report import references
 
-    return references.resume(reference, target, expand_grid(grid_document(grid)), frontier=frontier)
+    cells = expand_grid(grid_document(grid))
+    if not frontier:
+        _some_cell(reference, cells, grid, "nothing to resume from")
+    return references.resume(reference, target, cells, frontier=frontier)
 
 
 def _parser() -> argparse.ArgumentParser:

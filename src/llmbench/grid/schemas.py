@@ -23,6 +23,10 @@ class SchemaError(ValueError):
     """A document does not match its schema; the message names the file and the key."""
 
 
+NOT_BLANK = r"\S"
+"""The schemas' ``pattern`` for a string that must not be empty or only spaces."""
+
+
 @functools.cache
 def load_schema(name: str) -> dict[str, Any]:
     """Load a schema file (YAML or JSON) from ``workflow/schemas``."""
@@ -135,6 +139,8 @@ def describe(error: jsonschema.ValidationError) -> tuple[str, str]:
         return _join([*error.absolute_path, first]), f" is only allowed with {', '.join(deps)}"
     if kind == "pattern" and "propertyNames" in error.schema_path:
         return key, f": name {value} must match {allowed} (it becomes a path component)"
+    if kind == "pattern" and allowed == NOT_BLANK:
+        return key, f": value {value} is blank"
     if kind == "pattern":
         return key, f": value {value} must match {allowed}"
     return key, f": {error.message[:200]}"

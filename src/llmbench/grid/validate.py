@@ -93,10 +93,22 @@ def config_problem(config: MutableMapping[str, Any]) -> str | None:
 
 
 def range_error(config: Mapping[str, Any]) -> str | None:
-    """One line naming an empty range of a schema-valid config's ``frontier:`` section
-    (``seq_min`` above ``seq_max``, ``batch_min`` above ``batch_max``: a search would fail
-    in its job, after every probe cell was planned), or None."""
+    """One line naming what a schema-valid config's ``frontier:`` section cannot search, or
+    None: no batch and no seq (no search at all), a model not under ``models``, an empty
+    range (``seq_min`` above ``seq_max``, ``batch_min`` above ``batch_max``: a search would
+    fail in its job, after every probe cell was planned)."""
     section = config.get("frontier") or {}
+    if section and not section.get("batch") and not section.get("seq"):
+        return (
+            "config key 'frontier': batch and seq are both empty: no search (a length search "
+            "per batch, a batch search per length)"
+        )
+    unknown = [m for m in section.get("models") or () if m not in (config.get("models") or {})]
+    if unknown:
+        return (
+            f"config key 'frontier.models': {', '.join(map(repr, unknown))} not defined under "
+            "'models'"
+        )
     for low, high in (("seq_min", "seq_max"), ("batch_min", "batch_max")):
         if low in section and high in section and section[low] > section[high]:
             return (
