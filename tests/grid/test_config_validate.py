@@ -145,6 +145,19 @@ def test_check_config_raises_the_one_line(config, repo):
         check_config(config, repo, cache_path=None)
 
 
+def test_validate_command_checks_the_grid_and_names_a_grid_file(tmp_path, repo, capsys):
+    # "config ok" must not pass a config whose grid Snakemake then refuses
+    nosuch = tmp_path / "c.yaml"
+    nosuch.write_text("grid: nosuch\n")
+    assert main([str(nosuch)], repo=repo) == 1
+    assert "grid 'nosuch': no file" in capsys.readouterr().err
+    grid = repo / "config/grids/smoke.yaml"
+    assert main([str(grid)], repo=repo) == 1
+    assert "smoke.yaml: a grid file, not a config" in capsys.readouterr().err
+    assert main([], repo=repo) == 0
+    assert capsys.readouterr().out.rstrip().endswith("(grid seed)")
+
+
 def test_validate_command_names_a_broken_configfile(tmp_path, repo, capsys):
     broken = tmp_path / "my.yaml"
     broken.write_text("grid: [smoke\ndevice: cpu\n")

@@ -121,6 +121,13 @@ def test_a_float_where_a_grid_wants_a_whole_number_names_the_key(tmp_path, bad_b
         load_grid("g", tmp_path, MODELS)
 
 
+def test_a_float_threshold_is_refused_with_its_spelling(tmp_path):
+    # the schema's enum takes 4.0 for 4, then the cell's path would read "4.0"
+    write_grid(tmp_path, {"blocks": [block(quant=["int8"], int8_threshold=[4.0])]})
+    with pytest.raises(ValueError, match=r"blocks\[0\].int8_threshold: write 4, not 4.0"):
+        load_grid("g", tmp_path, MODELS)
+
+
 def test_a_seed_case_must_be_a_cell_of_the_grid(tmp_path):
     case = {"case": "1 standard", "variant": "as intended", "model": "tiny-mistral"}
     case.update(quant="none", attn="sdpa", dtype="bfloat16", batch=1, seq=8)

@@ -329,6 +329,10 @@ def load_grid(grid: str, config_dir: Path, models: Mapping[str, Any]) -> dict[st
     document = read_yaml(path) or {}
     validate_document(document, "grid.schema.yaml", where=str(path))
     for index, block in enumerate(document["blocks"]):
+        for axis in OPTIONAL_AXES:  # the schema's enum takes 4.0 for 4; a path needs "4"
+            if floats := [v for v in block.get(axis) or () if isinstance(v, float)]:
+                where = f"{path}: blocks[{index}].{axis}"
+                raise ValueError(f"{where}: write {int(floats[0])}, not {floats[0]}")
         for model in block["models"]:
             if model not in models:
                 raise ValueError(

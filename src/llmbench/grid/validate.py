@@ -4,8 +4,9 @@ a one-line error (key, value, what is allowed), and every model entry checked
 (:mod:`llmbench.grid.models`).
 
 Also ``python -m llmbench.grid.validate [FILE ...]``: the same checks on config/config.yaml
-with the given files merged over it, as ``--configfile FILE`` does; Snakemake's own message
-for a config file that is not valid YAML names neither the file nor the line, this does.
+with the given files merged over it, as ``--configfile FILE`` does, and on the grid the
+config names; Snakemake's own message for a config file that is not valid YAML names neither
+the file nor the line, this does.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ def merge(base: MutableMapping[str, Any], update: Mapping[str, Any]) -> None:
 
 def main(argv: list[str] | None = None, repo: Path = REPO_ROOT) -> int:
     """``python -m llmbench.grid.validate [FILE ...]``: 0 and "config ok", or 1 and the error."""
+    from llmbench.grid.spec import load_grid
+
     files = [repo / "config" / "config.yaml", *map(Path, sys.argv[1:] if argv is None else argv)]
     try:
         config: dict[str, Any] = {}
@@ -149,12 +152,18 @@ def main(argv: list[str] | None = None, repo: Path = REPO_ROOT) -> int:
             document = read_yaml(file)
             if not isinstance(document, Mapping):
                 raise ConfigFileError(f"{file}: must hold keys at the top level")
+            if "blocks" in document:
+                raise ConfigFileError(
+                    f"{file}: a grid file, not a config: name it in one (grid: {file}) or run "
+                    f"snakemake --config grid={file}"
+                )
             merge(config, document)
         check_config(config, repo, cache_path=None)
-    except (ConfigFileError, ConfigError, models.ModelEntryError) as exc:
+        load_grid(str(config["grid"]), repo / "config", config["models"])  # ValueError
+    except (ConfigFileError, ConfigError, ValueError) as exc:  # ModelEntryError, SchemaError
         print(exc, file=sys.stderr)
         return 1
-    print(f"config ok: {', '.join(map(str, files))}")
+    print(f"config ok: {', '.join(map(str, files))} (grid {config['grid']})")
     return 0
 
 
