@@ -22,8 +22,13 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from llmbench.grid.files import read_yaml
 
 # Snakemake's own message for a config file that is not YAML names neither file nor line:
-# read it first, so that the error says both (a --configfile is read before this file).
-read_yaml(Path(workflow.basedir) / "config" / "config.yaml")
+# read it first, so that the error says both (a --configfile is read before this file). Read
+# the --configfile ones again too: Snakemake keeps the last of a key given twice, silently.
+for config_file in [
+    Path(workflow.basedir) / "config" / "config.yaml",
+    *workflow.overwrite_configfiles,
+]:
+    read_yaml(config_file)
 
 
 configfile: "config/config.yaml"

@@ -39,3 +39,18 @@ def test_valid_files_parse(tmp_path):
     (tmp_path / "b.json").write_text('{"b": true}')
     assert read_yaml(tmp_path / "a.yaml") == {"a": [1, 2]}
     assert read_json(tmp_path / "b.json") == {"b": True}
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    # PyYAML and json keep the last value silently: seq [64] then [4096] planned only 4096
+    grid = tmp_path / "g.yaml"
+    grid.write_text("blocks:\n  - seq: [64]\n    batch: [1]\n    seq: [4096]\n")
+    message = f"{grid}:4:5: not valid YAML: key 'seq' given twice (first at line 2)"
+    with pytest.raises(ConfigFileError, match=re.escape(message)):
+        read_yaml(grid)
+    architecture = tmp_path / "a.json"
+    architecture.write_text('{"num_hidden_layers": 2, "num_hidden_layers": 32}')
+    with pytest.raises(ConfigFileError, match="key 'num_hidden_layers' given twice"):
+        read_json(architecture)
+    (tmp_path / "ok.yaml").write_text("a: {b: 1}\nc: {b: 2}\n")  # one key in two mappings
+    assert read_yaml(tmp_path / "ok.yaml") == {"a": {"b": 1}, "c": {"b": 2}}

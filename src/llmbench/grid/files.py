@@ -24,11 +24,33 @@ def _read_text(path: Path) -> str:
         raise ConfigFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping holding one key twice (YAML 1.2 forbids it;
+    PyYAML keeps the last one silently, so ``seq: [64]`` then ``seq: [4096]`` would plan
+    only 4096)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                first = seen[key].start_mark
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} given twice (first at line {first.line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path | str) -> Any:
-    """Parse a YAML file; a syntax error names the file, line and column."""
+    """Parse a YAML file; a syntax error or a key given twice in one mapping names the file,
+    line and column."""
     path = Path(path)
     try:
-        return yaml.safe_load(_read_text(path))
+        return yaml.load(_read_text(path), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -44,12 +66,26 @@ def read_yaml(path: Path | str) -> Any:
         raise ConfigFileError(f"{path}: not valid YAML: {exc}") from None
 
 
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict; ValueError for a key given twice (``json`` keeps the
+    last one silently)."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"key {key!r} given twice in one object")
+        result[key] = value
+    return result
+
+
 def read_json(path: Path | str) -> Any:
-    """Parse a JSON file; a syntax error names the file, line and column."""
+    """Parse a JSON file; a syntax error names the file, line and column, a key given twice
+    in one object names the file and the key."""
     path = Path(path)
     try:
-        return json.loads(_read_text(path))
+        return json.loads(_read_text(path), object_pairs_hook=_unique_pairs)
     except json.JSONDecodeError as exc:
         raise ConfigFileError(
             f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}"
         ) from None
+    except ValueError as exc:
+        raise ConfigFileError(f"{path}: not valid JSON: {exc}") from None
