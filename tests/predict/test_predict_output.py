@@ -125,7 +125,7 @@ def test_help_explains_need_and_maybe(capsys):
         cli.main(["predict", "--help"])
     assert exited.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "need what the device must hold at the largest peak: peak allocated + allocator " in (
+    assert "need an upper envelope of what the device holds at the largest peak: " in (
         text
     )
     assert "+ the CUDA context" in text

@@ -12,10 +12,13 @@ columns (GiB = 2^30 bytes):
   prefill, decode        predicted peak allocated memory of the phase (what
                          torch.cuda.max_memory_allocated reports; traced or replayed, not
                          measured)
-  need                   what the device must hold at the largest peak: peak allocated
-                         + allocator slack (memory PyTorch's caching allocator reserves but
-                         does not use: an envelope fitted on the H100 reference cells)
-                         + the CUDA context
+  need                   an upper envelope of what the device holds at the largest peak:
+                         peak allocated + allocator slack (memory PyTorch's caching
+                         allocator reserves but does not use: the envelope of the H100
+                         reference cells) + the CUDA context; a cell may run below it
+                         (maybe), e.g. the H200's int8 eager 4 x 8192 needs 176 GiB here
+                         and ran with 137.6 GiB reserved (predict --frontier simulates the
+                         allocator instead)
   fits                   yes: need <= --gpu-mem
                          maybe: the allocations fit (peak allocated + CUDA context <=
                            --gpu-mem), the fragmentation envelope does not: the allocator

@@ -193,8 +193,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         value = row.get(key)
         if key == "checked" and not value:
             return "-"  # no verdict to check: the column stays readable (and splittable)
-        if value is None or value == "":
-            return row.get("note", "") if key == "load_allocated_gib" else ""
+        if value is None or value == "":  # "-": no number for a run that cannot happen
+            note = row.get("note", "") if key == "load_allocated_gib" else ""
+            return "-" if row.get("fits") == "unsupported" else note
         return fmt.format(value)
 
     body = [[cell_text(row, key, fmt) for key, _, fmt in columns] for row in rows]
@@ -308,7 +309,7 @@ def format_header(rows: list[dict[str, Any]], *, grid: str, gpu_mem: str | None)
     return (
         f"llmbench predict: grid {grid}, {len(rows)} cells, one CUDA device; "
         "memory in GiB (2^30 bytes)\n"
-        f"{budget}; need = peak allocated + allocator slack + CUDA context (see --help)"
+        f"{budget}; need = peak allocated + slack envelope + CUDA context: an upper bound"
     )
 
 

@@ -165,14 +165,20 @@ def flag_cannot_run(
     decode_tokens: int = 0,
     configured_device_map: str = "auto",
 ) -> dict[str, Any]:
-    """``row`` with ``fits: unsupported`` and the ``reason`` when its cell cannot run (the
-    predicted numbers stay: they describe the allocations, not a run; a cell the predictor
-    could not predict gets only this reason). ``config``, ``decode_tokens``: as
-    :func:`cannot_run`'s; ``configured_device_map``: the config's ``device_map``."""
+    """``row`` with ``fits: unsupported`` and the ``reason`` when its cell cannot run, its
+    memory numbers (every ``*_gib``) and peak description blanked (the table prints "-"):
+    they would describe a run that does not happen (the measured seed cell failed at 5.30
+    GiB, before any predicted peak). ``config``, ``decode_tokens``: as :func:`cannot_run`'s;
+    ``configured_device_map``: the config's ``device_map``."""
     cell = Cell.from_mapping(row)
     device_map = cell.device_map_policy(configured_device_map)
     reason = cannot_run(cell, device, config, decode_tokens, device_map)
     if reason is not None:
+        for key in [k for k in row if k.endswith("_gib")]:
+            row[key] = None
+        for key in ("peak_phase", "peak_stage", "dominant_term"):
+            if key in row:
+                row[key] = ""
         row.update(fits="unsupported", reason=reason)
     row.setdefault("reason", "")  # a stable CSV column
     return row
