@@ -108,3 +108,14 @@ def test_figures_regenerate_from_committed_tables_alone(workdir):
     assert {p.name for p in figures.glob("*.png")} >= {"seed_comparison.png", "status_map.png"}
     snakemake(workdir, "figures", "--config", f"report_root={root}", "--report", "report.html")
     assert (workdir / "report.html").stat().st_size > 10_000
+
+
+def test_predict_target_predicts_the_configured_grid_and_summarises_no_cells(workdir):
+    # on a host without a GPU the cells would run the smoke grid; predict still predicts the
+    # configured one, and the run summary of smoke cells would describe a grid it never ran
+    process = snakemake(workdir, "predict", "--config", "grid=seed")
+    output = process.stdout + process.stderr
+    assert "the predict target still predicts 'seed'" in output
+    assert "run summary" not in output
+    rows = (workdir / "results/tables/predicted.csv").read_text().splitlines()
+    assert len(rows) == 1 + 9 and all("mistral-7b-v0.3" in row for row in rows[1:])

@@ -125,9 +125,7 @@ def test_help_explains_need_and_maybe(capsys):
         cli.main(["predict", "--help"])
     assert exited.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "need an upper envelope of what the device holds at the largest peak: " in (
-        text
-    )
+    assert "need an upper envelope of what the device holds at the largest peak: " in (text)
     assert "+ the CUDA context" in text
     assert "maybe: the allocations fit (peak allocated + CUDA context <= --gpu-mem), the " in text
     assert "fragmentation envelope does not" in text

@@ -94,8 +94,9 @@ def choose_grid(config: Mapping[str, Any], has_cuda: bool) -> GridChoice:
         return GridChoice(grid, None)
     return GridChoice(
         "smoke",
-        f"No CUDA GPU was found on this host: running the 'smoke' grid (tiny models, CPU) "
-        f"instead of {grid!r}. Pass --config grid=smoke to silence this, or "
+        f"No CUDA GPU was found on this host: cells run the 'smoke' grid (tiny models, CPU) "
+        f"instead of {grid!r} (the predict target still predicts {grid!r}; the frontier has "
+        "its own fallback). Pass --config grid=smoke to silence this, or "
         "on_missing_gpu=ignore to run the configured grid anyway (e.g. when submitting to a "
         "cluster).",
     )
