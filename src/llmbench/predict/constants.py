@@ -85,19 +85,6 @@ DEFAULT_INITIALIZER_RANGE = 0.02
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
-QUANTIZED_PROJECTIONS = (
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-)
-"""Linear layers bitsandbytes replaces in a decoder layer. Left in the model dtype:
-``embed_tokens`` (not a Linear), ``lm_head`` (transformers' ``get_keys_to_not_convert`` keeps
-the output embedding), the RMSNorm weights, biases (bitsandbytes keeps them in 16/32-bit)."""
-
 
 def granule(nbytes: int | float) -> int:
     """Bytes the caching allocator counts for one tensor of ``nbytes`` (rounded up to
