@@ -15,7 +15,8 @@ reason, never a number.
 Checked: the simulated frontier equals the measured one on all 24 searches of
 ``results/reference/h100/frontier`` and the 10 of ``results/reference/h200/frontier``
 (``tests/frontier/test_simulated.py``). Imports :mod:`.planning`, :mod:`.prediction`,
-:mod:`.probes`, :mod:`.simulated`; the tracer (torch, transformers) when a search runs.
+:mod:`.probes`, :mod:`.search`, :mod:`.simulated`; the tracer (torch, transformers) when a
+search runs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from llmbench.frontier.prediction import (
     simulator_capacity,
 )
 from llmbench.frontier.probes import probe_settings
+from llmbench.frontier.search import DECIDED_STATUSES
 from llmbench.frontier.simulated import simulated_frontier, simulator_decide
 
 HELP = """\
@@ -130,7 +132,7 @@ def _predict_one(
         outcome, simulated = simulated_frontier(search, values, decide)
     except Exception as exc:  # noqa: BLE001 - one search's failure is its row, never a crash
         return replace(unknown, capacity=capacity, reason=f"{type(exc).__name__}: {exc}"[:300])
-    if outcome.status not in ("found", "above_max", "below_min"):
+    if outcome.status not in DECIDED_STATUSES:
         reason = (
             f"not traceable: {refusals[-1]}"
             if refusals

@@ -33,10 +33,13 @@ PASS_STATUSES: frozenset[str] = frozenset({"ok"})
 FAIL_STATUSES: frozenset[str] = frozenset({"oom"})
 """Probe statuses that count as "does not run" (out of memory)."""
 
+DECIDED_STATUSES: tuple[str, ...] = ("found", "above_max", "below_min")
+"""Outcomes of a search whose bracket closed: the frontier is known (``found``), or the whole
+grid runs (``above_max``) or fails (``below_min``). Any other status is the probe status that
+stopped the search (package docstring, "Search statuses")."""
+
 SEARCH_STATUSES: tuple[str, ...] = (
-    "found",
-    "above_max",
-    "below_min",
+    *DECIDED_STATUSES,
     "check_failed",
     "unsupported",
     "unavailable",
