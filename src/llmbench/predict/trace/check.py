@@ -5,8 +5,8 @@ folders, traced vs measured peak allocated bytes of load, prefill and decode.
 (default: the committed one-GPU references, ``REFERENCE_FOLDERS``). A cell whose quantization
 or model the tracer refuses is listed with the reason instead of an error.
 
-Imports ``llmbench`` (REPO_ROOT), ``llmbench.grid.spec.Cell`` and ``llmbench.predict.trace``
-(phases, model).
+Imports ``llmbench`` (REPO_ROOT), ``llmbench.grid.spec.Cell``, ``llmbench.predict.constants``
+and ``llmbench.predict.trace`` (phases, model).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from llmbench import REPO_ROOT
 from llmbench.grid.spec import Cell
+from llmbench.predict.constants import DECODE_WARMUP_TOKENS
 from llmbench.predict.trace.model import Untraceable
 from llmbench.predict.trace.phases import TracedPeaks, trace_cell
 
@@ -92,7 +93,7 @@ def compare(folders: Iterable[Path]) -> list[Comparison]:
             cell,
             measurement["decode_tokens"],
             settings["bnb_4bit_compute_dtype"],
-            measurement.get("decode_warmup_tokens", 4),
+            measurement.get("decode_warmup_tokens", DECODE_WARMUP_TOKENS),
         )
         if key not in traced:
             try:
