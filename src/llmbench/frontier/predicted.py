@@ -14,9 +14,9 @@ reason, never a number.
 
 Checked: the simulated frontier equals the measured one on all 24 searches of
 ``results/reference/h100/frontier`` and the 10 of ``results/reference/h200/frontier``
-(``tests/frontier/test_simulated.py``). Imports :mod:`.planning`, :mod:`.prediction`,
-:mod:`.probes`, :mod:`.search`, :mod:`.simulated`; the tracer (torch, transformers) when a
-search runs.
+(``tests/frontier/test_simulated.py``). Imports ``llmbench`` (GIB), :mod:`.planning`,
+:mod:`.prediction`, :mod:`.probes`, :mod:`.search`, :mod:`.simulated`; the tracer (torch,
+transformers) when a search runs.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
+from llmbench import GIB
 from llmbench.frontier.planning import Search, plan, search_values
 from llmbench.frontier.prediction import (
     GPUS,
@@ -193,7 +194,7 @@ def _events(architecture_json: str, cell: Any, measurement_json: str, compute_dt
 def device_label(total: int) -> str:
     """A device's column name: the named GPU of that NVML total, else its size in GiB."""
     names = [name for name, size in GPUS.items() if size == total]
-    return names[0] if names else f"{total / 2**30:.2f} GiB"
+    return names[0] if names else f"{total / GIB:.2f} GiB"
 
 
 def answer(result: PredictedSearch) -> str:

@@ -2,7 +2,8 @@
 in each docstring), and the caching allocator's rounding of one tensor.
 
 The allocator slack (``ALLOCATOR_SLACK_*``) belongs to the fit rule and lives in
-``llmbench.predict.fit``. Imports ``llmbench.measure.efficiency`` and
+``llmbench.predict.fit``. Imports ``llmbench`` (``GIB``, ``MIB``),
+``llmbench.measure.efficiency`` and
 ``llmbench.measure.quantization`` (torch-free at import) for the dtype sizes and the LLM.int8
 threshold they define.
 """
@@ -11,10 +12,8 @@ from __future__ import annotations
 
 import math
 
+from llmbench import GIB, MIB
 from llmbench.measure import efficiency, quantization
-
-GIB = 2**30
-MIB = 2**20
 
 DEFAULT_GPU_MEM = "81079MiB"
 """The device ``predict`` fits cells into when not told: an H100 80GB HBM3 as torch reports

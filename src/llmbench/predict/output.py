@@ -27,6 +27,7 @@ from llmbench.predict.constants import (
     DECODE_WARMUP_TOKENS,
     DEFAULT_GPU_MEM,
     GIB,
+    MIB,
     gib,
 )
 from llmbench.predict.method import Unpredictable, predict_cell
@@ -76,8 +77,8 @@ _UNITS = {
     "gb": 10**9,
     "tb": 10**12,
     "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
+    "mib": MIB,
+    "gib": GIB,
     "tib": 2**40,
 }
 
