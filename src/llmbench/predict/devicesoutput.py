@@ -104,7 +104,7 @@ def grid_device_rows(
         chosen = resolve_policy(cell, policy)
         try:
             config = model_config_for(cell.model, models, repo_root)
-        except Exception:  # noqa: BLE001 - predict_devices says why it cannot read it
+        except (OSError, ValueError):  # unreadable or not JSON: predict_devices says why
             config = None
         reason = cannot_run(cell, "cuda", config, decode_tokens)
         if reason:

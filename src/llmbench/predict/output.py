@@ -385,7 +385,7 @@ def grid_prediction_rows(
         if row["model"] not in configs:
             try:
                 configs[row["model"]] = model_config_for(row["model"], models, repo_root)
-            except Exception:  # noqa: BLE001 - the prediction already says why it could not
+            except (OSError, ValueError):  # unreadable or not JSON: the prediction says why
                 configs[row["model"]] = None
     rows = [flag_cannot_run(row, device, configs[row["model"]], decode[0]) for row in rows]
     groups = reference_groups(repo_root)
