@@ -61,6 +61,8 @@ class DeviceFit:
 
     @property
     def peak(self) -> int:
+        """The largest of this device's load, prefill and decode peaks: allocated bytes, as
+        the phases are (no allocator slack or CUDA context: those are in ``need``)."""
         return max(self.load, self.prefill, self.decode)
 
 
