@@ -10,3 +10,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = REPO_ROOT / "workflow" / "schemas"
 
 GIB = 2**30
+"""Bytes in a GiB, 2^30 (binary gigabyte; a "GB" is 10^9)."""
+
+MIB = 2**20
+"""Bytes in a MiB, 2^20."""

@@ -26,6 +26,26 @@ def test_int8_outlier_fraction_random_weights():
     assert int8_outlier_fraction(arch, 8192, "down_proj") > 0.9999
 
 
+@pytest.mark.parametrize(("hidden", "std", "threshold"), [(4096, 0.02, 6.0), (16384, 0.05, 1.0)])
+def test_the_outlier_integral_has_converged(hidden, std, threshold):
+    # outliers.Z_LIMIT's claim: 4000 steps over +-10 agree with 80,000 over +-40
+    import math
+
+    from llmbench.predict import outliers
+
+    sigma = math.sqrt(hidden) * std
+    width = 80.0 / 80_000
+    fine = 0.0
+    for i in range(80_000):
+        z = -40.0 + (i + 0.5) * width
+        silu = abs(sigma * z / (1.0 + math.exp(-sigma * z)))
+        if silu > 0.0:
+            tail = math.erfc(threshold / (silu * sigma) / math.sqrt(2.0))
+            fine += math.exp(-z * z / 2.0) / math.sqrt(2.0 * math.pi) * tail * width
+    coarse = outliers._down_proj_outlier_probability(hidden, std, threshold)
+    assert coarse == pytest.approx(fine, rel=3e-8, abs=2e-8)
+
+
 def test_int8_outlier_state_matches_the_reference():
     arch = Architecture.from_config(MISTRAL)
     for path, result, c, _ in reference_rows():

@@ -29,14 +29,18 @@ def test_ok_one_gpu_cells_are_compared_and_the_rest_skipped(tmp_path, capsys):
         devices.append(dict(devices[0], device="cuda:1"))
     (tmp_path / "two.json").write_text(json.dumps(two_gpus))
     (tmp_path / "notes.json").write_text("[1, 2]")
-    rows = compare([tmp_path])
+    (tmp_path / "corrupt.json").write_text("{truncated")
+    unreadable: list[str] = []
+    rows = compare([tmp_path], unreadable)
+    assert len(unreadable) == 1 and "corrupt.json: JSONDecodeError" in unreadable[0]
     assert [r.path.endswith("ok.json") for r in rows] == [True]
     assert rows[0].worst() < 5e-4
     assert rows[0].error("load") == 0
     text = report(rows)
     assert text.startswith("nf4: 1/1 ok cells traced, worst 0.0") and "ok.json" in text
     assert main([str(tmp_path)]) == 0
-    assert "nf4: 1/1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "nf4: 1/1" in out and "unreadable, skipped: " in out and "corrupt.json" in out
 
 
 def test_an_untraceable_cell_is_listed_with_its_reason(tmp_path):

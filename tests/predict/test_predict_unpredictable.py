@@ -62,6 +62,25 @@ def test_predict_cell_says_why_a_model_cannot_be_predicted(tmp_path):
     assert predict_cell(cell(model="not-registered"), models, tmp_path) is None
 
 
+def test_a_config_without_heads_is_unpredictable_but_a_bug_propagates(tmp_path, monkeypatch):
+    from llmbench.predict import method
+
+    (tmp_path / "headless.json").write_text(
+        json.dumps({**TINY, "num_attention_heads": 0, "head_dim": None})
+    )
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    models = {name: {"architecture": f"{name}.json"} for name in ("headless", "tiny")}
+    headless = method.predict_cell(cell(model="headless"), models, tmp_path)
+    assert isinstance(headless, method.Unpredictable) and "ZeroDivisionError" in headless.reason
+
+    def broken(*args, **kwargs):
+        raise TypeError("a programming error")
+
+    monkeypatch.setattr(method, "predict", broken)
+    with pytest.raises(TypeError):
+        method.predict_cell(cell(model="tiny"), models, tmp_path)
+
+
 def test_cli_predict_gives_unknown_and_the_reason_for_that_model_only(
     repo_root, monkeypatch, capsys
 ):

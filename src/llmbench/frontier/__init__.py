@@ -78,6 +78,7 @@ from llmbench.frontier.probes import (
     reusable_probe,
 )
 from llmbench.frontier.search import (
+    DECIDED_STATUSES,
     EXTRA_PROBES,
     FAIL_STATUSES,
     PASS_STATUSES,
@@ -96,6 +97,7 @@ from llmbench.frontier.tables import TABLE_COLUMNS, table, table_row
 
 __all__ = [
     "AXES",
+    "DECIDED_STATUSES",
     "EXTRA_PROBES",
     "FAIL_STATUSES",
     "FrontierChoice",

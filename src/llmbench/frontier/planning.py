@@ -79,7 +79,10 @@ class Search:
 
     @classmethod
     def from_wildcards(cls, values: Mapping[str, Any]) -> Search:
-        """Build from Snakemake wildcards (model, quant, attn, dtype, search=<name>)."""
+        """Build from Snakemake wildcards (model, quant, attn, dtype, search=<name>, the name
+        as :attr:`name` writes it). Raises KeyError for a missing wildcard, ValueError for a
+        search name that is not ``seq_b<batch>`` / ``batch_s<seq>`` with known suffixes, or a
+        field a :class:`~llmbench.grid.spec.Cell` rejects."""
         name = str(values["search"])
         match = _SEARCH_NAME.fullmatch(name)
         optional = parse_variant(match.group(3)) if match else None
@@ -114,7 +117,9 @@ def plan(section: Mapping[str, Any], models: Mapping[str, Any] | None = None) ->
     """Every search a ``frontier`` section asks for: per model × quant × attn × dtype ×
     kv_cache (optional key, default ``[model]``) × allocator (optional key, default
     ``[default]``), one seq search per batch in ``batch`` and one batch search per sequence
-    length in ``seq``."""
+    length in ``seq``; sorted, without duplicates. Raises ValueError for a model not in
+    ``models`` (when given) or a combination a :class:`~llmbench.grid.spec.Cell` rejects,
+    KeyError for a required key missing from ``section``."""
     searches = []
     for model in section["models"]:
         if models is not None and model not in models:
@@ -151,7 +156,11 @@ class FrontierChoice:
 
 def choose_section(config: Mapping[str, Any], has_cuda: bool, config_dir: Path) -> FrontierChoice:
     """The configured ``frontier`` section, or on a host without CUDA (``on_missing_gpu:
-    smoke``) the tiny CPU one, unless the configured one is CPU-ready (has a memory budget)."""
+    smoke``) the tiny CPU one read from ``config_dir``, unless the configured one is CPU-ready
+    (has a memory budget). Raises ValueError when the config has no ``frontier`` section,
+    RuntimeError when the tiny section would be taken but ``on_missing_gpu`` is ``fail``,
+    KeyError for a config without ``device`` / ``on_missing_gpu``, OSError when the tiny
+    config cannot be read."""
     import yaml
 
     section = config.get("frontier")

@@ -14,8 +14,9 @@ reason, never a number.
 
 Checked: the simulated frontier equals the measured one on all 24 searches of
 ``results/reference/h100/frontier`` and the 10 of ``results/reference/h200/frontier``
-(``tests/frontier/test_simulated.py``). Imports :mod:`.planning`, :mod:`.prediction`,
-:mod:`.probes`, :mod:`.simulated`; the tracer (torch, transformers) when a search runs.
+(``tests/frontier/test_simulated.py``). Imports ``llmbench`` (GIB), :mod:`.planning`,
+:mod:`.prediction`, :mod:`.probes`, :mod:`.search`, :mod:`.simulated`; the tracer (torch,
+transformers) when a search runs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
+from llmbench import GIB
 from llmbench.frontier.planning import Search, plan, search_values
 from llmbench.frontier.prediction import (
     GPUS,
@@ -33,6 +35,7 @@ from llmbench.frontier.prediction import (
     simulator_capacity,
 )
 from llmbench.frontier.probes import probe_settings
+from llmbench.frontier.search import DECIDED_STATUSES
 from llmbench.frontier.simulated import simulated_frontier, simulator_decide
 
 HELP = """\
@@ -130,7 +133,7 @@ def _predict_one(
         outcome, simulated = simulated_frontier(search, values, decide)
     except Exception as exc:  # noqa: BLE001 - one search's failure is its row, never a crash
         return replace(unknown, capacity=capacity, reason=f"{type(exc).__name__}: {exc}"[:300])
-    if outcome.status not in ("found", "above_max", "below_min"):
+    if outcome.status not in DECIDED_STATUSES:
         reason = (
             f"not traceable: {refusals[-1]}"
             if refusals
@@ -191,7 +194,7 @@ def _events(architecture_json: str, cell: Any, measurement_json: str, compute_dt
 def device_label(total: int) -> str:
     """A device's column name: the named GPU of that NVML total, else its size in GiB."""
     names = [name for name, size in GPUS.items() if size == total]
-    return names[0] if names else f"{total / 2**30:.2f} GiB"
+    return names[0] if names else f"{total / GIB:.2f} GiB"
 
 
 def answer(result: PredictedSearch) -> str:

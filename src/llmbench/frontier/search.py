@@ -33,10 +33,13 @@ PASS_STATUSES: frozenset[str] = frozenset({"ok"})
 FAIL_STATUSES: frozenset[str] = frozenset({"oom"})
 """Probe statuses that count as "does not run" (out of memory)."""
 
+DECIDED_STATUSES: tuple[str, ...] = ("found", "above_max", "below_min")
+"""Outcomes of a search whose bracket closed: the frontier is known (``found``), or the whole
+grid runs (``above_max``) or fails (``below_min``). Any other status is the probe status that
+stopped the search (package docstring, "Search statuses")."""
+
 SEARCH_STATUSES: tuple[str, ...] = (
-    "found",
-    "above_max",
-    "below_min",
+    *DECIDED_STATUSES,
     "check_failed",
     "unsupported",
     "unavailable",
@@ -58,7 +61,8 @@ goal, at a worst case of ``ceil(log2(n + 1)) + 3``."""
 
 def grid_values(minimum: int, maximum: int, step: int) -> list[int]:
     """The values a search can return: ``minimum + k * step`` up to ``maximum`` (rounded down
-    onto the grid)."""
+    onto the grid), ascending. Raises ValueError unless ``step > 0`` and
+    ``0 < minimum <= maximum``."""
     if step <= 0:
         raise ValueError(f"step must be positive, got {step}")
     if minimum <= 0 or maximum < minimum:
@@ -71,7 +75,8 @@ def max_probes(n_values: int, extra: int = EXTRA_PROBES) -> int:
 
     Plain bisection needs ``ceil(log2(n_values + 1))`` probes to tell the ``n_values + 1``
     possible outcomes apart (nothing runs, or the frontier is one of the values); ``extra`` is
-    the room the search has to follow the prediction (module docstring).
+    the room the search has to follow the prediction (module docstring). Raises ValueError
+    for ``n_values <= 0``.
     """
     if n_values <= 0:
         raise ValueError("a search needs at least one value")
@@ -234,7 +239,12 @@ def bisect_frontier(
     bisected. ``recalibrate(record)``, if given, may return a corrected predicted frontier after
     each probe (e.g. scaled by measured / predicted memory); a corrected prediction inside the
     bracket is probed next. Every choice is clamped so that the search never exceeds its probe
-    budget, however wrong the prediction.
+    budget, however wrong the prediction. ``passing`` / ``failing``: the probe statuses that
+    count as runs / does not run; any other status stops the search with that status.
+
+    Returns the :class:`SearchOutcome` (status one of :data:`SEARCH_STATUSES`). Raises
+    ValueError when ``values`` is empty or not strictly ascending; what ``probe`` or
+    ``recalibrate`` raise propagates.
     """
     values = list(values)
     if any(b <= a for a, b in zip(values, values[1:], strict=False)):

@@ -20,6 +20,13 @@ from typing import Any
 from llmbench.frontier.planning import Search
 from llmbench.frontier.search import SearchOutcome, bisect_frontier
 
+SIMULATION_TIMEOUT_S = 1800.0
+"""Wall-clock limit of the child that simulates one search (:func:`frontier_in_child`): the
+default ``cell_timeout_s`` of config/config.yaml, so a hung simulation holds a search no
+longer than one measured probe may run. A search traces at most ``ceil(log2(len(values)))
++ 2`` cells (1-5 s of CPU each, ``predict.trace.cache``) plus their allocator replays; the
+limit only stops a child that hangs."""
+
 Decide = Callable[[Search, int], str]
 """``decide(search, value) -> "ok" | "oom"``: one probe's simulated outcome."""
 
@@ -109,7 +116,9 @@ def frontier_of(spec: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def frontier_in_child(spec: Mapping[str, Any], timeout_s: float = 1800.0) -> dict[str, Any]:
+def frontier_in_child(
+    spec: Mapping[str, Any], timeout_s: float = SIMULATION_TIMEOUT_S
+) -> dict[str, Any]:
     """:func:`frontier_of` in a child process that sees no GPU (``CUDA_VISIBLE_DEVICES=""``):
     importing bitsandbytes initialises CUDA, and a CUDA context held by the search process
     would take device memory from the probes it runs. The child is forked from this run's

@@ -13,8 +13,18 @@ from typing import Any
 
 try:
     import pynvml
+    from pynvml import NVMLError
 except ImportError:  # nvidia-ml-py is optional: CPU hosts and minimal installs.
     pynvml = None
+
+    class NVMLError(Exception):  # type: ignore[no-redef]
+        """Stands in for ``pynvml.NVMLError`` where nvidia-ml-py is absent (never raised)."""
+
+
+_NVML_FAILURES = (NVMLError, AttributeError)
+"""What an NVML call may raise: ``NVMLError`` (every NVML status, including a missing
+``libnvidia-ml.so``, no driver, an uninitialised library, a function this driver lacks) and
+``AttributeError`` (a wrapper this nvidia-ml-py version does not have)."""
 
 
 @functools.cache
@@ -24,7 +34,7 @@ def available() -> bool:
         return False
     try:
         pynvml.nvmlInit()
-    except Exception:
+    except NVMLError:  # no libnvidia-ml.so, no driver, or the driver refuses: no NVML here
         return False
     return True
 
@@ -41,7 +51,7 @@ def shutdown() -> None:
     if pynvml is not None and available.cache_info().currsize and available():
         try:
             pynvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001 - nothing to release
+        except NVMLError:  # already shut down: nothing to release
             pass
     available.cache_clear()
 
@@ -51,7 +61,7 @@ def _call(function: str, *args: Any) -> Any:
         return None
     try:
         return getattr(pynvml, function)(*args)
-    except Exception:
+    except _NVML_FAILURES:  # the device, driver or library cannot answer: no number
         return None
 
 
@@ -69,7 +79,10 @@ def handle_for_cuda_index(index: int) -> Any:
         handle = handle_for_uuid(uuid)
         if handle is not None:
             return handle
-    except Exception:
+    # No torch; CUDA that cannot initialise (RuntimeError: no driver, a forked child; torch
+    # raises AssertionError for a CPU-only build and an invalid index); a torch without
+    # ``uuid`` (AttributeError). Then the index fallback below.
+    except (ImportError, RuntimeError, AssertionError, AttributeError):
         pass
     if os.environ.get("CUDA_VISIBLE_DEVICES"):
         return None  # The index would be ambiguous; better no number than a wrong one.

@@ -12,7 +12,9 @@ T = TypeVar("T")
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default), q in [0, 100]."""
+    """The ``q``-th percentile of ``samples`` by linear interpolation between the two nearest
+    ranks (numpy's default method), in the samples' unit. ``q`` in [0, 100] (not checked: one
+    outside gives an extrapolated value or IndexError). Raises ValueError for no samples."""
     if not samples:
         raise ValueError("percentile of no samples")
     ordered = sorted(samples)
@@ -30,7 +32,8 @@ repeats would give a "p90" 80 % of the way from the second-largest to the larges
 
 def tail_percentile(samples: Sequence[float], q: int) -> float | None:
     """The ``q``-th percentile (90 or 99) of ``samples``, or None where there are fewer than
-    ``TAIL_MIN_SAMPLES[q]`` of them."""
+    ``TAIL_MIN_SAMPLES[q]`` of them (so None for no samples). Raises KeyError for a ``q`` that
+    :data:`TAIL_MIN_SAMPLES` does not list."""
     return percentile(samples, q) if len(samples) >= TAIL_MIN_SAMPLES[q] else None
 
 
@@ -52,7 +55,10 @@ class LatencyStats:
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float]) -> LatencyStats:
-        """Statistics over the samples (std is the sample standard deviation; 0 for one)."""
+        """Statistics over ``samples_ms`` (milliseconds, kept as ``raw``): median, p90/p99
+        (``tail_percentile``), min, max, mean, and the sample standard deviation (0 for one).
+        Raises ValueError for no samples; a sample ``float()`` rejects raises what ``float()``
+        raises (ValueError, TypeError)."""
         samples = [float(s) for s in samples_ms]
         if not samples:
             raise ValueError("no latency samples")

@@ -84,7 +84,6 @@ from llmbench.predict.constants import (
     INT8_THRESHOLD,
     MIB,
     NF4_LOAD_RESIDUAL_BYTES,
-    QUANTIZED_PROJECTIONS,
 )
 from llmbench.predict.fit import ALLOCATOR_SLACK_FIXED_BYTES, ALLOCATOR_SLACK_FRACTION
 from llmbench.predict.method import Unpredictable, hand_replay_reason, predict_cell
@@ -122,7 +121,6 @@ __all__ = [
     "MIB",
     "NF4_LOAD_RESIDUAL_BYTES",
     "PREDICTED_COLUMNS",
-    "QUANTIZED_PROJECTIONS",
     "TERM_NAMES",
     "Architecture",
     "PhasePrediction",

@@ -48,7 +48,10 @@ class Architecture:
         return self.shape.num_heads // self.shape.num_kv_heads
 
     def projection_shapes(self) -> dict[str, tuple[int, int]]:
-        """(out_features, in_features) of each quantizable projection of one decoder layer."""
+        """(out_features, in_features) of each quantizable projection of one decoder layer:
+        the Linear layers bitsandbytes replaces. Left in the model dtype: ``embed_tokens`` (not
+        a Linear), ``lm_head`` (transformers' ``get_keys_to_not_convert`` keeps the output
+        embedding), the RMSNorm weights, biases (bitsandbytes keeps them in 16/32-bit)."""
         s = self.shape
         q, kv = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
         return {

@@ -34,7 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmbench.grid.spec import QUANTIZED_QUANTS, quantizes_on_load, recorded_prequantized
+from llmbench.grid.spec import (
+    FOUR_BIT_QUANTS,
+    QUANTIZED_QUANTS,
+    quantizes_on_load,
+    recorded_prequantized,
+)
 
 CHECKED_WITHIN = 0.01
 """Largest |measured / predicted - 1| of any phase for a measured cell to check its group:
@@ -75,7 +80,9 @@ another cache at its decode peak."""
 
 _QUANT, _ON_LOAD = KEY.index("quant"), KEY.index("quantized_on_load")
 _PHASES = ("load", "load_peak", "prefill", "decode")
-_FOUR_BIT = ("nf4", "fp4", "nf4-dq", "fp4-dq", "nf4-not-passed")
+_FOUR_BIT = FOUR_BIT_QUANTS | {"nf4-not-passed"}
+"""Quant labels whose ``bnb_compute: config`` reads as the 4-bit compute dtype: the 4-bit
+quantizations and ``nf4-not-passed`` (labelled nf4, its config never passed: grid.spec)."""
 
 
 @dataclass

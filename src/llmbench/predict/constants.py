@@ -2,15 +2,18 @@
 in each docstring), and the caching allocator's rounding of one tensor.
 
 The allocator slack (``ALLOCATOR_SLACK_*``) belongs to the fit rule and lives in
-``llmbench.predict.fit``. Imports nothing from llmbench.
+``llmbench.predict.fit``. Imports ``llmbench`` (``GIB``, ``MIB``),
+``llmbench.measure.efficiency`` and
+``llmbench.measure.quantization`` (torch-free at import) for the dtype sizes and the LLM.int8
+threshold they define.
 """
 
 from __future__ import annotations
 
 import math
 
-GIB = 2**30
-MIB = 2**20
+from llmbench import GIB, MIB
+from llmbench.measure import efficiency, quantization
 
 DEFAULT_GPU_MEM = "81079MiB"
 """The device ``predict`` fits cells into when not told: an H100 80GB HBM3 as torch reports
@@ -76,27 +79,38 @@ the process holding the bf16 weight, 896 MiB above it once the fp8 weight replac
 runs, within 0.4 MiB): more than either. So the CUDA load does not follow this path as read;
 not traced on the GPU."""
 
-INT8_THRESHOLD = 6.0
-"""``BitsAndBytesConfig.llm_int8_threshold`` default: activations with ``|x| >= 6`` make
-their column an outlier column, computed in 16-bit."""
+INT8_THRESHOLD = quantization.LLM_INT8_DEFAULT_THRESHOLD
+"""``BitsAndBytesConfig.llm_int8_threshold`` default (``llmbench.measure.quantization``):
+activations with ``|x| >= 6`` make their column an outlier column, computed in 16-bit."""
+
+DTYPE_BYTES = efficiency.DTYPE_BYTES
+"""Bytes per element of each model dtype (``llmbench.measure.efficiency``'s table)."""
 
 DEFAULT_INITIALIZER_RANGE = 0.02
 """Std of the random-weight checkpoints' linear layers when a config does not say."""
 
-DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+NF4_BLOCKSIZE = 64
+"""Weights per absmax block of a bitsandbytes 4-bit weight (nf4 and fp4): ``Params4bit``'s
+default ``blocksize`` (``bitsandbytes/nn/modules.py``, ``Params4bit.__new__``, 0.50.2), which
+``quantize_4bit`` stores as one float32 absmax per block (uint8 with double quantization)."""
 
-QUANTIZED_PROJECTIONS = (
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-)
-"""Linear layers bitsandbytes replaces in a decoder layer. Left in the model dtype:
-``embed_tokens`` (not a Linear), ``lm_head`` (transformers' ``get_keys_to_not_convert`` keeps
-the output embedding), the RMSNorm weights, biases (bitsandbytes keeps them in 16/32-bit)."""
+NESTED_BLOCKSIZE = 256
+"""Absmax values per block of the double quantization (``compress_statistics``):
+``quantize_4bit`` calls ``quantize_blockwise(absmax - offset, blocksize=256)``
+(``bitsandbytes/functional.py``, 0.50.2), one float32 absmax of the absmax per block."""
+
+NESTED_CODE_ENTRIES = 256
+"""Entries of the float32 code table of the double quantization's 8-bit blockwise state
+(``state2.code``: ``create_dynamic_map``, one value per uint8, ``bitsandbytes/functional.py``)."""
+
+FOUR_BIT_CODE_ENTRIES = 16
+"""Entries of the float32 NF4 (or FP4) code table every 4-bit layer's ``QuantState.code``
+holds: one value per 4-bit code (``get_4bit_type``, ``bitsandbytes/functional.py``)."""
+
+FUSED_MAX_ROWS = 4
+"""Rows up to which ``gemm_4bit`` on CUDA always takes the fused kernel (output only, no
+dequantized weight): ``_GEMM_4BIT_CUSTOM_FLOOR_M`` in ``bitsandbytes/backends/cuda/ops.py``
+(``_gemm_4bit_use_custom_cuda``, 0.50.2)."""
 
 
 def granule(nbytes: int | float) -> int:

@@ -17,6 +17,7 @@ from llmbench.predict.architecture import model_config_for
 from llmbench.predict.constants import DECODE_TOKENS, gib
 from llmbench.predict.method import Unpredictable
 from llmbench.predict.multigpu import (
+    MAX_GPUS,
     MultiGpuPrediction,
     gpus_needed,
     predict_devices,
@@ -83,7 +84,7 @@ def grid_device_rows(
     gpus: int,
     gpu_mem: str,
     policy: str | None = None,
-    max_gpus: int = 8,
+    max_gpus: int = MAX_GPUS,
 ) -> list[dict[str, Any]]:
     """Rows of every cell of a grid (default: the config's) on ``gpus`` GPUs of ``gpu_mem``,
     planned with ``policy`` (default: each cell's device_map, ``auto`` at ``config``), and
@@ -103,7 +104,7 @@ def grid_device_rows(
         chosen = resolve_policy(cell, policy)
         try:
             config = model_config_for(cell.model, models, repo_root)
-        except Exception:  # noqa: BLE001 - predict_devices says why it cannot read it
+        except (OSError, ValueError):  # unreadable or not JSON: predict_devices says why
             config = None
         reason = cannot_run(cell, "cuda", config, decode_tokens, chosen)
         if reason:

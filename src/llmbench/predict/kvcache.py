@@ -39,8 +39,9 @@ backend's kernel (unknown), and the phase's ``stage`` says it is left out. A dec
 reaches ``R`` steps requantizes the whole layer, whose scratch is not modelled either: such
 cells are not predicted.
 
-Imports ``llmbench.grid.spec.Cell`` and ``llmbench.predict`` (architecture, constants,
-prediction, replay).
+Imports ``llmbench.grid.spec.Cell``, ``llmbench.measure.kvcache`` (``Q_GROUP_SIZE``,
+``RESIDUAL_LENGTH``: the settings the worker builds the cache with) and ``llmbench.predict``
+(architecture, constants, prediction, replay).
 """
 
 from __future__ import annotations
@@ -48,15 +49,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from llmbench.grid.spec import Cell
+from llmbench.measure.kvcache import Q_GROUP_SIZE, RESIDUAL_LENGTH
 from llmbench.predict.architecture import Architecture
 from llmbench.predict.constants import DTYPE_BYTES, granule
 from llmbench.predict.prediction import PhasePrediction, Prediction
-
-Q_GROUP_SIZE = 64
-"""``QuantizedCache``'s default ``q_group_size`` in transformers 5.17 (values per group)."""
-
-RESIDUAL_LENGTH = 128
-"""``QuantizedCache``'s default ``residual_length`` in transformers 5.17 (tokens)."""
 
 UNMODELLED = "dequantize scratch inside the backend not modelled (unknown)"
 """What a quantized-cache decode prediction leaves out (see the module docstring)."""

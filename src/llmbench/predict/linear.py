@@ -9,7 +9,7 @@ Imports ``llmbench.predict.replay``, ``outliers`` and ``constants``.
 
 from __future__ import annotations
 
-from llmbench.predict.constants import DTYPE_BYTES, INT8_THRESHOLD
+from llmbench.predict.constants import DTYPE_BYTES, FUSED_MAX_ROWS, INT8_THRESHOLD, NF4_BLOCKSIZE
 from llmbench.predict.outliers import int8_outlier_fraction
 from llmbench.predict.replay import _Context, _Replay
 
@@ -69,7 +69,8 @@ def _linear_fp8_dynamic(r: _Replay, ctx: _Context, rows: int, projection: str, t
 def _linear_4bit(r: _Replay, ctx: _Context, rows: int, projection: str, term: str) -> str:
     """bitsandbytes ``Linear4bit.forward`` -> ``matmul_4bit`` -> ``gemm_4bit`` (CUDA).
 
-    ``x.to(compute_dtype)`` (a copy when it differs from the model dtype); up to 4 rows the
+    ``x.to(compute_dtype)`` (a copy when it differs from the model dtype); up to
+    ``FUSED_MAX_ROWS`` (4) rows the
     fused kernel reads the packed weight (no transient); above, the conservative assumption is
     the dequantize + ``F.linear`` fallback bitsandbytes always takes beyond 1536 rows (and on
     Hopper beyond 32-512 rows for 7B-sized weights): a dequantized ``out x in`` weight in the
@@ -81,9 +82,9 @@ def _linear_4bit(r: _Replay, ctx: _Context, rows: int, projection: str, term: st
     cast = ctx.compute_dtype != ctx.cell.dtype
     x_c = r.alloc("quant_scratch", rows * in_f * cb) if cast else None
     scratch: list[str | None] = []
-    if rows > 4:
+    if rows > FUSED_MAX_ROWS:
         if ctx.quant.endswith("-dq"):
-            blocks = -(-out_f * in_f // 64)
+            blocks = -(-out_f * in_f // NF4_BLOCKSIZE)
             scratch.append(r.alloc("quant_scratch", 4 * blocks))
             scratch.append(r.alloc("quant_scratch", 4 * blocks))
         scratch.append(r.alloc("quant_scratch", out_f * in_f * cb))

@@ -41,6 +41,14 @@ from llmbench.predict.prediction import PhasePrediction, Prediction, predict
 from llmbench.predict.replay import Terms
 from llmbench.predict.trace.cache import FILL_COMMAND, TRACE_CACHE, cached_trace
 
+REPLAY_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, KeyError, ZeroDivisionError)
+"""What reading a model's config and replaying it may raise on bad data, each one model's
+failure and its cells' ``Unpredictable`` reason: ``OSError`` (config or trace-cache file
+unreadable), ``ValueError`` (not JSON, ``json.JSONDecodeError``; ``kvcache`` asked about a
+model-dtype cache), ``KeyError`` (a config key ``Shape.from_config`` needs, a dtype
+``DTYPE_BYTES`` lacks), ``ZeroDivisionError`` (a config with 0 attention or KV heads). Any
+other exception is a programming error and propagates."""
+
 HAND_REPLAY_FAMILIES = ("mistral", "llama", "qwen2")
 """``model_type``s whose transformers 5.17 code the hand replay replays."""
 
@@ -142,7 +150,9 @@ def predict_cell(
     ``llmbench.predict.outliers``; none at 0). A 4-bit cell's ``bnb_compute`` is modelled
     (``llmbench.predict.linear``). ``prequantized``: whether the cell loads a pre-quantized
     checkpoint (``grid.plan.uses_prequantized``, or the cell's recorded checkpoint kind);
-    False adds quantizing on load to the load's peak. Never raises ``Exception``."""
+    False adds quantizing on load to the load's peak. A config or trace the model cannot be
+    read from (:data:`REPLAY_ERRORS`) is ``Unpredictable``; anything else raised is a bug
+    and propagates."""
     if cell.kv_quantization is not None:
         return _quantized_cache_cell(
             cell,
@@ -177,7 +187,7 @@ def predict_cell(
             cache_dir=repo_root / TRACE_CACHE if trace_cache is None else trace_cache,
             decode_warmup_tokens=decode_warmup_tokens,
         )
-    except Exception as exc:  # one model's failure is its cells' data, not everyone's crash
+    except REPLAY_ERRORS as exc:  # one model's failure is its cells' data, not everyone's crash
         return Unpredictable(cell, f"cannot predict {cell.model} from {source}: {exc!r}")
     if traced is not None and "untraceable" not in traced:
         cross = None if hand is None else tuple(p.peak_allocated for p in hand.phases)
@@ -242,6 +252,6 @@ def _quantized_cache_cell(
             )
         arch = Architecture.from_config(config)
         adjusted = with_quantized_cache(model_dtype, arch, cell, decode_tokens)
-    except Exception as exc:  # one model's failure is its cells' data, not everyone's crash
+    except REPLAY_ERRORS as exc:  # one model's failure is its cells' data, not everyone's crash
         return Unpredictable(cell, f"kv_cache {cell.kv_cache}: cannot predict: {exc!r}")
     return Unpredictable(cell, adjusted) if isinstance(adjusted, str) else adjusted

@@ -34,6 +34,10 @@ from llmbench.predict.constants import CUDA_CONTEXT_BYTES, DECODE_TOKENS
 from llmbench.predict.fit import allocator_slack, fit_verdict
 from llmbench.predict.method import Unpredictable
 
+MAX_GPUS = 8
+"""The most GPUs ``gpus_needed`` (and ``devicesoutput.grid_device_rows``) tries when not told:
+the documented default of ``llmbench predict --max-gpus``."""
+
 DEFAULT_POLICY = "auto"
 """The device_map ``llmbench predict --gpus`` plans with when the cell's is ``config``:
 transformers' ``auto`` (= ``balanced``), what ``from_pretrained(device_map="auto")`` does."""
@@ -57,6 +61,8 @@ class DeviceFit:
 
     @property
     def peak(self) -> int:
+        """The largest of this device's load, prefill and decode peaks: allocated bytes, as
+        the phases are (no allocator slack or CUDA context: those are in ``need``)."""
         return max(self.load, self.prefill, self.decode)
 
 
@@ -161,7 +167,7 @@ def gpus_needed(
     *,
     gpu_mem: int,
     policy: str | None = None,
-    max_gpus: int = 16,
+    max_gpus: int = MAX_GPUS,
     decode_tokens: int = DECODE_TOKENS,
 ) -> MultiGpuPrediction | Unpredictable | None:
     """The prediction at the smallest number of GPUs (1 .. ``max_gpus``) of ``gpu_mem``

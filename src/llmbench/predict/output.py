@@ -27,6 +27,7 @@ from llmbench.predict.constants import (
     DECODE_WARMUP_TOKENS,
     DEFAULT_GPU_MEM,
     GIB,
+    MIB,
     gib,
 )
 from llmbench.predict.method import Unpredictable, predict_cell
@@ -76,8 +77,8 @@ _UNITS = {
     "gb": 10**9,
     "tb": 10**12,
     "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
+    "mib": MIB,
+    "gib": GIB,
     "tib": 2**40,
 }
 
@@ -387,7 +388,7 @@ def grid_prediction_rows(
         if row["model"] not in configs:
             try:
                 configs[row["model"]] = model_config_for(row["model"], models, repo_root)
-            except Exception:  # noqa: BLE001 - the prediction already says why it could not
+            except (OSError, ValueError):  # unreadable or not JSON: the prediction says why
                 configs[row["model"]] = None
     placed = str(config.get("device_map") or "auto")
     rows = [flag_cannot_run(r, device, configs[r["model"]], decode[0], placed) for r in rows]

@@ -93,10 +93,3 @@ def simulated_reserved(
             )
         )
     return tuple(predictions)
-
-
-def predicted_peak_reserved(
-    model_config: Mapping[str, Any], cell: Cell, *, config: AllocatorConfig | None = None
-) -> int:
-    """Largest simulated peak reserved bytes over the phases (``simulated_reserved``)."""
-    return max(p.peak_reserved for p in simulated_reserved(model_config, cell, config=config))

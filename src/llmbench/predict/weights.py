@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 
 from llmbench.grid.spec import FOUR_BIT_QUANTS, TORCHAO_QUANTS
 from llmbench.predict.architecture import Architecture
-from llmbench.predict.constants import DTYPE_BYTES, NF4_LOAD_RESIDUAL_BYTES, granule
+from llmbench.predict.constants import (
+    DTYPE_BYTES,
+    FOUR_BIT_CODE_ENTRIES,
+    NESTED_BLOCKSIZE,
+    NESTED_CODE_ENTRIES,
+    NF4_BLOCKSIZE,
+    NF4_LOAD_RESIDUAL_BYTES,
+    granule,
+)
 
 
 @dataclass(frozen=True)
@@ -106,22 +114,22 @@ def _projection(tally: _Tally, quant: str, dtype: str, shape: tuple[int, int], l
         tally.quantized += n * L
         tally.scales += 4 * out_features * L
     elif quant in FOUR_BIT_QUANTS:
-        blocks = -(-n // 64)
+        blocks = -(-n // NF4_BLOCKSIZE)
         tally.add("uint8", -(-n // 2), L)
         tally.quantized += -(-n // 2) * L
-        tally.add("float32", 16 * 4, L)  # NF4 or FP4 code table
-        tally.code += 16 * 4 * L
+        tally.add("float32", FOUR_BIT_CODE_ENTRIES * 4, L)  # NF4 or FP4 code table
+        tally.code += FOUR_BIT_CODE_ENTRIES * 4 * L
         if not quant.endswith("-dq"):
             tally.add("float32", 4 * blocks, L)
             tally.scales += 4 * blocks * L
         else:
             tally.add("uint8", blocks, L)
             tally.scales += blocks * L
-            outer = -(-blocks // 256)
+            outer = -(-blocks // NESTED_BLOCKSIZE)
             tally.add("float32", 4 * outer, L)  # state2.absmax
-            tally.add("float32", 256 * 4, L)  # state2.code
+            tally.add("float32", NESTED_CODE_ENTRIES * 4, L)  # state2.code
             tally.add("float32", 4, L)  # offset
-            tally.nested += (4 * outer + 256 * 4 + 4) * L
+            tally.nested += (4 * outer + NESTED_CODE_ENTRIES * 4 + 4) * L
     elif quant in TORCHAO_QUANTS:  # torchao 0.18 Float8Tensor: qdata + scale (out, 1)
         tally.add("float8_e4m3fn", n, L)
         tally.add("float32", 4 * out_features, L)

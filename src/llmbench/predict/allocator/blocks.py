@@ -124,13 +124,6 @@ class BlockPool:
         return self.get_free_blocks_call_count - block.gc_count_base
 
 
-def segment_head(block: Block) -> Block:
-    """First block of ``block``'s segment."""
-    while block.prev is not None:
-        block = block.prev
-    return block
-
-
 def try_merge_blocks(dst: Block, src: Block | None, pool: BlockPool) -> int:
     """``try_merge_blocks``: absorb the free neighbour ``src`` into ``dst`` when both are
     mapped or both unmapped; returns the bytes absorbed (0 when not merged). ``src`` leaves

@@ -4,28 +4,28 @@ size rules that depend only on them: request rounding and segment size.
 Sources (torch 2.11): ``c10/core/AllocatorConfig.h`` (the ``k*`` constants),
 ``c10/core/AllocatorConfig.cpp`` (``AcceleratorAllocatorConfig``: option parsing and
 ``roundup_power2_divisions(size)``), ``c10/cuda/CUDACachingAllocator.cpp``
-(``round_size``, ``roundup_power2_next_division``, ``get_allocation_size``). Imports nothing
-from llmbench.
+(``round_size``, ``roundup_power2_next_division``, ``get_allocation_size``). Imports only
+``llmbench.MIB``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MB = 1024 * 1024
+from llmbench import MIB
 
 K_MIN_BLOCK_SIZE = 512
 """``kMinBlockSize``: every request is rounded up to a multiple of 512 bytes."""
-K_SMALL_SIZE = 1 * MB
+K_SMALL_SIZE = 1 * MIB
 """``kSmallSize``: requests of at most 1 MiB (after rounding) use the small pool."""
-K_SMALL_BUFFER = 2 * MB
+K_SMALL_BUFFER = 2 * MIB
 """``kSmallBuffer``: small-pool segments are 2 MiB (also the small pool's expandable page)."""
-K_LARGE_BUFFER = 20 * MB
+K_LARGE_BUFFER = 20 * MIB
 """``kLargeBuffer``: segment size for large requests under ``kMinLargeAlloc`` (also the large
 pool's expandable page, ``find_expandable_block``)."""
-K_MIN_LARGE_ALLOC = 10 * MB
+K_MIN_LARGE_ALLOC = 10 * MIB
 """``kMinLargeAlloc``: requests from here on get a segment of their own size."""
-K_ROUND_LARGE = 2 * MB
+K_ROUND_LARGE = 2 * MIB
 """``kRoundLarge``: such segments are rounded up to 2 MiB."""
 UNLIMITED = 2**64 - 1
 """``std::numeric_limits<size_t>::max()``: ``max_split_size`` when not configured."""
@@ -71,7 +71,7 @@ class AllocatorConfig:
             elif key == "max_non_split_rounding_mb":
                 values["max_non_split_rounding"] = _megabytes(key, value)
             elif key == "large_segment_size_mb":
-                values["large_segment_size"] = int(value) * MB
+                values["large_segment_size"] = int(value) * MIB
             elif key == "garbage_collection_threshold":
                 threshold = float(value)
                 if not 0.0 < threshold < 1.0:
@@ -129,9 +129,9 @@ def _split_options(conf: str) -> list[tuple[str, str]]:
 def _megabytes(key: str, value: str) -> int:
     """``parseMaxSplitSize`` / ``parseMaxNonSplitRoundingSize``: at least kLargeBuffer/MiB."""
     mb = int(value)
-    if mb < K_LARGE_BUFFER // MB:
-        raise ValueError(f"{key} too small, must be >= {K_LARGE_BUFFER // MB}")
-    return min(mb, UNLIMITED // MB) * MB
+    if mb < K_LARGE_BUFFER // MIB:
+        raise ValueError(f"{key} too small, must be >= {K_LARGE_BUFFER // MIB}")
+    return min(mb, UNLIMITED // MIB) * MIB
 
 
 def _boolean(key: str, value: str) -> bool:

@@ -29,6 +29,15 @@ from dataclasses import dataclass, field
 from llmbench.predict.allocator.blocks import Block, BlockPool
 from llmbench.predict.allocator.config import K_ROUND_LARGE, AllocatorConfig
 
+SIMULATED_TOP_ADDRESS = 0x7F00_0000_0000
+"""Where simulated segments start (each placed below the previous one). Any base that is a
+multiple of 2 MiB (``K_ROUND_LARGE``: segments aligned as the driver's are) gives the same
+simulation: the allocator only compares addresses (the lower of equal-size free blocks wins)
+and takes differences within a segment, never reads their absolute value (the allocator tests
+pass unchanged with another base). 127 TiB keeps every address positive, as real ones are,
+and mimics where the driver puts segments: the recorded H200 runs' ``cudaMalloc`` addresses
+lie at 0x7F7F_2C00_0000-0x7FB0_E3E0_0000 (tests/fixtures/allocator)."""
+
 
 @dataclass(frozen=True)
 class SegmentEvent:
@@ -82,7 +91,7 @@ class AllocatorState:
     stats: Stats = field(default_factory=Stats)
     log: list[SegmentEvent] = field(default_factory=list)
     event: int = 0
-    next_address: int = 0x7F00_0000_0000
+    next_address: int = SIMULATED_TOP_ADDRESS
 
     def pool(self, small: bool) -> BlockPool:
         """The small or the large pool (``get_pool`` without graph-private pools)."""

@@ -19,7 +19,8 @@ input dtype and ``F.linear``. Between 5 and 1536 rows the choice is a per-GPU he
 replay does (its H100 reference cells at 1024+ rows confirm it; other sizes are unverified and
 over-predict by at most one dequantized weight where the fused kernel is taken).
 
-Imports torch, bitsandbytes, transformers and ``llmbench.measure.quantization``.
+Imports torch, bitsandbytes, transformers, ``llmbench.measure.quantization`` and
+``llmbench.predict.constants`` (the bitsandbytes block sizes, shared with the hand replay).
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from typing import Any
 import torch
 
 from llmbench.measure.quantization import build_bnb_config
-
-FUSED_MAX_ROWS = 4
-"""bitsandbytes 0.50 ``_GEMM_4BIT_CUSTOM_FLOOR_M``: up to this many rows the fused kernel."""
-
-NF4_BLOCKSIZE = 64
-NESTED_BLOCKSIZE = 256
+from llmbench.predict.constants import (
+    FOUR_BIT_CODE_ENTRIES,
+    FUSED_MAX_ROWS,
+    NESTED_BLOCKSIZE,
+    NESTED_CODE_ENTRIES,
+    NF4_BLOCKSIZE,
+)
 
 
 def quantize_meta_model(model: Any, quant: str, compute_dtype: str, dtype: torch.dtype) -> None:
@@ -74,7 +76,7 @@ def _load_4bit(module: Any, *, nested: bool, dtype: torch.dtype) -> None:
     if nested:
         state2 = QuantState(
             absmax=_meta((-(-blocks // NESTED_BLOCKSIZE),), torch.float32),
-            code=_meta((256,), torch.float32),
+            code=_meta((NESTED_CODE_ENTRIES,), torch.float32),
             blocksize=NESTED_BLOCKSIZE,
             dtype=torch.float32,
         )
@@ -82,7 +84,7 @@ def _load_4bit(module: Any, *, nested: bool, dtype: torch.dtype) -> None:
     state = QuantState(
         absmax=_meta((blocks,), torch.uint8 if nested else torch.float32),
         shape=torch.Size([out_features, in_features]),
-        code=_meta((16,), torch.float32),
+        code=_meta((FOUR_BIT_CODE_ENTRIES,), torch.float32),
         blocksize=NF4_BLOCKSIZE,
         quant_type="nf4",
         dtype=dtype,

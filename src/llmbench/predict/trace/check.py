@@ -3,10 +3,11 @@ folders, traced vs measured peak allocated bytes of load, prefill and decode.
 
 ``python -m llmbench.predict.trace.check [FOLDER ...]`` prints the worst cells first
 (default: the committed one-GPU references, ``REFERENCE_FOLDERS``). A cell whose quantization
-or model the tracer refuses is listed with the reason instead of an error.
+or model the tracer refuses is listed with the reason instead of an error; a file that cannot
+be read as JSON is listed as unreadable, with the error.
 
-Imports ``llmbench`` (REPO_ROOT), ``llmbench.grid.spec.Cell`` and ``llmbench.predict.trace``
-(phases, model).
+Imports ``llmbench`` (REPO_ROOT), ``llmbench.grid.spec.Cell``, ``llmbench.predict.constants``
+and ``llmbench.predict.trace`` (phases, model).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from llmbench import REPO_ROOT
 from llmbench.grid.spec import Cell
+from llmbench.predict.constants import DECODE_WARMUP_TOKENS
 from llmbench.predict.trace.model import Untraceable
 from llmbench.predict.trace.phases import TracedPeaks, trace_cell
 
@@ -61,13 +63,19 @@ class Comparison:
         return max(errors, default=0.0)
 
 
-def ok_one_gpu_cells(folders: Iterable[Path]) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """(path, cell JSON) of every ``ok`` cell measured on one device under ``folders``."""
+def ok_one_gpu_cells(
+    folders: Iterable[Path], unreadable: list[str] | None = None
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(path, cell JSON) of every ``ok`` cell measured on one device under ``folders``. A file
+    that cannot be read or is not JSON is skipped and, when ``unreadable`` is given, appended
+    to it as ``"<path>: <error>"``."""
     for folder in folders:
         for path in sorted(folder.rglob("*.json")):
             try:
                 result = json.loads(path.read_text())
-            except (OSError, ValueError):
+            except (OSError, ValueError) as exc:
+                if unreadable is not None:
+                    unreadable.append(f"{_display(path)}: {type(exc).__name__}: {exc}")
                 continue
             if not isinstance(result, dict) or result.get("status") != "ok":
                 continue
@@ -80,11 +88,17 @@ def _model_config(model: str) -> dict[str, Any]:
     return json.loads((REPO_ROOT / "config" / "models" / f"{model}.json").read_text())
 
 
-def compare(folders: Iterable[Path]) -> list[Comparison]:
-    """Trace every ok one-GPU cell under ``folders`` (each distinct cell once)."""
+def _display(path: Path) -> str:
+    """``path`` relative to the repository when inside it."""
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def compare(folders: Iterable[Path], unreadable: list[str] | None = None) -> list[Comparison]:
+    """Trace every ok one-GPU cell under ``folders`` (each distinct cell once); files that
+    cannot be read are appended to ``unreadable`` (``ok_one_gpu_cells``)."""
     traced: dict[tuple[Any, ...], TracedPeaks | str] = {}
     rows = []
-    for path, result in ok_one_gpu_cells(folders):
+    for path, result in ok_one_gpu_cells(folders, unreadable):
         cell = Cell.from_mapping(result["cell"])
         settings = result["settings"]
         measurement = settings["measurement"]
@@ -92,7 +106,7 @@ def compare(folders: Iterable[Path]) -> list[Comparison]:
             cell,
             measurement["decode_tokens"],
             settings["bnb_4bit_compute_dtype"],
-            measurement.get("decode_warmup_tokens", 4),
+            measurement.get("decode_warmup_tokens", DECODE_WARMUP_TOKENS),
         )
         if key not in traced:
             try:
@@ -108,7 +122,7 @@ def compare(folders: Iterable[Path]) -> list[Comparison]:
         peaks = traced[key]
         phases = result["memory"]["phases"]
         measured = {p: phases[p]["devices"][0]["peak_allocated_bytes"] for p in PHASES}
-        rel = str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+        rel = _display(path)
         if isinstance(peaks, str):
             rows.append(Comparison(rel, cell, measured, None, peaks))
         else:
@@ -117,9 +131,10 @@ def compare(folders: Iterable[Path]) -> list[Comparison]:
     return rows
 
 
-def report(rows: list[Comparison], worst: int = 15) -> str:
-    """Text: per quantization the traced count and the largest |error|, then the worst cells."""
-    lines = []
+def report(rows: list[Comparison], worst: int = 15, unreadable: Iterable[str] = ()) -> str:
+    """Text: the files that could not be read (``unreadable``), per quantization the traced
+    count and the largest |error|, then the worst cells."""
+    lines = [f"unreadable, skipped: {entry}" for entry in unreadable]
     for quant in sorted({r.cell.quant for r in rows}):
         mine = [r for r in rows if r.cell.quant == quant]
         done = [r for r in mine if r.traced is not None]
@@ -136,7 +151,9 @@ def report(rows: list[Comparison], worst: int = 15) -> str:
 def main(argv: list[str]) -> int:
     """Print the comparison for the folders in ``argv`` (default: ``REFERENCE_FOLDERS``)."""
     folders = [REPO_ROOT / f for f in (argv or REFERENCE_FOLDERS)]
-    print(report(compare(folders)))
+    unreadable: list[str] = []
+    rows = compare(folders, unreadable)
+    print(report(rows, unreadable=unreadable))
     return 0
 
 

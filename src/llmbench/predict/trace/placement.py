@@ -47,7 +47,9 @@ def plan_device_map(
     """The ``hf_device_map`` transformers computes for ``model`` (on ``meta``) under
     ``policy`` (``single`` or one of :data:`PLANNED_POLICIES`) on GPUs with ``free_bytes``
     each (bytes free when the model loads: total minus the CUDA context), with ``max_memory``
-    = ``cap_bytes`` per GPU when the cell passes one. Values are GPU indices or ``disk``."""
+    = ``cap_bytes`` per GPU when the cell passes one. Values are GPU indices or ``disk``.
+    Raises ValueError for a ``policy`` other than ``single`` and
+    :data:`PLANNED_POLICIES`; what transformers' planner raises propagates."""
     if policy == "single":
         return {"": 0}
     if policy not in PLANNED_POLICIES:
