@@ -73,11 +73,16 @@ def test_a_config_without_heads_is_unpredictable_but_a_bug_propagates(tmp_path, 
     headless = method.predict_cell(cell(model="headless"), models, tmp_path)
     assert isinstance(headless, method.Unpredictable) and "ZeroDivisionError" in headless.reason
 
+    (tmp_path / "nulled.json").write_text(json.dumps({**TINY, "hidden_size": None}))
+    registry = {"nulled": {"architecture": "nulled.json"}}
+    nulled = method.predict_cell(cell(model="nulled"), registry, tmp_path)
+    assert isinstance(nulled, method.Unpredictable) and "TypeError" in nulled.reason
+
     def broken(*args, **kwargs):
-        raise TypeError("a programming error")
+        raise AttributeError("a programming error")
 
     monkeypatch.setattr(method, "predict", broken)
-    with pytest.raises(TypeError):
+    with pytest.raises(AttributeError):
         method.predict_cell(cell(model="tiny"), models, tmp_path)
 
 

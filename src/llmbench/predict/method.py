@@ -41,13 +41,20 @@ from llmbench.predict.prediction import PhasePrediction, Prediction, predict
 from llmbench.predict.replay import Terms
 from llmbench.predict.trace.cache import FILL_COMMAND, TRACE_CACHE, cached_trace
 
-REPLAY_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, KeyError, ZeroDivisionError)
+REPLAY_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+)
 """What reading a model's config and replaying it may raise on bad data, each one model's
 failure and its cells' ``Unpredictable`` reason: ``OSError`` (config or trace-cache file
 unreadable), ``ValueError`` (not JSON, ``json.JSONDecodeError``; ``kvcache`` asked about a
 model-dtype cache), ``KeyError`` (a config key ``Shape.from_config`` needs, a dtype
-``DTYPE_BYTES`` lacks), ``ZeroDivisionError`` (a config with 0 attention or KV heads). Any
-other exception is a programming error and propagates."""
+``DTYPE_BYTES`` lacks), ``TypeError`` (a config value of the wrong type: ``hidden_size:
+null``), ``ZeroDivisionError`` (a config with 0 attention or KV heads). Any other exception
+(``AttributeError``, ...) is a programming error and propagates."""
 
 HAND_REPLAY_FAMILIES = ("mistral", "llama", "qwen2")
 """``model_type``s whose transformers 5.17 code the hand replay replays."""

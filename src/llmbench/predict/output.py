@@ -349,12 +349,11 @@ def grid_prediction_rows(
     terms: bool = False,
     run_config: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows for every cell of a grid (default: the config's), reading the run's config
-    (``run_config``: e.g. Snakemake's, with ``--configfile`` and ``--config`` applied; None:
-    config/config.yaml) for the model registry, ``bnb_4bit_compute_dtype``,
-    ``measurement.decode_tokens`` and ``device``. A cell that cannot run gets ``fits:
-    unsupported`` and a ``reason`` (``cannot_run``). Raises ValueError for an unknown or
-    invalid grid or an unreadable ``gpu_mem``."""
+    """Rows for every cell of a grid (default: the config's), with the run's config
+    (``run_config``: Snakemake's, ``--configfile``/``--config`` applied; None: config.yaml):
+    models, ``bnb_4bit_compute_dtype``, ``measurement.decode_tokens``, ``device``. A cell
+    that cannot run gets ``fits: unsupported`` and a ``reason`` (``cannot_run``). Raises
+    ValueError for an unknown or invalid grid or an unreadable ``gpu_mem``."""
     import yaml
 
     from llmbench.grid.spec import expand_grid, load_grid
