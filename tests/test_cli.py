@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import yaml
 from conftest import REPO
 
 from llmbench import cli
@@ -198,3 +199,15 @@ def test_predict_piped_into_head_prints_no_traceback():
     assert done.stdout.startswith("llmbench predict: grid extended, 81 cells")
     assert len(done.stdout.splitlines()) == 3
     assert done.stderr == ""
+
+
+def test_predict_frontier_checks_the_searched_models_entries(tmp_path):
+    # as the run does: a missing architecture file is named, not an "unknown" row and status 0
+    frontier = yaml.safe_load((REPO / "config/frontier-tiny.yaml").read_text())
+    frontier["frontier"]["models"] = ["m-missing"]
+    frontier["models"] = {"m-missing": {"architecture": "config/models/nosuch.json"}}
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump(frontier))
+    done = run_cli("predict", "--frontier", "--gpu-mem", "24GiB", "--configfile",
+                   str(tmp_path / "f.yaml"), cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2
+    assert "models.m-missing.architecture: no such file 'config/models/nosuch.json'" in done.stderr

@@ -160,8 +160,9 @@ def _predict_frontier(args: argparse.Namespace) -> None:
 def _frontier_config(configfile: Path | None) -> dict:
     """config.yaml with ``configfile`` merged over it key by key, as ``snakemake
     --configfile`` merges it (its own models too), then checked as Snakemake's run checks it
-    (schema, ranges; ``llmbench.grid.validate``). UsageError naming the file or the key."""
-    from llmbench.grid import validate
+    (schema, ranges; ``llmbench.grid.validate``; the searched models' entries,
+    ``llmbench.grid.models``). UsageError naming the file or the key."""
+    from llmbench.grid import models, validate
     from llmbench.grid.files import ConfigFileError, read_yaml
 
     config = repo_config()
@@ -173,10 +174,15 @@ def _frontier_config(configfile: Path | None) -> dict:
         if not isinstance(document, dict) or not isinstance(document.get("frontier"), dict):
             raise UsageError(f"--configfile {configfile}: no frontier: section")
         validate.merge(config, document)
+    where = f"--configfile {configfile}: " if configfile is not None else ""
     problem = validate.config_problem(config)
     if problem:
-        where = f"--configfile {configfile}: " if configfile is not None else ""
         raise UsageError(where + problem)
+    searched = {m: config["models"][m] for m in config["frontier"].get("models") or ()}
+    try:  # the entries searched, as the run checks every entry (files present, transformers)
+        models.check_entries(searched, common.REPO_ROOT, cache_path=None)
+    except models.ModelEntryError as exc:
+        raise UsageError(where + str(exc)) from None
     return config
 
 
