@@ -50,6 +50,7 @@ def test_unquantized_model_passes_none_and_fails_nf4_not_passed(checkpoint):
     assert not as_written["passed"]
     assert as_written["applied"] == "none" and not as_written["config_passed"]
     assert "never passed" in as_written["reason"]
+    assert "requested nf4 but the model holds unquantized weights" in as_written["reason"]
 
 
 @pytest.mark.parametrize(

@@ -227,18 +227,19 @@ def check_quantization(
     ]
     passed = applied == intended and not failed
     layers = modules["linear_4bit"] + modules["linear_8bit"]
+    held_as = "unquantized" if applied == "none" else applied  # "none" is the grid's label
     if passed:
         held = ", ".join(f"{name} {check['requested']}" for name, check in settings.items())
         reason = f"{applied}: {layers} bitsandbytes layers" + (f" ({held})" if held else "")
     elif applied != intended and quant in INTENDED_QUANT and not passes_config(quant):
         reason = (
-            f"requested {intended} but the model holds {applied} weights "
+            f"requested {intended} but the model holds {held_as} weights "
             f"({modules['linear_unquantized']} plain Linear layers, no bitsandbytes layer): the "
             "BitsAndBytesConfig was built but never passed to from_pretrained, as in the seed's "
             "case 2"
         )
     elif applied != intended:
-        reason = f"requested {intended} but the model holds {applied} weights"
+        reason = f"requested {intended} but the model holds {held_as} weights"
     else:
         reason = f"{applied} as requested, but its {layers} bitsandbytes layers hold " + "; ".join(
             failed
