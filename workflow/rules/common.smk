@@ -23,8 +23,8 @@ GRID_CHOICE, GRID, CELLS = pipeline.select_grid(
 if GRID_CHOICE.message:
     print(f"llmbench: {GRID_CHOICE.message}", file=sys.stderr)
 # Targets that measure no cell of the grid (predict predicts config["grid"]; the frontier has
-# its own fallback): the run summary of the grid's cells would describe a grid they did not
-# run. Snakemake knows the targets only once the DAG is built (end_of_run).
+# its own fallback): after the missing-GPU fallback, a run summary of the smoke grid's cells
+# would describe a grid they did not use. Snakemake knows the targets once the DAG is built.
 NO_CELL_TARGETS = ("predict", "frontier", "results/tables/predicted.csv", "results/frontier")
 CACHE = config["cache_dir"]
 REPORT_ROOT = config.get("report_root", "results")
@@ -63,8 +63,8 @@ def end_of_run():
     warm-start server (cells.smk starts it), then print the run summary after Snakemake's
     own output (llmbench.report.summary; it never raises): of the grid's cells, or, when the
     run only redrew a reference's figures (target figures, or files of that reference, with
-    report_root naming it), of that reference's cells; none when every target measures no
-    cell (NO_CELL_TARGETS: predict, frontier)."""
+    report_root naming it), of that reference's cells; none when the missing-GPU fallback
+    changed the grid and every target measures no cell (NO_CELL_TARGETS: predict, frontier)."""
     llm_warmstart.stop_server()
     roots = [REPORT_ROOT, figures_root(REPORT_ROOT)]
     targets = set(workflow.dag_settings.targets or ())
@@ -78,7 +78,11 @@ def end_of_run():
     )
     if redrawn:
         print_summary(REPORT_ROOT, None, report_roots=roots[1:])
-    elif not targets or any(not t.startswith(NO_CELL_TARGETS) for t in targets):
+    elif not (
+        GRID_CHOICE.message
+        and targets
+        and all(t.startswith(NO_CELL_TARGETS) for t in targets)
+    ):
         print_summary("results", CELLS, grid=GRID_CHOICE.name, report_roots=roots)
 
 

@@ -129,7 +129,8 @@ def _frontier(root: Path) -> str | None:
 
 def _slowest(outcomes: list[Outcome]) -> list[str]:
     timed = sorted((o for o in outcomes if o.wall_s is not None), key=lambda o: -o.wall_s)
-    return [f"{o.wall_s:7.1f} s  {o.name}" for o in timed[:SLOWEST]]
+    # the cell job's wall time (timing_breakdown.wall_s; cell_wall_s in cells.csv)
+    return [f"{o.wall_s:7.1f} s wall  {o.name}" for o in timed[:SLOWEST]]
 
 
 def _missing(missing: list[str], total: int) -> list[str]:
