@@ -3,6 +3,7 @@ as one line; a closed stdout (``| head``) without a traceback."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -211,3 +212,13 @@ def test_predict_frontier_checks_the_searched_models_entries(tmp_path):
                    str(tmp_path / "f.yaml"), cwd=tmp_path)  # fmt: skip
     assert done.returncode == 2
     assert "models.m-missing.architecture: no such file 'config/models/nosuch.json'" in done.stderr
+
+
+def test_tables_without_grid_says_when_it_drops_seed_case_labels(tmp_path, capsys):
+    shutil.copytree(SEED, tmp_path / "seed")
+    assert cli.rebuild_tables(tmp_path / "seed", "seed") == 9
+    assert "labelled rows with seed cases" not in capsys.readouterr().err
+    cli.rebuild_tables(tmp_path / "seed", None)
+    assert "without --grid (e.g. --grid seed) the rebuilt table has none" in capsys.readouterr().err
+    cli.rebuild_tables(tmp_path / "seed", None)  # nothing labelled any more: nothing to say
+    assert capsys.readouterr().err == ""

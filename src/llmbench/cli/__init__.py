@@ -49,6 +49,17 @@ def _seed_cases(grid: str | None) -> list[dict]:
     return [] if grid is None else grid_document(grid).get("seed_cases", [])
 
 
+def _labelled_rows(table: Path) -> int:
+    """How many rows of an existing cells.csv carry a ``seed_case`` label (0 without one)."""
+    import csv
+
+    try:
+        with table.open(newline="") as file:
+            return sum(bool(row.get("seed_case")) for row in csv.DictReader(file))
+    except (OSError, csv.Error):
+        return 0
+
+
 def rebuild_tables(root: Path, grid: str | None) -> int:
     """Tables of every cell JSON under ``root/cells``; returns the number of cells. Raises
     UsageError for an unknown grid, before any table is written."""
@@ -60,6 +71,12 @@ def rebuild_tables(root: Path, grid: str | None) -> int:
         cells, devices = aggregate.build_tables(paths, seed_cases)
     except aggregate.UnreadableCells as exc:  # the previous tables stay
         raise UsageError(f"tables not rebuilt (the previous ones stay): {exc}") from None
+    if grid is None and _labelled_rows(root / "tables" / "cells.csv"):
+        print(
+            f"llmbench: note: {root / 'tables' / 'cells.csv'} labelled rows with seed cases; "
+            "without --grid (e.g. --grid seed) the rebuilt table has none",
+            file=sys.stderr,
+        )
     aggregate.write_tables(
         cells,
         devices,
