@@ -87,7 +87,6 @@ MISTRAL_DROPS = object()
         # MistralConfig defaults to 8 K/V heads; the memory model reads the file
         ({"num_key_value_heads": MISTRAL_DROPS}, "no num_key_value_heads: transformers builds 8"),
         ({"num_key_value_heads": 3}, "num_attention_heads 4 is not a multiple of"),
-        ({"hidden_size": 130}, "no head_dim, and hidden_size 130 is not a multiple of 4"),
         ({"head_dim": 33}, "head_dim 33 is odd"),
         ({"hidden_act": "nosuch"}, "hidden_act 'nosuch' is not an activation"),
         ({"initializer_range": float("nan")}, "initializer_range is nan: not a finite number"),
@@ -102,6 +101,17 @@ def test_an_architecture_transformers_builds_as_another_model_or_cannot_run_is_r
     entry = architecture(tmp_path, config)
     with pytest.raises(ModelEntryError, match=f"^models.x.architecture: .*m.json: {message}"):
         check_entries({"x": entry}, tmp_path)
+
+
+def test_families_under_their_own_names_or_without_heads_pass(tmp_path):
+    # GPT-2 names its sizes n_embd, n_layer, n_head (transformers' attribute_map); Mamba has
+    # no attention heads: neither is "missing" a size, neither may crash the check
+    pytest.importorskip("transformers")
+    gpt2 = {"model_type": "gpt2", "n_embd": 128, "n_layer": 2, "n_head": 4, "vocab_size": 512}
+    mamba = {"model_type": "mamba", "hidden_size": 64, "num_hidden_layers": 2,
+             "vocab_size": 512}  # fmt: skip
+    for name, config in (("gpt2.json", gpt2), ("mamba.json", mamba)):
+        check_entries({"x": architecture(tmp_path, config, name)}, tmp_path)
 
 
 def test_too_many_experts_per_token_is_refused(tmp_path, repo):

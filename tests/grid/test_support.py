@@ -73,3 +73,13 @@ def test_a_device_map_off_cuda_and_a_max_memory_without_a_planner_are_unsupporte
     # would be silently ignored under the cell's _mm60GiB name
     by_config = static_unsupported(capped, "cuda", device_map=capped.device_map_policy("single"))
     assert "device_map single plans none (the config's)" in by_config
+
+
+def test_positions_needed_counts_what_the_run_feeds_the_model():
+    from llmbench.grid.support import positions_needed
+
+    eager = Cell("m", "none", "sdpa", "bfloat16", 1, 2017)
+    assert positions_needed(eager, 32) == 2048  # the last generated token is never fed back
+    assert positions_needed(eager, 0) == 2017
+    static = Cell("m", "none", "sdpa", "bfloat16", 1, 2017, decode_mode="static")
+    assert positions_needed(static, 32) == 2049

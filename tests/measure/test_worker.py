@@ -152,8 +152,9 @@ def test_an_fp8_cell_on_the_cpu_is_unsupported_before_load(tmp_path):
 
 
 def test_a_prompt_past_learned_position_embeddings_is_unsupported_after_load(tmp_path, repo):
-    # OPT's table holds max_position_embeddings positions (plus 2 offset rows): 2048 prompt
-    # tokens and 5 decoded ones index past it (on CUDA: a device-side assert mid-prefill)
+    # OPT's table holds max_position_embeddings positions (plus 2 offset rows): a prompt of
+    # 2045 and 5 decoded tokens (4 fed back) need 2049 and index past it (on CUDA: a
+    # device-side assert); 2044 needs exactly 2048 and runs
     weights = tmp_path / "tiny-opt"
     models.materialize(repo / "config/models/tiny-opt.json", weights, seed=1, device="cpu")
     common = dict(
@@ -165,13 +166,13 @@ def test_a_prompt_past_learned_position_embeddings_is_unsupported_after_load(tmp
     )
     out = tmp_path / "past.json"
     result = run_cell(
-        cell=Cell("tiny-opt", "none", "eager", "float32", 1, 2044), out_path=out, **common
+        cell=Cell("tiny-opt", "none", "eager", "float32", 1, 2045), out_path=out, **common
     )
     validate_cell_result(result, where=str(out))
     assert result["status"] == "unsupported"
     assert "need 2049 positions" in result["reason"] and "hold 2048" in result["reason"]
     inside = run_cell(
-        cell=Cell("tiny-opt", "none", "eager", "float32", 1, 2043),
+        cell=Cell("tiny-opt", "none", "eager", "float32", 1, 2044),
         out_path=tmp_path / "in.json",
         **common,
     )

@@ -77,6 +77,10 @@ def test_a_config_without_heads_is_unpredictable_but_a_bug_propagates(tmp_path, 
     registry = {"nulled": {"architecture": "nulled.json"}}
     nulled = method.predict_cell(cell(model="nulled"), registry, tmp_path)
     assert isinstance(nulled, method.Unpredictable) and "TypeError" in nulled.reason
+    (tmp_path / "listed.json").write_text("[1]")  # JSON, not an object: no AttributeError
+    registry = {"listed": {"architecture": "listed.json"}}
+    listed = method.predict_cell(cell(model="listed"), registry, tmp_path)
+    assert isinstance(listed, method.Unpredictable) and "must hold a JSON object" in listed.reason
 
     def broken(*args, **kwargs):
         raise AttributeError("a programming error")

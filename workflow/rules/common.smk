@@ -25,7 +25,14 @@ if GRID_CHOICE.message:
 # Targets that measure no cell of the grid (predict predicts config["grid"]; the frontier has
 # its own fallback): after the missing-GPU fallback, a run summary of the smoke grid's cells
 # would describe a grid they did not use. Snakemake knows the targets once the DAG is built.
-NO_CELL_TARGETS = ("predict", "frontier", "results/tables/predicted.csv", "results/frontier")
+NO_CELL_TARGETS = (
+    "predict",
+    "frontier",
+    "results/tables/predicted.csv",
+    "results/frontier",
+    "results/tables/frontier.csv",
+    "results/figures/frontier.",
+)
 CACHE = config["cache_dir"]
 REPORT_ROOT = config.get("report_root", "results")
 FIGURES_IN_PLACE = config["figures_in_place"]
@@ -64,7 +71,8 @@ def end_of_run():
     own output (llmbench.report.summary; it never raises): of the grid's cells, or, when the
     run only redrew a reference's figures (target figures, or files of that reference, with
     report_root naming it), of that reference's cells; none when the missing-GPU fallback
-    changed the grid and every target measures no cell (NO_CELL_TARGETS: predict, frontier)."""
+    changed the grid and every target measures no cell (NO_CELL_TARGETS: predict, frontier).
+    """
     llm_warmstart.stop_server()
     roots = [REPORT_ROOT, figures_root(REPORT_ROOT)]
     targets = set(workflow.dag_settings.targets or ())

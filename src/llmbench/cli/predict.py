@@ -189,8 +189,9 @@ def _frontier_config(configfile: Path | None) -> dict:
 def _predict_devices(args: argparse.Namespace, grid: str) -> None:
     """``predict --gpus N``: one row per device (``llmbench.predict.devicesoutput``)."""
     from llmbench.predict import devicesoutput
+    from llmbench.predict.multigpu import MAX_GPUS
 
-    args.max_gpus = 8 if args.max_gpus is None else args.max_gpus
+    args.max_gpus = MAX_GPUS if args.max_gpus is None else args.max_gpus
     if args.gpus < 1 or args.max_gpus < 1:
         raise UsageError("--gpus and --max-gpus must be at least 1")
     if args.terms:

@@ -155,53 +155,75 @@ TYPO_SIMILARITY = 0.9
 off in a key of 10 or more letters: ``num_hidden_layer``, ``vocab_sze``)."""
 
 
+def _attribute(built: Any, name: str) -> Any:
+    """``built.<name>``, or None where the config class has no such attribute (or refuses to
+    give one: Gemma 4's per-layer attributes raise their own error)."""
+    try:
+        return getattr(built, name, None)
+    except Exception:  # noqa: BLE001 - any refusal means: not a plain attribute here
+        return None
+
+
 def built_config_problem(config: Mapping[str, Any], built: Any) -> str | None:
     """Why the config transformers built (``built``) from ``config`` is not the model the file
     describes, or cannot run; None when it is fine: a misspelt key (transformers keeps it as
-    an unused attribute and builds its default), a missing :data:`REQUIRED_SIZES`, a missing
+    an unused attribute and builds its default), a missing :data:`REQUIRED_SIZES` (of those
+    its family has, under their own names: GPT-2's ``n_embd``) that the class's default
+    fills, a missing
     ``num_key_value_heads`` whose class default is not ``num_attention_heads`` (what the
-    memory model reads from the file), heads not a multiple of K/V heads, no ``head_dim``
-    where heads do not divide ``hidden_size``, an odd rotary head_dim, more experts per token
-    than experts, an unknown activation, a non-finite number, a ``quantization_config`` (the
-    grid's ``quant`` axis quantizes; an architecture file is the unquantized model)."""
+    memory model reads from the file), heads not a multiple of K/V heads, an odd rotary
+    head_dim, more experts per token than experts, an unknown activation, a non-finite
+    number, a ``quantization_config`` (the grid's ``quant`` axis quantizes; an architecture
+    file is the unquantized model). A family without attention heads (Mamba) gets the first
+    checks only."""
     if "quantization_config" in config:
         return "has a quantization_config: give the unquantized model (the quant axis quantizes)"
     from transformers.activations import ACT2FN
 
     try:
-        known = set(type(built)().to_dict())
+        default = type(built)()
     except Exception:  # noqa: BLE001 - a class that needs arguments: what it built knows
-        known = set(built.to_dict())
+        default = built
+    known = set(default.to_dict())
     for key, value in config.items():
         if isinstance(value, float) and not math.isfinite(value):
             return f"{key} is {value}: not a finite number"
         close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=TYPO_SIMILARITY)
         if key not in known and close and close[0] not in config:
-            default = getattr(built, close[0])
             return (
                 f"{key!r} is not a {config['model_type']} config key: {close[0]!r} misspelt? "
-                f"(transformers would ignore it and build {close[0]} = {default!r})"
+                f"(transformers would ignore it and build {close[0]} = "
+                f"{_attribute(built, close[0])!r})"
             )
-    missing = [key for key in REQUIRED_SIZES if key not in config and hasattr(built, key)]
+    aliases = getattr(type(built), "attribute_map", None) or {}  # hidden_size -> n_embd
+    family = known | {name for name, own in aliases.items() if own in known}
+    stated = set(config) | {name for name, own in aliases.items() if own in config}
+    missing = [  # left out and built as the class's default, not derived (Mamba's 2 x hidden)
+        key
+        for key in REQUIRED_SIZES
+        if key in family
+        and key not in stated
+        and _attribute(built, key) == _attribute(default, key)
+    ]
     if missing:
         return f"no {', '.join(missing)}: transformers would build its defaults; write them out"
-    heads = built.num_attention_heads
-    kv_heads = getattr(built, "num_key_value_heads", None)
+    heads, hidden = _attribute(built, "num_attention_heads"), _attribute(built, "hidden_size")
+    if not isinstance(heads, int) or not isinstance(hidden, int) or heads < 1:
+        return None  # no attention heads (Mamba, RWKV) or per-layer sizes: nothing more here
+    kv_heads = _attribute(built, "num_key_value_heads")
     if "num_key_value_heads" not in config and kv_heads not in (None, heads):
         return (
             f"no num_key_value_heads: transformers builds {kv_heads} (its default), the memory "
             f"model would read {heads} (num_attention_heads); write it out"
         )
-    if kv_heads and heads % kv_heads:
+    if isinstance(kv_heads, int) and kv_heads and heads % kv_heads:
         return f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
-    if not config.get("head_dim") and built.hidden_size % heads:
-        return f"no head_dim, and hidden_size {built.hidden_size} is not a multiple of {heads}"
-    head_dim = getattr(built, "head_dim", None) or built.hidden_size // heads
-    if getattr(built, "rope_parameters", None) and head_dim % 2:
+    head_dim = _attribute(built, "head_dim") or hidden // heads
+    if _attribute(built, "rope_parameters") and isinstance(head_dim, int) and head_dim % 2:
         return f"head_dim {head_dim} is odd: rotary embeddings rotate pairs of channels"
-    experts = getattr(built, "num_local_experts", None) or getattr(built, "num_experts", None)
-    top_k = getattr(built, "num_experts_per_tok", None)
-    if experts and top_k and top_k > experts:
+    experts = _attribute(built, "num_local_experts") or _attribute(built, "num_experts")
+    top_k = _attribute(built, "num_experts_per_tok")
+    if isinstance(experts, int) and isinstance(top_k, int) and top_k > experts:
         return f"num_experts_per_tok {top_k} is more than the {experts} experts"
     for key in ("hidden_act", "hidden_activation"):
         act = config.get(key)

@@ -13,6 +13,17 @@ FP8_MIN_CAPABILITY = (8, 9)
 asserts it in ``Float8DynamicActivationFloat8WeightConfig``'s transform."""
 
 
+def positions_needed(cell: Cell, decode_tokens: int) -> int:
+    """Positions a run of ``cell`` feeds the model, which a learned absolute position table
+    (OPT's ``max_position_embeddings``) must hold: the prompt, then the ``decode_tokens - 1``
+    generated tokens fed back (eager decode and ``generate``); a static or graph decode is
+    given ``seq + decode_tokens`` (its StaticCache also holds warm-up and truth-check steps,
+    rewound). The worker refuses a cell past the table with this count, ``predict`` too."""
+    if cell.decode_mode == "eager":
+        return cell.seq + max(decode_tokens - 1, 0)
+    return cell.seq + decode_tokens
+
+
 def static_unsupported(
     cell: Cell,
     device: str,

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmbench.grid.spec import TORCHAO_QUANTS
+from llmbench.grid.support import positions_needed
 from llmbench.host import nvml
 from llmbench.measure import attention, fp8, kvcache, quantization
 from llmbench.measure.allocator import AllocatorTrace, allocator_check
@@ -131,7 +132,8 @@ def _load(spec: CellSpec, session: Session, result: Record, save: Save) -> Loade
     measure_started = time.perf_counter()
     facts = load.inspect_model(model)
     result["model"].update(facts.describe())
-    overflow = load.position_overflow(model, spec.cell.seq + spec.measurement["decode_tokens"])
+    needed = positions_needed(spec.cell, spec.measurement["decode_tokens"])
+    overflow = load.position_overflow(model, needed)
     if overflow is not None:
         raise Cancelled("unsupported", overflow)
     checks = result["checks"]

@@ -75,7 +75,11 @@ class Architecture:
 
 @functools.lru_cache(maxsize=32)
 def _read_json(path: str) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    """A config.json's object; ValueError when the file holds JSON that is not an object."""
+    config = json.loads(Path(path).read_text())
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: must hold a JSON object (a config.json)")
+    return config
 
 
 def model_config_for(

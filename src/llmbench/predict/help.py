@@ -26,7 +26,8 @@ columns (GiB = 2^30 bytes):
                          no: the allocations alone do not fit
                          unsupported: cannot run whatever the memory (flash-attn on the CPU;
                            flash or cuDNN attention in float32; refusals measured on the
-                           H200 decode reference); the reason is printed
+                           H200 decode reference; OPT past its learned positions; max_memory
+                           under device_map single); the reason is printed, memory is "-"
                          unknown: no prediction for this model
   checked                was this prediction checked against a GPU measurement (the
                          committed references' cells, results/reference/**/tables):

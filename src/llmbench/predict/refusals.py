@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmbench.grid.spec import Cell
-from llmbench.grid.support import static_unsupported
+from llmbench.grid.support import positions_needed, static_unsupported
 from llmbench.predict.architecture import sliding_window
 
 _FLOAT32_REFUSED = {
@@ -59,15 +59,15 @@ LEARNED_POSITION_MODEL_TYPES = ("opt",)
 def _positions_exceeded(
     cell: Cell, config: Mapping[str, Any] | None, decode_tokens: int
 ) -> str | None:
-    """Why a learned-position model cannot run this length, or None: the prompt and the
-    ``decode_tokens - 1`` tokens fed back need ``seq + decode_tokens - 1`` positions. Measured:
+    """Why a learned-position model cannot run this length, or None: the positions the run
+    feeds (``grid.support.positions_needed``, the worker's count) past the table. Measured:
     the four OPT-6.7B cells of 2048 tokens (its ``max_position_embeddings``) with 32 decode
     tokens in results/reference/h200/families failed in decode ('CUDA error: device-side
     assert triggered', or cuDNN's error after it)."""
     if not config or config.get("model_type") not in LEARNED_POSITION_MODEL_TYPES:
         return None
     limit = config.get("max_position_embeddings")
-    positions = cell.seq + max(decode_tokens - 1, 0)
+    positions = positions_needed(cell, decode_tokens)
     if not isinstance(limit, int) or positions <= limit:
         return None
     return (
