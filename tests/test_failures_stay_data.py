@@ -105,11 +105,14 @@ def test_snakemake_predict_gives_unknown_for_a_model_it_cannot_predict(workdir):
 def test_a_model_that_cannot_be_built_ends_as_error_cells_and_the_run_has_tables(
     tmp_path_factory,
 ):
-    """A config transformers reads but cannot instantiate (an unknown activation) fails the
-    build at run time; fixing it rebuilds the model and remeasures its cells."""
+    """A config transformers reads and the checks before the run accept, but cannot
+    instantiate (a rope_theta that is not a number: the rotary embedding's ``base ** ...``
+    fails), fails the build at run time; fixing it rebuilds the model and remeasures its
+    cells. (An unknown activation, this test's earlier example, is now refused before.)"""
     workdir = copy_repo(tmp_path_factory.mktemp("unbuilt") / "repo")
     broken = json.loads((REPO / "config" / "models" / "tiny-mistral.json").read_text())
-    broken["hidden_act"] = "no_such_activation"
+    theta = broken["rope_theta"]
+    broken["rope_theta"] = "abc"
     add_model(workdir, "tiny-broken", broken, "with-broken", ["tiny-mistral", "tiny-broken"])
     run = ("--cores", "2", "--resources", "gpu=1", "--config", "grid=with-broken")
     manifest = "resources/models/tiny-broken/base/checkpoint.json"
@@ -117,7 +120,7 @@ def test_a_model_that_cannot_be_built_ends_as_error_cells_and_the_run_has_tables
     process = snakemake(workdir, *run, "on_missing_gpu=ignore")
     assert (
         "building model 'tiny-broken' from config/models/tiny-broken.json failed: "
-        "KeyError: 'no_such_activation'" in process.stderr
+        "TypeError: unsupported operand type(s) for ** or pow(): 'str'" in process.stderr
     )
     assert f"snakemake -R {manifest}" in process.stderr
     cell = (
@@ -135,7 +138,7 @@ def test_a_model_that_cannot_be_built_ends_as_error_cells_and_the_run_has_tables
     counts = job_counts(dry.stdout)
     assert (counts["materialize_model"], counts["measure_cell"]) == (1, 1)
     # A fixed architecture file is newer than the failed manifest: the next run rebuilds.
-    broken["hidden_act"] = "silu"
+    broken["rope_theta"] = theta
     (workdir / "config" / "models" / "tiny-broken.json").write_text(json.dumps(broken))
     snakemake(workdir, *run, "on_missing_gpu=ignore")
     assert json.loads(cell.read_text())["status"] == "ok"
