@@ -222,3 +222,15 @@ def test_tables_without_grid_says_when_it_drops_seed_case_labels(tmp_path, capsy
     assert "without --grid (e.g. --grid seed) the rebuilt table has none" in capsys.readouterr().err
     cli.rebuild_tables(tmp_path / "seed", None)  # nothing labelled any more: nothing to say
     assert capsys.readouterr().err == ""
+
+
+def test_frontier_notes_a_gpu_mem_that_is_torchs_total(capsys):
+    # plain predict takes torch's total (81079MiB for an H100), --frontier nvidia-smi's
+    from llmbench.cli.predict import _torch_total_note
+
+    _torch_total_note("81079MiB", 81079 * 2**20)
+    assert "is torch's total of an h100-80gb; --frontier reads nvidia-smi's (81559MiB)" in (
+        capsys.readouterr().err
+    )
+    _torch_total_note("81559MiB", 81559 * 2**20)
+    assert capsys.readouterr().err == ""

@@ -138,6 +138,7 @@ def _predict_frontier(args: argparse.Namespace) -> None:
                 totals.append(predict.parse_bytes(size.strip()))
             except ValueError as exc:
                 raise UsageError(f"--gpu-mem: {exc}") from None
+            _torch_total_note(size.strip(), totals[-1])
     if not totals:
         raise UsageError(
             "--frontier needs a device: --gpu NAME (a GPU measured here) or --gpu-mem SIZE[,SIZE]"
@@ -155,6 +156,21 @@ def _predict_frontier(args: argparse.Namespace) -> None:
     note = f"note: the section's memory_budget_gib ({budget}) is not applied: whole devices"
     notes = [] if budget is None else [note]
     print(predicted.format_table(results, notes))
+
+
+def _torch_total_note(size: str, total: int) -> None:
+    """A note on stderr when ``--frontier --gpu-mem SIZE`` is, to 1 MiB, a measured GPU's
+    total as torch reports it (what plain ``predict --gpu-mem`` takes): ``--frontier`` reads
+    NVML's total, larger by the driver's unreported memory, so the capacity would be short."""
+    from llmbench.frontier import prediction
+
+    for name, nvml_total in prediction.GPUS.items():
+        if abs(total - (nvml_total - prediction.NVML_UNREPORTED_BYTES[nvml_total])) < 2**20:
+            print(
+                f"llmbench: note: --gpu-mem {size} is torch's total of an {name}; --frontier "
+                f"reads nvidia-smi's ({nvml_total // 2**20}MiB): use --gpu {name}",
+                file=sys.stderr,
+            )
 
 
 def _frontier_config(configfile: Path | None) -> dict:
