@@ -162,13 +162,14 @@ def _torch_total_note(size: str, total: int) -> None:
     """A note on stderr when ``--frontier --gpu-mem SIZE`` is, to 1 MiB, a measured GPU's
     total as torch reports it (what plain ``predict --gpu-mem`` takes): ``--frontier`` reads
     NVML's total, larger by the driver's unreported memory, so the capacity would be short."""
+    from llmbench import MIB
     from llmbench.frontier import prediction
 
     for name, nvml_total in prediction.GPUS.items():
-        if abs(total - (nvml_total - prediction.NVML_UNREPORTED_BYTES[nvml_total])) < 2**20:
+        if abs(total - (nvml_total - prediction.nvml_unreported_bytes(nvml_total)[0])) < MIB:
             print(
                 f"llmbench: note: --gpu-mem {size} is torch's total of an {name}; --frontier "
-                f"reads nvidia-smi's ({nvml_total // 2**20}MiB): use --gpu {name}",
+                f"reads nvidia-smi's ({nvml_total // MIB}MiB): use --gpu {name}",
                 file=sys.stderr,
             )
 

@@ -140,9 +140,8 @@ def cell_row(
     row.update(efficiency_columns(result))
     row.update(model_columns(result))
     row.update(timing_columns(result))
-    row.update(
-        predicted_columns(result, models=models)
-    )  # analytic model (predict.py) and measured/predicted
+    # the analytic memory model's peaks and measured / predicted
+    row.update(predicted_columns(result, models=models))
     return row
 
 

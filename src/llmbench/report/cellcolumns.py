@@ -69,8 +69,7 @@ def memory_columns(result: Mapping[str, Any]) -> dict[str, float | None]:
     for phase in ("load", "prefill", "decode", "generate_prefill"):
         record = {} if phase == failed else phase_record(result, phase) or {}
         devices = record.get("devices") or []
-        for view, key in MEMORY_VIEWS:
-            columns[f"{phase}_{view}_gib"] = sum_devices(devices, key)
+        columns.update(_view_columns(phase, devices))
         # What torch.cuda.memory_reserved() reads without a device argument, as the seed
         # notebook did: the first device only, however many the model spans.
         columns[f"{phase}_reserved_cuda0_gib"] = sum_devices(devices[:1], "reserved_bytes")
@@ -78,12 +77,15 @@ def memory_columns(result: Mapping[str, Any]) -> dict[str, float | None]:
         columns[f"{phase}_host_rss_gib"] = gib(host.get("rss_bytes"))
         columns[f"{phase}_host_peak_rss_gib"] = gib(host.get("peak_rss_bytes"))
     record = (phase_record(result, failed) if failed else None) or {}
-    devices = record.get("devices") or []
-    for view, key in MEMORY_VIEWS:
-        columns[f"failed_phase_{view}_gib"] = sum_devices(devices, key)
+    columns.update(_view_columns("failed_phase", record.get("devices") or []))
     host = record.get("host") or {}
     columns["failed_phase_host_peak_rss_gib"] = gib(host.get("peak_rss_bytes"))
     return columns
+
+
+def _view_columns(prefix: str, devices: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """``{prefix}_{view}_gib`` of every :data:`MEMORY_VIEWS` view, summed over ``devices``."""
+    return {f"{prefix}_{view}_gib": sum_devices(devices, key) for view, key in MEMORY_VIEWS}
 
 
 def _p90(stats: Mapping[str, Any]) -> float | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from llmbench import GIB
+from llmbench import GIB, MIB
 from llmbench.grid.spec import OPTIONAL_AXES
 
 CELL_KEYS = (
@@ -135,7 +135,7 @@ def summary_lines(table: pd.DataFrame, names: Sequence[str]) -> list[str]:
         lines.append(
             f"{phase} peak allocated the same on both GPUs (within {SAME_WITHIN:g} relative):"
             f" {int(same.sum())} of {len(same)} cells ok on both, {int((diff_bytes == 0).sum())}"
-            f" to the byte (largest difference {diff_bytes.max() / 2**20:.2f} MiB)"
+            f" to the byte (largest difference {diff_bytes.max() / MIB:.2f} MiB)"
         )
     for metric in ("prefill_ms_p50", "decode_ms_per_token_p50", "mfu", "mbu"):
         ratio = table[f"{metric}_ratio"].dropna()
