@@ -169,13 +169,12 @@ def built_config_problem(config: Mapping[str, Any], built: Any) -> str | None:
     describes, or cannot run; None when it is fine: a misspelt key (transformers keeps it as
     an unused attribute and builds its default), a missing :data:`REQUIRED_SIZES` (of those
     its family has, under their own names: GPT-2's ``n_embd``) that the class's default
-    fills, a missing
-    ``num_key_value_heads`` whose class default is not ``num_attention_heads`` (what the
-    memory model reads from the file), heads not a multiple of K/V heads, an odd rotary
-    head_dim, more experts per token than experts, an unknown activation, a non-finite
-    number, a ``quantization_config`` (the grid's ``quant`` axis quantizes; an architecture
-    file is the unquantized model). A family without attention heads (Mamba) gets the first
-    checks only."""
+    fills, a missing ``num_key_value_heads`` whose class default is not
+    ``num_attention_heads`` (what the memory model reads from the file), heads not a
+    multiple of K/V heads, an odd rotary head_dim, more experts per token than experts, an
+    unknown activation, a non-finite number, a ``quantization_config`` (the grid's ``quant``
+    axis quantizes; an architecture file is the unquantized model). A family without
+    attention heads (Mamba) gets the first checks only."""
     if "quantization_config" in config:
         return "has a quantization_config: give the unquantized model (the quant axis quantizes)"
     from transformers.activations import ACT2FN

@@ -20,6 +20,7 @@ from llmbench import REPO_ROOT
 from llmbench.grid import models
 from llmbench.grid.files import ConfigFileError, read_yaml
 from llmbench.grid.schemas import config_error, load_schema
+from llmbench.grid.spec import load_grid
 
 TRUE = frozenset({"true", "yes", "on", "1"})
 FALSE = frozenset({"false", "no", "off", "0"})
@@ -87,13 +88,13 @@ def check_config(
 
 def config_problem(config: MutableMapping[str, Any]) -> str | None:
     """Normalise ``config`` in place; one line naming what is wrong with its values (the
-    schema, then :func:`range_error`), or None. What ``predict --frontier --configfile``
+    schema, then :func:`frontier_error`), or None. What ``predict --frontier --configfile``
     checks; :func:`check_config` adds the files the config names."""
     normalise(config, load_schema("config.schema.yaml"))
-    return config_error(config) or range_error(config)
+    return config_error(config) or frontier_error(config)
 
 
-def range_error(config: Mapping[str, Any]) -> str | None:
+def frontier_error(config: Mapping[str, Any]) -> str | None:
     """One line naming what a schema-valid config's ``frontier:`` section cannot search, or
     None: no batch and no seq (no search at all), a model not under ``models``, an empty
     range (``seq_min`` above ``seq_max``, ``batch_min`` above ``batch_max``: a search would
@@ -143,8 +144,6 @@ def merge(base: MutableMapping[str, Any], update: Mapping[str, Any]) -> None:
 
 def main(argv: list[str] | None = None, repo: Path = REPO_ROOT) -> int:
     """``python -m llmbench.grid.validate [FILE ...]``: 0 and "config ok", or 1 and the error."""
-    from llmbench.grid.spec import load_grid
-
     files = [repo / "config" / "config.yaml", *map(Path, sys.argv[1:] if argv is None else argv)]
     try:
         config: dict[str, Any] = {}

@@ -2,8 +2,7 @@
 config.json (``Architecture``), and where a registry entry's config.json lies
 (``model_config_for``).
 
-Imports ``llmbench.measure.efficiency`` (``Shape``, ``config_sliding_window``, re-exported
-here as ``sliding_window``) and ``llmbench.predict.constants``.
+Imports ``llmbench.measure.efficiency.Shape`` and ``llmbench.predict.constants``.
 """
 
 from __future__ import annotations
@@ -15,10 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmbench.measure.efficiency import Shape, config_sliding_window
+from llmbench.measure.efficiency import Shape
 from llmbench.predict.constants import DEFAULT_INITIALIZER_RANGE, granule
-
-sliding_window = config_sliding_window
 
 
 @dataclass(frozen=True)

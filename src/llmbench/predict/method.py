@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from llmbench.grid.spec import BNB_QUANTS, Cell, quantizes_on_load
-from llmbench.predict.architecture import Architecture, model_config_for, sliding_window
+from llmbench.measure.efficiency import config_sliding_window
+from llmbench.predict.architecture import Architecture, model_config_for
 from llmbench.predict.constants import (
     CUBLAS_WORKSPACE_BYTES,
     DECODE_TOKENS,
@@ -79,7 +80,7 @@ def hand_replay_reason(config: Mapping[str, Any], cell: Cell, decode_tokens: int
             f"the hand replay replays only the {', '.join(HAND_REPLAY_FAMILIES)} code of "
             f"transformers 5.17 (model_type {model_type!r})"
         )
-    window = sliding_window(config)
+    window = config_sliding_window(config)
     tokens = cell.seq + max(decode_tokens - 1, 0)
     if window and tokens > window:
         return (

@@ -12,7 +12,7 @@ from typing import Any
 
 from llmbench.grid.spec import Cell
 from llmbench.grid.support import positions_needed, static_unsupported
-from llmbench.predict.architecture import sliding_window
+from llmbench.measure.efficiency import config_sliding_window
 
 _FLOAT32_REFUSED = {
     "flash_attention_2": "flash-attn's kernels take",
@@ -43,9 +43,9 @@ HYBRID_MODEL_TYPES = ("gemma2", "gemma3", "gemma3_text", "cohere2")
 
 
 def _window(config: Mapping[str, Any]) -> tuple[int | None, bool]:
-    """(sliding window in tokens or None: ``architecture.sliding_window``, whether some
+    """(sliding window in tokens or None: ``measure.efficiency.config_sliding_window``, whether some
     layers attend fully anyway)."""
-    window = sliding_window(config)
+    window = config_sliding_window(config)
     kinds = set(config.get("layer_types") or ())
     hybrid = config.get("model_type") in HYBRID_MODEL_TYPES or len(kinds) > 1
     return window, hybrid
