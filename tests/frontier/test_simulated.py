@@ -1,6 +1,6 @@
 """The frontier predicted to the step by the allocator simulator (llmbench.frontier.simulated):
 the bisection over simulated probes, the committed H100 frontier's 24 searches and the H200
-frontier's 10."""
+frontier's 31."""
 
 from __future__ import annotations
 
@@ -185,16 +185,21 @@ def test_simulated_outcome_at_each_committed_frontier(row):
         assert simulated.status == "oom"
         # the request the CUDA error names, and what it says is allocated and reserved but
         # unallocated, as the message prints them (c10's format_size); nf4 keeps up to 25 MiB
-        # more reserved in the simulation (its 4-bit load, sdpa/FA2 prefill), so there 32 MiB
+        # more reserved in the simulation (its 4-bit load, sdpa/FA2 prefill), so there 32 MiB.
+        # With expandable_segments the nf4 load's few MiB of difference move whole mapped
+        # pages: the reserved-but-unallocated bytes after the release-and-retry differ by
+        # -24 to +76 MiB on the H200's 6 nf4 eager failures (README of
+        # results/reference/h200/frontier), so there 80 MiB for that one figure
         message = _probe(row, int(row["first_fail"]))["error"]["message"]
         free = simulated.reserved_at_oom - simulated.allocated_at_oom
-        for pattern, value in (
-            (r"Tried to allocate ([0-9.]+ [KMG]?i?B)", simulated.oom_request),
-            (r"([0-9.]+ [KMG]?i?B) is allocated by PyTorch", simulated.allocated_at_oom),
-            (r"([0-9.]+ [KMG]?i?B) is reserved by PyTorch but unallocated", free),
+        free_slack = 80 if row.get("allocator") == "expandable_segments" else 32
+        for pattern, value, slack_mib in (
+            (r"Tried to allocate ([0-9.]+ [KMG]?i?B)", simulated.oom_request, 32),
+            (r"([0-9.]+ [KMG]?i?B) is allocated by PyTorch", simulated.allocated_at_oom, 32),
+            (r"([0-9.]+ [KMG]?i?B) is reserved by PyTorch but unallocated", free, free_slack),
         ):
             printed = re.search(pattern, message).group(1)
             if row["quant"] == "none":
                 assert _format_size(value) == printed, pattern
             else:
-                assert abs(_parse_size(printed) - value) <= 32 * 2**20, pattern
+                assert abs(_parse_size(printed) - value) <= slack_mib * 2**20, pattern
