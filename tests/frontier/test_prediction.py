@@ -147,7 +147,7 @@ def test_simulator_capacity_is_the_committed_probes_capacity():
         gpu: sorted((reference / gpu / "frontier" / "frontier" / "probes").rglob("*.json"))
         for gpu in ("h100", "h200")
     }
-    assert (len(probes["h100"]), len(probes["h200"])) == (48, 22)
+    assert (len(probes["h100"]), len(probes["h200"])) == (48, 51)
     for path in probes["h100"] + probes["h200"]:
         record = json.loads(path.read_text())
         capacity = frontier.prediction.simulator_capacity(

@@ -69,8 +69,11 @@ def test_a_panel_without_a_search_says_so():
     searches = pd.read_csv(
         REPO / "results" / "reference" / "h200" / "frontier" / "tables" / "frontier.csv"
     )
+    # the committed H200 frontier searched every facet; without its nf4 expandable_segments
+    # searches that facet is drawn, empty
+    searches = searches[~searches["quant"].eq("nf4") | searches["allocator"].eq("default")]
     figure = frontier.frontier_figure(searches)
     empty = [axis for axis in figure.axes if any(t.get_text() == "no search" for t in axis.texts)]
-    assert len(empty) == 1  # expandable_segments was searched without nf4
+    assert len(empty) == 1  # expandable_segments searched without nf4
     assert empty[0].get_title().endswith("expandable_segments\nquantization: nf4")
     assert "allocator: default" in figure.axes[0].get_title()
