@@ -30,7 +30,12 @@ def test_cpu_frontier_through_snakemake(tmp_path):
     }
     (workdir / "config" / "frontier-test.yaml").write_text(yaml.safe_dump({"frontier": section}))
     args = ("frontier", "--cores", "2", "--configfile", "config/frontier-test.yaml")
-    snakemake(workdir, *args)
+    process = snakemake(workdir, *args)
+    # the run summary is of the searches, not of the grid's cells (none asked for)
+    summary = process.stderr[
+        process.stderr.index("llmbench: frontier summary (results/frontier/)") :
+    ]
+    assert "run summary" not in process.stderr and "2 searches" in summary
     table = pd.read_csv(workdir / "results/tables/frontier.csv")
     assert len(table) == 2 and set(table["status"]) == {"found"}
     assert (workdir / "results/figures/frontier.png").is_file()

@@ -25,14 +25,13 @@ if GRID_CHOICE.message:
 # Targets that measure no cell of the grid (predict predicts config["grid"]; the frontier has
 # its own fallback): after the missing-GPU fallback, a run summary of the smoke grid's cells
 # would describe a grid they did not use. Snakemake knows the targets once the DAG is built.
-NO_CELL_TARGETS = (
-    "predict",
+FRONTIER_TARGETS = (
     "frontier",
-    "results/tables/predicted.csv",
     "results/frontier",
     "results/tables/frontier.csv",
     "results/figures/frontier.",
 )
+NO_CELL_TARGETS = ("predict", "results/tables/predicted.csv", *FRONTIER_TARGETS)
 CACHE = config["cache_dir"]
 REPORT_ROOT = config.get("report_root", "results")
 FIGURES_IN_PLACE = config["figures_in_place"]
@@ -70,8 +69,9 @@ def end_of_run():
     warm-start server (cells.smk starts it), then print the run summary after Snakemake's
     own output (llmbench.report.summary; it never raises): of the grid's cells, or, when the
     run only redrew a reference's figures (target figures, or files of that reference, with
-    report_root naming it), of that reference's cells; none when the missing-GPU fallback
-    changed the grid and every target measures no cell (NO_CELL_TARGETS: predict, frontier).
+    report_root naming it), of that reference's cells; of the frontier searches alone when
+    every target is one (FRONTIER_TARGETS); none when the missing-GPU fallback changed the
+    grid and every target measures no cell (NO_CELL_TARGETS: predict, frontier).
     """
     llm_warmstart.stop_server()
     roots = [REPORT_ROOT, figures_root(REPORT_ROOT)]
@@ -86,6 +86,8 @@ def end_of_run():
     )
     if redrawn:
         print_summary(REPORT_ROOT, None, report_roots=roots[1:])
+    elif targets and all(t.startswith(FRONTIER_TARGETS) for t in targets):
+        print_summary("results", frontier_only=True)
     elif not (
         GRID_CHOICE.message
         and targets

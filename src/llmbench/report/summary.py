@@ -150,14 +150,19 @@ def summarize(
     *,
     grid: str | None = None,
     report_roots: Iterable[Path | str] = (),
+    frontier_only: bool = False,
 ) -> str:
     """The summary text (lines of at most about 100 characters; paths may make them longer).
 
     ``root``: the run's results folder (cell JSONs under ``root/cells``); ``cells``: the
     selected grid's cells (None: every JSON under ``root/cells``); ``grid``: its name, for the
     heading; ``report_roots``: further folders whose tables and figures are listed (e.g. the
-    ``report_root`` of ``snakemake figures``). Wall times are in seconds. Raises OSError only
-    when a folder cannot be listed; unreadable cell JSONs are reported, not raised."""
+    ``report_root`` of ``snakemake figures``); ``frontier_only``: a run that only searched
+    frontiers (:func:`summarize_frontier`; the other arguments are ignored). Wall times are in
+    seconds. Raises OSError only when a folder cannot be listed; unreadable cell JSONs are
+    reported, not raised."""
+    if frontier_only:
+        return summarize_frontier(root)
     root = Path(root)
     cells = None if cells is None else list(cells)
     outcomes, missing = collect(root / "cells", cells)
@@ -183,6 +188,24 @@ def summarize(
         lines += [f"    {o.status:<14}{o.name}: {o.reason}" for o in failed]
     if missing:
         lines += _missing(missing, total)
+    return "\n".join(lines)
+
+
+def summarize_frontier(root: Path | str = "results") -> str:
+    """The summary of a run whose targets were frontier searches only (the grid's cells were
+    not asked for, so their status would say nothing about this run): the probes by status
+    and the searches under ``root/frontier``, and the frontier table and figure where they
+    exist. Raises OSError only when a folder cannot be listed."""
+    root = Path(root)
+    lines = [f"llmbench: frontier summary ({root / 'frontier'}/)"]
+    lines += _wrapped("frontier", _frontier(root) or "no probe or search yet")
+    made = [
+        str(path)
+        for path in (root / "tables" / "frontier.csv", *(root / "figures").glob("frontier.*"))
+        if path.is_file()
+    ]
+    if made:
+        lines += _wrapped("files", ", ".join(sorted(made)))
     return "\n".join(lines)
 
 
