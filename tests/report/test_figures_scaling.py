@@ -109,15 +109,15 @@ def test_redrawing_the_memory_figure_gives_the_same_bytes(tmp_path):
 
 
 def test_a_mostly_empty_matrix_of_panels_is_drawn_wrapped():
-    # the quant grid's knobs go with some quantizations only: 11 panels of a 7 x 7 matrix
+    # the quant grid's knobs go with some quantizations only: 12 panels of a 7 x 7 matrix
     quant = pd.read_csv(REPO / "results" / "reference" / "h200" / "quant" / "tables" / "cells.csv")
     figure = draw.figure("memory", quant)
     visible = [axis for axis in figure.axes if axis.get_visible() and axis.get_title()]
-    assert len(visible) == 11
+    assert len(visible) == 12
     grid = figure.axes[0].get_subplotspec().get_gridspec().get_geometry()
     assert grid == (3, 4)  # four a row, in reading order
     titles = [axis.get_title() for axis in visible]
-    assert titles[0].endswith("quantization: nf4") and len(set(titles)) == 11
+    assert titles[0].endswith("quantization: nf4") and len(set(titles)) == 12
     # a full matrix keeps a row per configuration and a column per quantization
     extended = draw.figure("memory", cells("extended"))
     rows, columns = extended.axes[0].get_subplotspec().get_gridspec().get_geometry()
