@@ -5,6 +5,7 @@ import importlib
 import pytest
 import torch
 
+from llmbench.measure import failures
 from llmbench.measure.failures import Failure, MemoryBudgetExceeded, classify, requested_bytes
 
 H100_OOM = (
@@ -105,3 +106,17 @@ def test_anything_else_is_error_and_keeps_the_message():
 )
 def test_requested_bytes_parsing(message, expected):
     assert requested_bytes(message) == expected
+
+
+@pytest.mark.parametrize("status", [*failures.STATUSES, "something_new"])
+def test_stopped_in_and_phase_ran_agree_for_every_status(status):
+    # one rule for "the phase this cell's numbers stop being peaks": the report's empty
+    # {phase}_* columns and predict's measured/predicted ratios both use stopped_in
+    result = {"status": status, "phase": "prefill"}
+    stopped = failures.stopped_in(result)
+    assert stopped == (None if status in failures.MEASURED else "prefill")
+    for phase in ("load", "prefill", "decode"):
+        ran = failures.phase_ran(phase, status, result["phase"])
+        assert ran == (stopped is None or failures.PHASES.index(phase) < 2), phase
+    assert failures.stopped_in({"status": "check_failed", "phase": "load"}) is None
+    assert failures.stopped_in({"status": "oom"}) is None  # no phase recorded

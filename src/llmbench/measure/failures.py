@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,13 @@ def phase_ran(phase: str, status: str | None, stopped_in: str | None) -> bool:
     return (
         phase in PHASES and stopped_in in PHASES and PHASES.index(phase) < PHASES.index(stopped_in)
     )
+
+
+def stopped_in(result: Mapping[str, Any]) -> str | None:
+    """The phase a cell JSON ``result`` that was not measured (status outside
+    :data:`MEASURED`) stopped in, or None: that phase's memory record is what the cell held
+    when it failed, not the phase's peak. A ``check_failed`` cell ran every phase."""
+    return result.get("phase") if result.get("status") not in MEASURED else None
 
 
 _OOM_PATTERNS = (

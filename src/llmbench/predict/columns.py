@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmbench.grid.spec import Cell, recorded_prequantized
+from llmbench.measure.failures import stopped_in
 from llmbench.predict.constants import DECODE_TOKENS, gib
 from llmbench.predict.method import Unpredictable, predict_cell
 
@@ -119,7 +120,7 @@ def table_columns(
         predicted_method=prediction.method,
     )
     # A phase that failed (OOM, error) recorded the peak reached before failing: no ratio.
-    failed = result.get("phase") if result.get("status") not in ("ok", "check_failed") else None
+    failed = stopped_in(result)
     load = ((result.get("memory") or {}).get("phases") or {}).get("load") or {}
     if len(load.get("devices") or []) > 1:
         return columns

@@ -31,11 +31,11 @@ from typing import Any
 
 from llmbench.grid.schemas import SchemaError
 from llmbench.grid.spec import OPTIONAL_AXES
+from llmbench.measure.failures import stopped_in
 from llmbench.predict import table_columns as predicted_columns
 from llmbench.record.cell import read_cell_result
 from llmbench.report.cellcolumns import (
     efficiency_columns,
-    failed_phase,
     gib,
     latency_columns,
     memory_columns,
@@ -153,7 +153,7 @@ def device_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     parameter_bytes = placement.get("parameter_bytes_per_device") or {}
     modules = placement.get("hf_device_map_modules") or {}
     rows = []
-    failed = failed_phase(result)
+    failed = stopped_in(result)
     for phase in ("load", "prefill", "decode"):
         record = phase_record(result, phase)
         for device in (record or {}).get("devices", []):

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llmbench import GIB
+from llmbench.measure.failures import stopped_in
 from llmbench.measure.timing import tail_percentile
 from llmbench.report.checkcolumns import check_columns
 
@@ -39,12 +40,6 @@ def phase_record(result: Mapping[str, Any], phase: str) -> Mapping[str, Any] | N
     return (memory.get("phases") or {}).get(phase)
 
 
-def failed_phase(result: Mapping[str, Any]) -> str | None:
-    """The phase a cell that is not ``ok`` stopped in (its ``phase``), or None: that phase's
-    memory record is what the cell held when it failed, not the phase's peak."""
-    return result.get("phase") if result.get("status") != "ok" else None
-
-
 MEMORY_VIEWS = (
     ("allocated", "allocated_bytes"),
     ("reserved", "reserved_bytes"),
@@ -60,12 +55,13 @@ def memory_columns(result: Mapping[str, Any]) -> dict[str, float | None]:
     """``{phase}_{view}_gib`` for load, prefill and decode: state at the end of the phase
     (allocated, reserved, NVML), peaks within it, and host RSS; GiB, summed over devices.
 
-    The phase a failed cell stopped in (:func:`failed_phase`) did not end: its columns stay
-    empty, and what it held when it failed goes to ``failed_phase_{view}_gib`` (peaks since
-    that phase began, until the failure), so that no ``*_peak_*`` column holds a partial peak.
+    The phase a failed cell stopped in (``measure.failures.stopped_in``) did not end: its
+    columns stay empty, and what it held when it failed goes to ``failed_phase_{view}_gib``
+    (peaks since that phase began, until the failure), so that no ``*_peak_*`` column holds a
+    partial peak.
     """
     columns: dict[str, float | None] = {}
-    failed = failed_phase(result)
+    failed = stopped_in(result)
     for phase in ("load", "prefill", "decode", "generate_prefill"):
         record = {} if phase == failed else phase_record(result, phase) or {}
         devices = record.get("devices") or []
