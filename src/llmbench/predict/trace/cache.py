@@ -34,13 +34,15 @@ from llmbench.grid.spec import Cell
 from llmbench.predict.constants import DECODE_WARMUP_TOKENS
 from llmbench.record.cell import write_json_atomic
 
-TRACER_VERSION = 8
+TRACER_VERSION = 9
 """Bump when the tracer's semantics change (every older entry then misses). 5: a boolean SDPA
 mask made additive before the kernel; flash_attention_2 traced with FA2's mask function.
 6: a prompt past learned position embeddings is untraceable with the run's reason.
 7: CUDA-graph decode traced; flash_attention_2's padded path (a static cache's mask);
 LLM.int8 at the cell's outlier threshold; 4-bit layers in the cell's ``bnb_compute``.
-8: the load's transient terms (``load_converted``, ``load_quantized_elements``)."""
+8: the load's transient terms (``load_converted``, ``load_quantized_elements``).
+9: learned positions counted as the worker counts them (``grid.support.positions_needed``:
+an eager run feeds ``seq + decode_tokens - 1``, one fewer than before)."""
 
 LIBRARIES = ("torch", "transformers", "bitsandbytes")
 

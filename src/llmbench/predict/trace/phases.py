@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from llmbench.grid.spec import Cell
+from llmbench.grid.support import positions_needed
 from llmbench.measure.phases.generation import Generation, prefill_kwargs
 from llmbench.measure.phases.load import position_overflow
 from llmbench.predict.architecture import Architecture
@@ -119,7 +120,7 @@ def trace_cell(
             "`.item()`), so the run records it unsupported"
         )
     model = build_meta_model(config, cell)
-    overflow = position_overflow(model, cell.seq + decode_tokens)
+    overflow = position_overflow(model, positions_needed(cell, decode_tokens))
     if overflow is not None:
         raise Untraceable(f"the run makes this cell unsupported after load: {overflow}")
     overrides = _quantize(model, config, cell, bnb_4bit_compute_dtype)
