@@ -162,16 +162,18 @@ def test_frontier_probes_and_searches_are_counted(tmp_path):
 def test_a_frontier_only_run_is_summarized_without_the_grid(tmp_path):
     # a run whose targets were frontier searches: the grid's cell status would say nothing
     # about it (on the H200 it said "missing 9 of the grid's 9 cells" after 17 searches)
+    from llmbench.report import summary
+
     shutil.copytree(FRONTIER / "frontier", tmp_path / "frontier")
     (tmp_path / "tables").mkdir()
     (tmp_path / "tables" / "frontier.csv").write_text("model\n")
     (tmp_path / "cells").mkdir()  # cells of another run: not mentioned
-    lines = summarize(tmp_path, [MISSING], grid="seed", frontier_only=True)
+    lines = summary.summarize_frontier(tmp_path).splitlines()
     assert lines[0] == f"llmbench: frontier summary ({tmp_path / 'frontier'}/)"
     assert lines[1] == section(summarize(tmp_path), "frontier")[0]
     assert lines[2] == f"  files    {tmp_path / 'tables' / 'frontier.csv'}"
     assert len(lines) == 3 and not any("missing" in line or "status" in line for line in lines)
-    assert summarize(tmp_path / "empty", frontier_only=True)[1:] == [
+    assert summary.summarize_frontier(tmp_path / "empty").splitlines()[1:] == [
         "  frontier no probe or search yet"
     ]
 

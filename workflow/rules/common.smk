@@ -8,7 +8,7 @@ from llmbench.grid import spec as llm_grid
 from llmbench.grid import plan as pipeline
 from llmbench.grid import validate as llm_config
 from llmbench.report.landing import landing as report_landing
-from llmbench.report.summary import print_summary
+from llmbench.report.summary import print_summary, summarize_frontier
 from llmbench.run import warmstart as llm_warmstart
 
 # workflow/schemas/config.schema.yaml, with a one-line error naming the key, and every model
@@ -87,7 +87,7 @@ def end_of_run():
     if redrawn:
         print_summary(REPORT_ROOT, None, report_roots=roots[1:])
     elif targets and all(t.startswith(FRONTIER_TARGETS) for t in targets):
-        print_summary("results", frontier_only=True)
+        print_summary("results", summarizer=summarize_frontier)
     elif not (
         GRID_CHOICE.message
         and targets

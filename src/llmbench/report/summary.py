@@ -15,7 +15,7 @@ import json
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -150,19 +150,14 @@ def summarize(
     *,
     grid: str | None = None,
     report_roots: Iterable[Path | str] = (),
-    frontier_only: bool = False,
 ) -> str:
     """The summary text (lines of at most about 100 characters; paths may make them longer).
 
     ``root``: the run's results folder (cell JSONs under ``root/cells``); ``cells``: the
     selected grid's cells (None: every JSON under ``root/cells``); ``grid``: its name, for the
     heading; ``report_roots``: further folders whose tables and figures are listed (e.g. the
-    ``report_root`` of ``snakemake figures``); ``frontier_only``: a run that only searched
-    frontiers (:func:`summarize_frontier`; the other arguments are ignored). Wall times are in
-    seconds. Raises OSError only when a folder cannot be listed; unreadable cell JSONs are
-    reported, not raised."""
-    if frontier_only:
-        return summarize_frontier(root)
+    ``report_root`` of ``snakemake figures``). Wall times are in seconds. Raises OSError only
+    when a folder cannot be listed; unreadable cell JSONs are reported, not raised."""
     root = Path(root)
     cells = None if cells is None else list(cells)
     outcomes, missing = collect(root / "cells", cells)
@@ -209,13 +204,16 @@ def summarize_frontier(root: Path | str = "results") -> str:
     return "\n".join(lines)
 
 
-def print_summary(*args, file: TextIO | None = None, **kwargs) -> None:
-    """Print ``summarize(*args, **kwargs)`` to ``file`` (default stderr). Never raises: a
+def print_summary(
+    *args, file: TextIO | None = None, summarizer: Callable[..., str] | None = None, **kwargs
+) -> None:
+    """Print ``summarizer(*args, **kwargs)`` (default :func:`summarize`; a run of frontier
+    searches alone: :func:`summarize_frontier`) to ``file`` (default stderr). Never raises: a
     summary that fails prints one line saying why, so that it cannot turn a run into an
     error (it is called from Snakemake's ``onsuccess`` and ``onerror``)."""
     stream = sys.stderr if file is None else file
     try:
-        text = summarize(*args, **kwargs)
+        text = (summarizer or summarize)(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - the handler must never fail the run
         text = f"llmbench: no run summary ({type(exc).__name__}: {one_line(str(exc))})"
     try:
