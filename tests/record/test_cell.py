@@ -9,8 +9,10 @@ import pytest
 from llmbench.grid.schemas import SchemaError
 from llmbench.record.cell import (
     new_result,
+    phase_record,
     read_cell_result,
     read_json,
+    summed_device_bytes,
     validate_cell_result,
     write_json_atomic,
 )
@@ -94,3 +96,15 @@ def test_cell_files_get_the_mode_the_umask_gives(tmp_path, umask, mode):
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "cell.json").stat().st_mode) == mode
+
+
+def test_phase_bytes_are_summed_over_every_device_or_not_at_all():
+    key = "peak_allocated_bytes"
+    devices = [{key: 3}, {key: 4}]
+    result = {"memory": {"phases": {"prefill": {"devices": devices}}}}
+    assert summed_device_bytes(phase_record(result, "prefill")["devices"], key) == 7
+    # one device without the value: no sum (a partial one would pass for the whole)
+    assert summed_device_bytes([*devices, {key: None}], key) is None
+    assert summed_device_bytes([], key) is None
+    assert phase_record(result, "decode") is None
+    assert phase_record({"memory": None}, "prefill") is None

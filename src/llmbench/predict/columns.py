@@ -2,7 +2,8 @@
 predicted peaks (GiB = 2^30 bytes) of a measured cell and the measured / predicted ratios.
 
 Imports ``llmbench`` (REPO_ROOT, lazily), ``llmbench.grid.spec.Cell`` and ``llmbench.predict``'s
-prediction and constants modules; yaml, lazily.
+prediction and constants modules, and the phase-record readers of ``llmbench.record.cell``;
+yaml, lazily.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from llmbench.grid.spec import Cell, recorded_prequantized
 from llmbench.measure.failures import stopped_in
 from llmbench.predict.constants import DECODE_TOKENS, gib
 from llmbench.predict.method import Unpredictable, predict_cell
+from llmbench.record.cell import phase_record, summed_device_bytes
 
 PREDICTED_COLUMNS = (
     "predicted_load_allocated_gib",
@@ -57,11 +59,8 @@ def _measured_peak(
 ) -> int | None:
     """Peak allocated bytes of a phase (or another ``key`` of its device records, e.g.
     ``allocated_bytes`` after it), summed over CUDA devices (as in cells.csv)."""
-    record = ((result.get("memory") or {}).get("phases") or {}).get(phase) or {}
-    values = [d.get(key) for d in record.get("devices") or []]
-    if not values or any(v is None for v in values):
-        return None
-    return int(sum(values))
+    devices = (phase_record(result, phase) or {}).get("devices") or []
+    return summed_device_bytes(devices, key)
 
 
 def table_columns(

@@ -6,7 +6,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -123,14 +123,31 @@ def read_cell_result(path: Path | str) -> dict[str, Any]:
     return document
 
 
+def phase_record(result: Mapping[str, Any], phase: str) -> Mapping[str, Any] | None:
+    """The memory record of ``phase`` (``memory.phases.<phase>``) of a cell result, or None."""
+    memory = result.get("memory") or {}
+    return (memory.get("phases") or {}).get(phase)
+
+
+def summed_device_bytes(devices: Sequence[Mapping[str, Any]], key: str) -> int | None:
+    """The sum over ``devices`` (a phase record's per-device dicts) of ``key`` (bytes); None
+    when there is no device or one lacks the value (a partial sum would pass for the whole)."""
+    values = [d.get(key) for d in devices]
+    if not values or any(v is None for v in values):
+        return None
+    return int(sum(values))
+
+
 __all__ = [
     "CELL_SCHEMA",
     "SCHEMA_VERSION",
     "SchemaError",
     "new_result",
+    "phase_record",
     "read_cell_result",
     "read_json",
     "stamp_finished",
+    "summed_device_bytes",
     "validate_cell_result",
     "write_json_atomic",
 ]

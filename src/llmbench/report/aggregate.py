@@ -33,14 +33,13 @@ from llmbench.grid.schemas import SchemaError
 from llmbench.grid.spec import OPTIONAL_AXES
 from llmbench.measure.failures import stopped_in
 from llmbench.predict import table_columns as predicted_columns
-from llmbench.record.cell import read_cell_result
+from llmbench.record.cell import phase_record, read_cell_result
 from llmbench.report.cellcolumns import (
     efficiency_columns,
     gib,
     latency_columns,
     memory_columns,
     model_columns,
-    phase_record,
     timing_columns,
 )
 

@@ -3,7 +3,8 @@ phase, latency, efficiency (with the measured floor), model and checks, timing b
 
 GiB = 2^30 bytes; memory summed over the CUDA devices a cell used. Every function takes a
 validated cell result and returns ``{column: value}``, None where the record lacks the value.
-May import ``llmbench`` constants, ``llmbench.measure.timing`` (no torch at import) and
+May import ``llmbench`` constants, ``llmbench.measure.timing`` (no torch at import), the
+phase-record readers of ``llmbench.record.cell`` and
 ``llmbench.report.checkcolumns``. Tests mirror it in
 ``tests/report/test_aggregate.py`` (through ``build_tables``).
 """
@@ -17,6 +18,7 @@ from typing import Any
 from llmbench import GIB
 from llmbench.measure.failures import stopped_in
 from llmbench.measure.timing import tail_percentile
+from llmbench.record.cell import phase_record, summed_device_bytes
 from llmbench.report.checkcolumns import check_columns
 
 
@@ -27,17 +29,9 @@ def gib(value: int | float | None) -> float | None:
 
 def sum_devices(devices: Sequence[Mapping[str, Any]], key: str) -> float | None:
     """The sum over ``devices`` (a phase record's per-device dicts) of ``key`` (bytes), in
-    GiB; None when there is no device or one lacks the value."""
-    values = [d.get(key) for d in devices]
-    if not values or any(v is None for v in values):
-        return None
-    return gib(sum(values))
-
-
-def phase_record(result: Mapping[str, Any], phase: str) -> Mapping[str, Any] | None:
-    """The memory record of ``phase`` (``memory.phases.<phase>``), or None."""
-    memory = result.get("memory") or {}
-    return (memory.get("phases") or {}).get(phase)
+    GiB; None when there is no device or one lacks the value
+    (``llmbench.record.cell.summed_device_bytes``)."""
+    return gib(summed_device_bytes(devices, key))
 
 
 MEMORY_VIEWS = (
