@@ -12,7 +12,7 @@ from llmbench import REPO_ROOT, predict  # noqa: E402
 rows = predict.grid_prediction_rows(
     snakemake.params.grid,  # noqa: F821
     repo_root=REPO_ROOT,
-    gpu_mem=snakemake.params.gpu_mem,  # noqa: F821
+    gpu_mem=snakemake.params.gpu,  # noqa: F821
     terms=True,
     run_config=snakemake.config,  # noqa: F821
 )

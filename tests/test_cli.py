@@ -81,6 +81,7 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     "args, message",
     [
         (["predict", "--gpu-mem", "lots"], "--gpu-mem: cannot read a memory size from 'lots'"),
+        (["predict", "--gpu-mem", "lots"], "or a GPU measured here: h100-80gb, h200"),
         (["predict", "--gpu-mem", "0"], "--gpu-mem: cannot read a memory size from '0'"),
         (["predict", "--grid", "nosuch"], "grid 'nosuch': no file"),
         (["tables", "{tmp}/missing"], "no folder {tmp}/missing/cells"),
@@ -97,7 +98,9 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
         (["predict", "--frontier", "--gpu", "a100"], "argument --gpu: invalid choice: 'a100'"),
         (["predict", "--frontier", "--gpu-mem", "24GB,lots"], "--gpu-mem: cannot read"),
         (["predict", "--frontier", "--gpu", "h200", "--gpus", "2"], "--frontier takes"),
-        (["predict", "--gpu", "h200"], "--gpu and --configfile go with --frontier"),
+        (["predict", "--configfile", "{tmp}/none.yaml"], "--configfile goes with --frontier"),
+        (["predict", "--gpu", "h200", "--gpu-mem", "24GB"], "one device: --gpu NAME or --gpu-mem"),
+        (["predict", "--gpu", "h200", "--gpu", "h100-80gb"], "one device: --gpu NAME or"),
         (
             ["predict", "--frontier", "--gpu", "h200", "--configfile", "{tmp}/none.yaml"],
             "--configfile: {tmp}/none.yaml: cannot be read",
@@ -224,13 +227,15 @@ def test_tables_without_grid_says_when_it_drops_seed_case_labels(tmp_path, capsy
     assert capsys.readouterr().err == ""
 
 
-def test_frontier_notes_a_gpu_mem_that_is_torchs_total(capsys):
-    # plain predict takes torch's total (81079MiB for an H100), --frontier nvidia-smi's
-    from llmbench.cli.predict import _torch_total_note
-
-    _torch_total_note("81079MiB", 81079 * 2**20)
-    assert "is torch's total of an h100-80gb; --frontier reads nvidia-smi's (81559MiB)" in (
-        capsys.readouterr().err
-    )
-    _torch_total_note("81559MiB", 81559 * 2**20)
-    assert capsys.readouterr().err == ""
+@pytest.mark.parametrize("frontier", [[], ["--frontier"]])
+def test_every_mode_notes_a_gpu_mem_that_is_torchs_total(frontier):
+    # --gpu-mem is nvidia-smi's total in every mode; torch's total of an H100 (81079MiB) is
+    # 480 MiB short of it, so the command says so and names the GPU
+    note = "note: --gpu-mem 81079MiB is PyTorch's total of an h100-80gb; --gpu-mem reads"
+    tiny = ["--configfile", str(REPO / "config/frontier-tiny.yaml")] if frontier else []
+    args = ["predict", *frontier, *tiny, "--format", "csv", "--gpu-mem"]
+    torch_total = run_cli(*args, "81079MiB")
+    assert torch_total.returncode == 0, torch_total.stderr
+    assert note in torch_total.stderr and "(81559MiB): use --gpu h100-80gb" in torch_total.stderr
+    nvml_total = run_cli(*args, "81559MiB")
+    assert nvml_total.returncode == 0 and "note" not in nvml_total.stderr

@@ -19,6 +19,7 @@ from llmbench.frontier import predicted
 from llmbench.frontier.planning import Search, search_values
 from llmbench.frontier.prediction import simulator_capacity
 from llmbench.frontier.simulated import simulated_frontier, simulator_decide
+from llmbench.host.devicesize import GPUS
 
 GIB = 2**30
 
@@ -78,14 +79,14 @@ def test_named_gpus_are_the_totals_committed_records_hold():
         probe = next((REPO_ROOT / "results/reference" / gpu / "frontier").rglob("probes/**/*.json"))
         record = json.loads(probe.read_text())
         (before,) = record["gpu_before"].values()
-        assert predicted.GPUS[name] == before["total_bytes"]
+        assert GPUS[name] == before["total_bytes"]
 
 
 def test_csv_and_table_say_the_same():
     search = Search("tiny-mistral", "none", "eager", "bfloat16", "seq", 1)
     results = [
         predicted.PredictedSearch(search, 2 * GIB, "found", 3584, 3840, 7, 123, False),
-        predicted.PredictedSearch(search, predicted.GPUS["h200"], "unknown", reason="why"),
+        predicted.PredictedSearch(search, GPUS["h200"], "unknown", reason="why"),
     ]
     rows = list(csv.DictReader(io.StringIO(predicted.format_csv(results))))
     assert [r["predicted_status"] for r in rows] == ["found", "unknown"]

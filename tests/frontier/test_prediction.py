@@ -157,7 +157,7 @@ def test_simulator_capacity_is_the_committed_probes_capacity():
 
 
 def test_an_unmeasured_gpu_model_is_given_the_largest_unreported_bytes():
-    from llmbench.frontier.prediction import NVML_UNREPORTED_BYTES, nvml_unreported_bytes
+    from llmbench.host.devicesize import NVML_UNREPORTED_BYTES, nvml_unreported_bytes
 
     assert nvml_unreported_bytes(150_754_820_096) == (644_939_776, True)  # H200
     assert nvml_unreported_bytes(85_520_809_984) == (503_316_480, True)  # H100 80GB

@@ -84,7 +84,10 @@ def test_the_table_has_a_header_with_the_units():
     answer = predict_devices(c, MODELS, REPO, gpus=1, gpu_mem=80 * GIB, decode_tokens=2)
     text = format_devices(device_rows(c, answer, answer, "auto"), grid="g", gpus=1, gpu_mem="80GiB")
     assert text.startswith("grid g: predicted peak allocated per device (GiB = 2^30 bytes)")
-    assert "80.00 GiB" in text and "yes" in text
+    # the device as read: nvidia-smi's total, and PyTorch's, which the cells are fitted into
+    assert "on 1 x 80GiB: nvidia-smi 81920 MiB, PyTorch 79.40 GiB (the driver keeps 615 MiB" in text
+    assert "GPUs needed: the fewest GPUs of 80GiB on which every device fits" in text
+    assert "yes" in text
 
 
 def test_single_never_needs_more_than_one_gpu():

@@ -1,5 +1,5 @@
-"""llmbench.predict.output: memory sizes from text, and the `llmbench predict` report (header
-with units and budget, table, per-term breakdown, cells that cannot run, closing count) and
+"""llmbench.predict.output: the `llmbench predict` report (header with units and device, table,
+per-term breakdown, cells that cannot run, closing count) and
 CSV (without torch)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import pytest
 from predict_fixtures import REPO
 
-from llmbench import GIB, predict
+from llmbench import predict
 from llmbench.grid.spec import Cell
 from llmbench.grid.support import static_unsupported
 from llmbench.predict import output
@@ -40,28 +40,6 @@ def csv_rows(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def test_parse_bytes():
-    assert predict.parse_bytes("80GiB") == 80 * GIB
-    assert predict.parse_bytes("80 gib") == 80 * GIB
-    assert predict.parse_bytes("85GB") == 85 * 10**9
-    assert predict.parse_bytes("81920MiB") == 80 * GIB
-    assert predict.parse_bytes("24") == 24 * GIB
-    assert predict.parse_bytes(" 79.18 GiB ") == int(79.18 * GIB)
-    assert predict.parse_bytes(".5GiB") == GIB // 2 and predict.parse_bytes("1B") == 1
-    with pytest.raises(ValueError):
-        predict.parse_bytes("lots")
-
-
-@pytest.mark.parametrize(
-    "text",
-    # below one byte, a space or separator inside the number, a digit that is not ASCII
-    ["0", "-3GiB", "inf", "nan", "GiB", "lots", "1e-30", "0.9B", "8 0GiB", "1_000MiB", "٨٠GiB"],
-)
-def test_parse_bytes_takes_positive_sizes_only_and_says_how_to_write_one(text):
-    with pytest.raises(ValueError, match=r"cannot read a memory size .* e\.g\. 80GiB"):
-        predict.parse_bytes(text)
-
-
 def test_cli_predict_table_and_csv(capsys):
     lines = report(capsys, "--grid", "seed", "--gpu-mem", "80GiB")
     header, rows = table_rows(lines)
@@ -84,19 +62,29 @@ def test_cli_predict_table_and_csv(capsys):
     assert len(rows) == 81
     oom = [r for r in rows if r["attn"] == "eager" and r["batch"] == "4" and r["seq"] == "8192"]
     assert {r["fits"] for r in oom} == {"no"}
-    _, rows = table_rows(report(capsys, "--grid", "seed", "--gpu-mem", "8GiB"))
+    _, rows = table_rows(report(capsys, "--grid", "seed", "--gpu-mem", "9GiB"))
     fits = [row[-4] for row in rows]
     assert "no" in fits and "yes" in fits
 
 
-def test_header_gives_the_units_and_the_budget_as_read(capsys):
+def test_header_gives_the_units_and_the_device_as_read(capsys):
     lines = report(capsys, "--grid", "seed", "--gpu-mem", "24GB")
-    head = "\n".join(lines[:2])
+    head = "\n".join(lines[:3])
     assert "grid seed, 9 cells" in head
     assert "memory in GiB (2^30 bytes)" in head
-    assert "budget 24GB = 22.35 GiB" in head  # 24e9 bytes / 2^30
-    # default: an H100 80GB as torch reports it, not 80 GiB
-    assert "budget 81079MiB = 79.18 GiB" in report(capsys, "--grid", "seed")[1]
+    # 24e9 bytes / 2^30 = 22.35 GiB as nvidia-smi would say; less 615 MiB assumed = 21.75 GiB
+    assert (
+        "device 24GB: nvidia-smi 22888 MiB, PyTorch 21.75 GiB (the driver keeps 615 MiB, assumed)"
+    ) in head
+    # default: an H100 80GB, PyTorch's 79.18 GiB (81079 MiB), not 80 GiB
+    default = report(capsys, "--grid", "seed")[1]
+    assert default == (
+        "device h100-80gb: nvidia-smi 81559 MiB, PyTorch 79.18 GiB (the driver keeps 480 MiB, "
+        "measured)"
+    )
+    assert report(capsys, "--grid", "seed", "--gpu", "h100-80gb")[1] == default
+    # nvidia-smi's total of a GPU measured here is that GPU
+    assert report(capsys, "--grid", "seed", "--gpu-mem", "81559MiB")[1] == default
 
 
 def test_report_closes_with_how_many_cells_fit(capsys):
@@ -127,7 +115,9 @@ def test_help_explains_need_and_maybe(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "need an upper envelope of what the device holds at the largest peak: " in (text)
     assert "+ the CUDA context" in text
-    assert "maybe: the allocations fit (peak allocated + CUDA context <= --gpu-mem), the " in text
+    assert "yes: need <= the device's PyTorch total (the header's)" in text
+    assert "maybe: the allocations fit (peak allocated + CUDA context <= that total), the " in text
+    assert "A device is --gpu NAME (a GPU measured here) or --gpu-mem SIZE, its total as " in text
     assert "fragmentation envelope does not" in text
     assert "unsupported: cannot run whatever the memory" in text
 

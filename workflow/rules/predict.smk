@@ -1,8 +1,8 @@
 rule predict:
     """Analytic memory model for every cell of the configured grid (no cell is run, no GPU):
     predicted load/prefill/decode peaks, the breakdown by term at the peak, and the fit
-    against an H100 80GB as torch reports it, 81079 MiB (device_need_gib lets a reader compare
-    any other capacity).
+    against an H100 80GB (llmbench.host.devicesize: nvidia-smi's 81559 MiB, PyTorch's
+    81079 MiB, gpu_mem_gib; device_need_gib lets a reader compare any other capacity).
     """
     output:
         predicted="results/tables/predicted.csv",
@@ -12,6 +12,6 @@ rule predict:
         "../../envs/analysis.yaml"
     params:
         grid=config["grid"],
-        gpu_mem="81079MiB",
+        gpu="h100-80gb",
     script:
         "../../scripts/predict_grid.py"

@@ -7,9 +7,11 @@
   run's finished cells (and frontier probes and searches) back into ``results/`` where missing,
   dated now, so that Snakemake measures only what the reference lacks. Run it once the model
   checkpoints exist: Snakemake remeasures cells older than their inputs.
-- ``predict [--grid G] [--gpu-mem 81079MiB] [--format table|csv] [--terms]``: the memory model
-  (llmbench.predict) for every cell of a grid, no GPU: predicted peaks and whether each cell
-  fits; ``--gpus N``: per device on N GPUs, and the fewest GPUs each cell needs;
+- ``predict [--grid G] [--gpu NAME | --gpu-mem 81559MiB] [--format table|csv] [--terms]``: the
+  memory model (llmbench.predict) for every cell of a grid, no GPU: predicted peaks and whether
+  each cell fits a device (a GPU measured here, or its total as nvidia-smi reports it:
+  llmbench.host.devicesize, the same in every mode); ``--gpus N``: per device on N GPUs, and
+  the fewest GPUs each cell needs;
   ``--frontier``: the out-of-memory frontier of the ``frontier:`` section per device, by the
   caching-allocator simulation (llmbench.frontier.predicted). ``predict --help`` says more.
 - ``compare A B --names h100 h200 --to DIR``: the same cells of two reference runs (their

@@ -2,8 +2,9 @@
 (:func:`run_predict`): the one-device table, ``--gpus N`` per device, ``--frontier`` per
 device size (the help text of each column is ``llmbench.predict.help``'s).
 
-May import ``llmbench.cli.common``, ``llmbench.predict``, ``llmbench.frontier`` and
-``llmbench.grid``; torch only through ``--gpus`` and ``--frontier``.
+May import ``llmbench.cli.common``, ``llmbench.predict``, ``llmbench.frontier``,
+``llmbench.grid`` and ``llmbench.host.devicesize``; torch only through ``--gpus`` and
+``--frontier``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def _predict_epilog() -> str:
 
 def add_predict(commands: argparse._SubParsersAction) -> None:
     """The ``predict`` subcommand's options."""
-    from llmbench.frontier.prediction import GPUS
+    from llmbench.host.devicesize import DEFAULT_GPU, GPUS
 
     predictor = commands.add_parser(
         "predict",
@@ -40,9 +41,9 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
     predictor.add_argument("--grid", help="grid name or path (default: the config's grid)")
     predictor.add_argument(
         "--gpu-mem",
-        help="device memory to fit in, e.g. 81079MiB, 24GB (default 81079MiB = 79.18 GiB: an H100"
-        " 80GB as torch reports it, not 80 GiB); with --frontier:"
-        " each device's total as nvidia-smi reports it, comma-separated (e.g. 46068MiB)",
+        help="the device's total memory as nvidia-smi reports it, e.g. 81559MiB (an H100 80GB),"
+        " 24GB; cells are fitted into PyTorch's total of it, less the driver's unreported"
+        " memory (measured per GPU model); with --frontier: comma-separated, one column each",
     )
     predictor.add_argument(
         "--frontier",
@@ -59,7 +60,8 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
         "--gpu",
         action="append",
         choices=sorted(GPUS),
-        help="with --frontier: a GPU measured here, by name (repeatable)",
+        help=f"a GPU measured here, by name, instead of --gpu-mem (default {DEFAULT_GPU});"
+        " with --frontier repeatable, one column each",
     )
     predictor.add_argument(
         "--gpus",
@@ -89,7 +91,7 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> None:
     from llmbench import predict
-    from llmbench.predict.constants import DEFAULT_GPU_MEM
+    from llmbench.host.devicesize import DEFAULT_GPU, read_device
 
     for flag, value in (("--grid", args.grid), ("--gpu-mem", args.gpu_mem)):
         if value is not None and not value.strip():
@@ -97,20 +99,23 @@ def run_predict(args: argparse.Namespace) -> None:
     if args.frontier:
         _predict_frontier(args)
         return
-    if args.gpu or args.configfile:
-        raise UsageError("--gpu and --configfile go with --frontier")
+    if args.configfile:
+        raise UsageError("--configfile goes with --frontier")
     for flag, value in (("--device-map", args.device_map), ("--max-gpus", args.max_gpus)):
         if value is not None and args.gpus is None:
             raise UsageError(f"{flag} needs --gpus N (it sets how N GPUs are planned)")
-    args.gpu_mem = args.gpu_mem or DEFAULT_GPU_MEM
-    if "," in args.gpu_mem:
+    if len(args.gpu or []) + (args.gpu_mem is not None) > 1:
+        raise UsageError("one device: --gpu NAME or --gpu-mem SIZE (several go with --frontier)")
+    if args.gpu_mem is not None and "," in args.gpu_mem:
         raise UsageError("--gpu-mem: several sizes go with --frontier; predict takes one")
     grid = args.grid or str(repo_config()["grid"])
     grid_document(grid)  # an unknown or invalid grid is a usage error, named before any prediction
-    try:
-        predict.parse_bytes(args.gpu_mem)
-    except ValueError as exc:
-        raise UsageError(f"--gpu-mem: {exc}") from None
+    if args.gpu_mem is not None:
+        try:
+            _torch_total_note(args.gpu_mem, read_device(args.gpu_mem).nvml_total)
+        except ValueError as exc:
+            raise UsageError(f"--gpu-mem: {exc}") from None
+    args.gpu_mem = args.gpu_mem or (args.gpu or [DEFAULT_GPU])[0]
     if args.gpus is not None:
         _predict_devices(args, grid)
         return
@@ -125,17 +130,17 @@ def run_predict(args: argparse.Namespace) -> None:
 
 def _predict_frontier(args: argparse.Namespace) -> None:
     """``predict --frontier``: the predicted frontier per device (llmbench.frontier.predicted)."""
-    from llmbench import predict
-    from llmbench.frontier import predicted, prediction
+    from llmbench.frontier import predicted
+    from llmbench.host.devicesize import GPUS, read_device
 
     extra = (args.gpus, args.grid, args.device_map, args.max_gpus)
     if args.terms or any(value is not None for value in extra):
         raise UsageError("--frontier takes --configfile, --gpu, --gpu-mem and --format only")
-    totals = [prediction.GPUS[name] for name in args.gpu or []]  # argparse checked the names
+    totals = [GPUS[name] for name in args.gpu or []]  # argparse checked the names
     for size in (args.gpu_mem or "").split(","):
         if size.strip():
             try:
-                totals.append(predict.parse_bytes(size.strip()))
+                totals.append(read_device(size.strip()).nvml_total)
             except ValueError as exc:
                 raise UsageError(f"--gpu-mem: {exc}") from None
             _torch_total_note(size.strip(), totals[-1])
@@ -159,19 +164,19 @@ def _predict_frontier(args: argparse.Namespace) -> None:
 
 
 def _torch_total_note(size: str, total: int) -> None:
-    """A note on stderr when ``--frontier --gpu-mem SIZE`` is, to 1 MiB, a measured GPU's
-    total as torch reports it (what plain ``predict --gpu-mem`` takes): ``--frontier`` reads
-    NVML's total, larger by the driver's unreported memory, so the capacity would be short."""
+    """A note on stderr when ``--gpu-mem SIZE`` is, to 1 MiB, a measured GPU's total as torch
+    reports it, not as nvidia-smi does (what ``--gpu-mem`` reads): the capacity is then short
+    by the driver's unreported memory (``llmbench.host.devicesize``)."""
     from llmbench import MIB
-    from llmbench.frontier import prediction
+    from llmbench.host.devicesize import GPUS, torch_total_of
 
-    for name, nvml_total in prediction.GPUS.items():
-        if abs(total - (nvml_total - prediction.nvml_unreported_bytes(nvml_total)[0])) < MIB:
-            print(
-                f"llmbench: note: --gpu-mem {size} is torch's total of an {name}; --frontier "
-                f"reads nvidia-smi's ({nvml_total // MIB}MiB): use --gpu {name}",
-                file=sys.stderr,
-            )
+    name = torch_total_of(total)
+    if name is not None:
+        print(
+            f"llmbench: note: --gpu-mem {size} is PyTorch's total of an {name}; --gpu-mem reads "
+            f"nvidia-smi's ({GPUS[name] // MIB}MiB): use --gpu {name}",
+            file=sys.stderr,
+        )
 
 
 def _frontier_config(configfile: Path | None) -> dict:

@@ -6,16 +6,17 @@ that mode), with the probes' own measurement settings (:func:`.probes.probe_sett
 
 A device is its total memory as NVML reports it (``nvidia-smi``'s total, bytes); the
 capacity the simulation gets is that less the driver's unreported memory
-(:func:`.prediction.nvml_unreported_bytes`, measured per GPU model) and the memory a probe
-holds outside PyTorch's allocator (:data:`.prediction.OUTSIDE_ALLOCATOR_BYTES`, measured on
-the H100 and H200 with torch 2.11). Named GPUs are only those whose totals committed records
-hold (:data:`.prediction.GPUS`). A search that cannot be simulated is ``unknown`` with the
-reason, never a number.
+(``llmbench.host.devicesize.nvml_unreported_bytes``, measured per GPU model) and the memory a
+probe holds outside PyTorch's allocator (:data:`.prediction.OUTSIDE_ALLOCATOR_BYTES`, measured
+on the H100 and H200 with torch 2.11). Named GPUs are only those whose totals committed
+records hold (``llmbench.host.devicesize.GPUS``). A search that cannot be simulated is
+``unknown`` with the reason, never a number.
 
 Checked: the simulated frontier equals the measured one on all 24 searches of
 ``results/reference/h100/frontier`` and the 10 of ``results/reference/h200/frontier``
 (``tests/frontier/test_simulated.py``). Imports ``llmbench`` (GIB), :mod:`.planning`,
-:mod:`.prediction`, :mod:`.probes`, :mod:`.search`, :mod:`.simulated`; the tracer (torch,
+:mod:`.prediction`, :mod:`.probes`, :mod:`.search`, :mod:`.simulated`,
+``llmbench.host.devicesize``; the tracer (torch,
 transformers) when a search runs.
 """
 
@@ -28,15 +29,11 @@ from typing import Any
 
 from llmbench import GIB
 from llmbench.frontier.planning import Search, plan, search_values
-from llmbench.frontier.prediction import (
-    GPUS,
-    model_config,
-    nvml_unreported_bytes,
-    simulator_capacity,
-)
+from llmbench.frontier.prediction import model_config, simulator_capacity
 from llmbench.frontier.probes import probe_settings
 from llmbench.frontier.search import DECIDED_STATUSES
 from llmbench.frontier.simulated import simulated_frontier, simulator_decide
+from llmbench.host.devicesize import GPUS, nvml_unreported_bytes
 
 HELP = """\
 --frontier: one row per search of the config's frontier: section (--configfile F merged over

@@ -7,9 +7,9 @@ architecture config.json (:func:`model_config`) and :class:`Prediction` (the pre
 frontier, recalibrated after each probe; or, on one CUDA device without a budget,
 :func:`simulated_prediction`: every grid value decided by the allocator simulator, exact to
 the step on the committed H100 frontier). May import: :mod:`.search`, :mod:`.planning`,
-:mod:`.simulated`,
-``llmbench.host`` (NVML), ``llmbench.predict`` (lazily, inside the functions that use it:
-a frontier plan that never predicts does not import the memory model).
+:mod:`.simulated`, ``llmbench.host`` (NVML, device sizes), ``llmbench.predict`` (lazily,
+inside the functions that use it: a frontier plan that never predicts does not import the
+memory model).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 from llmbench import GIB
 from llmbench.frontier.planning import Search
 from llmbench.frontier.search import ProbeRecord, predicted_index
+from llmbench.host.devicesize import nvml_unreported_bytes
 
 Predictor = Callable[..., int]
 """``predicted_peak_bytes(model_config, cell, *, bnb_4bit_compute_dtype) -> int``."""
@@ -57,43 +58,12 @@ def default_predictor(device: str = "cpu", decode_tokens: int | None = None) -> 
     return predicted
 
 
-GPUS: dict[str, int] = {
-    "h100-80gb": 85_520_809_984,
-    "h200": 150_754_820_096,
-}
-"""NVML total memory (bytes) of the GPUs committed records were measured on:
-``gpu_before.<uuid>.total_bytes`` of the H100 80GB HBM3 probes in
-``results/reference/h100/frontier`` and of the H200 probes in ``results/reference/h200/``."""
-
-NVML_UNREPORTED_BYTES: dict[int, int] = {
-    GPUS["h100-80gb"]: 503_316_480,  # 480 MiB: every committed H100 probe
-    GPUS["h200"]: 644_939_776,  # 615.06 MiB: every committed H200 probe, 2026-12-04
-}
-"""NVML's total - torch's ``total_memory`` of one device, by NVML total: memory the driver
-keeps that torch never reports (driver 580.159.04; ``gpu_before.total_bytes -
-environment.gpus[0].total_memory_bytes`` in each committed probe). It differs by GPU model:
-the H200's 644,939,776 is not the H100's 503,316,480."""
-
-NVML_UNREPORTED_DEFAULT_BYTES = max(NVML_UNREPORTED_BYTES.values())
-"""Assumed for a GPU not in :data:`NVML_UNREPORTED_BYTES`: the largest measured, so that the
-simulated capacity errs small (a frontier predicted a step low costs the search one probe
-more; one predicted too high would be reported as a prediction miss)."""
-
-
-def nvml_unreported_bytes(nvml_total: int) -> tuple[int, bool]:
-    """(:data:`NVML_UNREPORTED_BYTES` of a device of NVML total ``nvml_total``, whether it was
-    measured on that GPU model) or (:data:`NVML_UNREPORTED_DEFAULT_BYTES`, False)."""
-    if nvml_total in NVML_UNREPORTED_BYTES:
-        return NVML_UNREPORTED_BYTES[nvml_total], True
-    return NVML_UNREPORTED_DEFAULT_BYTES, False
-
-
 OUTSIDE_ALLOCATOR_BYTES = {"sdpa": 728_563_712}
 """Device memory a probe process holds outside PyTorch's allocator from its prefill on (CUDA
 context, kernel images, cuBLAS handle), by attention implementation: NVML used - reserved -
-:data:`NVML_UNREPORTED_BYTES` in every committed H100 and H200 probe's prefill phase
-(torch 2.11, driver 580; the same on both): 728,563,712 with sdpa,
-:data:`OUTSIDE_ALLOCATOR_DEFAULT_BYTES` otherwise."""
+the driver's unreported memory (``llmbench.host.devicesize.NVML_UNREPORTED_BYTES``) in every
+committed H100 and H200 probe's prefill phase (torch 2.11, driver 580; the same on both):
+728,563,712 with sdpa, :data:`OUTSIDE_ALLOCATOR_DEFAULT_BYTES` otherwise."""
 
 OUTSIDE_ALLOCATOR_DEFAULT_BYTES = 720_175_104
 """As :data:`OUTSIDE_ALLOCATOR_BYTES`, for eager and flash_attention_2 (687 MiB)."""

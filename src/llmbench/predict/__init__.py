@@ -70,6 +70,7 @@ transformers and bitsandbytes, and nothing imports them unless a trace runs. Thi
 ``__init__`` re-exports every name used outside the package.
 """
 
+from llmbench.host.devicesize import parse_bytes
 from llmbench.predict.architecture import Architecture, model_config_for
 from llmbench.predict.attention import attention_path
 from llmbench.predict.columns import PREDICTED_COLUMNS, table_columns
@@ -94,7 +95,6 @@ from llmbench.predict.output import (
     format_table,
     grid_prediction_rows,
     iter_predictions,
-    parse_bytes,
     prediction_row,
 )
 from llmbench.predict.prediction import (

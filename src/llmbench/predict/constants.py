@@ -15,12 +15,6 @@ import math
 from llmbench import GIB, MIB
 from llmbench.measure import efficiency, quantization
 
-DEFAULT_GPU_MEM = "81079MiB"
-"""The device ``predict`` fits cells into when not told: an H100 80GB HBM3 as torch reports
-it (``total_memory`` 85,017,493,504 bytes = 81079 MiB = 79.18 GiB in every committed H100
-cell; NVML says 85,520,809,984). "80 GB" is the marketing size: 80 GiB would be 0.82 GiB
-more than the card gives."""
-
 DECODE_TOKENS = 32
 """Decode tokens a cell generates when a caller does not pass its run's: the default of
 ``measurement.decode_tokens`` in config/config.yaml (the prompt's first token plus 31 decode

@@ -1,9 +1,10 @@
 """The several-GPU report of ``llmbench predict --gpus N``: one row per device of every cell
-of a grid on N GPUs of ``--gpu-mem`` (GiB = 2^30 bytes), with the number of such GPUs each
-cell needs (``multigpu.gpus_needed``), as CSV or as a fixed-width table for a person.
+of a grid on N GPUs of ``--gpu`` or ``--gpu-mem`` (read by ``llmbench.host.devicesize``: each
+GPU gets PyTorch's total of it; GiB = 2^30 bytes), with the number of such GPUs each cell needs
+(``multigpu.gpus_needed``), as CSV or as a fixed-width table for a person.
 
-Imports ``llmbench.grid`` (grids) and ``llmbench.predict`` (architecture, constants,
-method, multigpu, output, refusals: the cells that cannot run); yaml lazily.
+Imports ``llmbench.grid`` (grids), ``llmbench.host.devicesize`` and ``llmbench.predict``
+(architecture, constants, method, multigpu, refusals: the cells that cannot run); yaml lazily.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llmbench.grid.spec import Cell
+from llmbench.host.devicesize import read_device
 from llmbench.predict.architecture import model_config_for
 from llmbench.predict.constants import DECODE_TOKENS, gib
 from llmbench.predict.method import Unpredictable
@@ -23,7 +25,6 @@ from llmbench.predict.multigpu import (
     predict_devices,
     resolve_policy,
 )
-from llmbench.predict.output import parse_bytes
 from llmbench.predict.refusals import cannot_run
 
 _CELL_KEYS = (
@@ -86,8 +87,9 @@ def grid_device_rows(
     policy: str | None = None,
     max_gpus: int = MAX_GPUS,
 ) -> list[dict[str, Any]]:
-    """Rows of every cell of a grid (default: the config's) on ``gpus`` GPUs of ``gpu_mem``,
-    planned with ``policy`` (default: each cell's device_map, ``auto`` at ``config``), and
+    """Rows of every cell of a grid (default: the config's) on ``gpus`` GPUs of ``gpu_mem`` (a
+    GPU name or nvidia-smi's total; each GPU gets PyTorch's total of it), planned with
+    ``policy`` (default: each cell's device_map, ``auto`` at ``config``), and
     the GPUs of ``gpu_mem`` each cell needs (up to ``max_gpus``). Raises ValueError for an
     unknown grid or an unreadable ``gpu_mem``."""
     import yaml
@@ -97,7 +99,7 @@ def grid_device_rows(
     config = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
     grid = grid or str(config["grid"])
     models = config["models"]
-    capacity = parse_bytes(gpu_mem)
+    capacity = read_device(gpu_mem).torch_total
     decode_tokens = int((config.get("measurement") or {}).get("decode_tokens", DECODE_TOKENS))
     rows: list[dict[str, Any]] = []
     for cell in expand_grid(load_grid(grid, repo_root / "config", models)):
@@ -142,11 +144,13 @@ _COLUMNS = (
 def format_devices(rows: list[dict[str, Any]], *, grid: str, gpus: int, gpu_mem: str) -> str:
     """The table for a person: a header with the units and the GPUs as read, one line per
     device (numbers in GiB, 2 decimals), then each row's reason."""
-    capacity = gib(parse_bytes(gpu_mem))
+    device = read_device(gpu_mem)
+    label = device.name or gpu_mem.strip()
     header = (
         f"grid {grid}: predicted peak allocated per device (GiB = 2^30 bytes) on {gpus} x "
-        f"{gpu_mem} ({capacity:.2f} GiB) GPUs; need = peak + allocator slack + CUDA context; "
-        f"GPUs needed: the fewest GPUs of {gpu_mem} on which every device fits"
+        f"{device.describe()}\n"
+        "need = peak + allocator slack + CUDA context, against PyTorch's total; "
+        f"GPUs needed: the fewest GPUs of {label} on which every device fits"
     )
 
     def text(value: Any) -> str:

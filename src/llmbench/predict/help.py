@@ -19,9 +19,9 @@ columns (GiB = 2^30 bytes):
                          (maybe), e.g. the H200's int8 eager 4 x 8192 needs 176 GiB here
                          and ran with 137.6 GiB reserved (predict --frontier simulates the
                          allocator instead)
-  fits                   yes: need <= --gpu-mem
+  fits                   yes: need <= the device's PyTorch total (the header's)
                          maybe: the allocations fit (peak allocated + CUDA context <=
-                           --gpu-mem), the fragmentation envelope does not: the allocator
+                           that total), the fragmentation envelope does not: the allocator
                            decides (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True helps)
                          no: the allocations alone do not fit
                          unsupported: cannot run whatever the memory (flash-attn on the CPU;
@@ -51,11 +51,11 @@ columns (GiB = 2^30 bytes):
 
 several GPUs (--gpus N): one line per device of each cell. transformers' own planner
 (_get_device_map: get_balanced_memory + infer_auto_device_map over compute_module_sizes, as
-from_pretrained runs it) places the modules on N GPUs of --gpu-mem, each with --gpu-mem minus
-the CUDA context free (and the cell's max_memory as a cap; on ONE GPU without max_memory the
-planner keeps 10 % free, as transformers does); the tracer then charges weights, activations,
-the KV cache of the layers each GPU holds, the copies accelerate makes between GPUs and the
-logits (copied back to the first GPU) to devices.
+from_pretrained runs it) places the modules on N GPUs of the device, each with its PyTorch
+total minus the CUDA context free (and the cell's max_memory as a cap; on ONE GPU without
+max_memory the planner keeps 10 % free, as transformers does); the tracer then charges
+weights, activations, the KV cache of the layers each GPU holds, the copies accelerate makes
+between GPUs and the logits (copied back to the first GPU) to devices.
   device_map             the planner's policy: --device-map, else the cell's device_map
                          (auto when the cell's is config, as from_pretrained's auto/balanced)
   weights                bytes of parameters and buffers on the device
@@ -63,7 +63,7 @@ logits (copied back to the first GPU) to devices.
   prefill, decode        predicted peak allocated of each phase on the device
   need, fits             as above, per device (slack from the device's peak minus weights;
                          the load's transient on the device that holds the converted weight)
-  GPUs needed            the fewest GPUs of --gpu-mem (1 .. --max-gpus) on which every
+  GPUs needed            the fewest GPUs of the device (1 .. --max-gpus) on which every
                          device fits (yes) under that policy; none: not even --max-gpus
   modules                the device's modules (decoder layers as a range)
 A cell the planner cannot place on the GPUs (modules left on cpu/disk) fits no; a quantized
@@ -72,9 +72,13 @@ cell is unknown (its placement goes through transformers' quantizer, not predict
 """The columns of the one-device table and of ``--gpus N``."""
 
 SIZES = """\
---gpu-mem reads 80GiB, 79.18 GiB (2^30 bytes), 24GB (10^9 bytes: 22.35 GiB), 81920MiB, or a
-bare number of GiB. --terms lists every term of each cell's peak, one a line. --format csv
-prints one header row, then every number, one row per cell (with --terms, one column per
-term): no preamble, closing line or reasons outside its `fits` and `reason` columns.
+A device is --gpu NAME (a GPU measured here) or --gpu-mem SIZE, its total as nvidia-smi
+reports it: 81559MiB (nvidia-smi's MiB = 2^20 bytes), 24GB (10^9 bytes: 22.35 GiB), 80GiB, or
+a bare number of GiB. The same in every mode. Cells are fitted into PyTorch's total of it: less
+the memory the driver keeps and never reports to torch (480 MiB on the H100 80GB, 615 MiB on
+the H200, measured; 615 MiB assumed for another GPU); the header prints both totals.
+--terms lists every term of each cell's peak, one a line. --format csv prints one header row,
+then every number, one row per cell (with --terms, one column per term; gpu_mem_gib is
+PyTorch's total): no preamble, closing line or reasons outside its `fits` and `reason` columns.
 """
-"""How ``--gpu-mem`` is read, ``--terms`` and ``--format csv``."""
+"""How ``--gpu`` and ``--gpu-mem`` are read, ``--terms`` and ``--format csv``."""

@@ -4,6 +4,8 @@ spreads over N GPUs of one size, whether each device fits, and how many GPUs a c
 - ``predict_devices``: transformers' planner on the meta model decides the layer placement
   (``trace.placement``), the tracer charges weights, activations, KV cache, the copies
   accelerate's hooks make between devices and the logits to devices (``trace.devices``).
+  ``gpu_mem`` is PyTorch's total of one GPU in bytes (``torch.cuda.mem_get_info()[1]``; the
+  CLI reads it with ``llmbench.host.devicesize``).
   Each GPU is taken to have ``gpu_mem - CUDA_CONTEXT_BYTES`` free when the model loads (what
   transformers' ``get_max_memory`` reads: the context of this process is the only other
   user), and the cell's ``max_memory`` caps it.

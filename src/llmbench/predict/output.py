@@ -1,18 +1,18 @@
 """The prediction report of the CLI (``llmbench predict``) and the Snakemake rule
 (scripts/predict_grid.py): predictions for every cell of a grid, one row per cell (GiB =
-2^30 bytes), as CSV or as a report for a person (a header with the units and the budget as
+2^30 bytes), as CSV or as a report for a person (a header with the units and the device as
 read, a fixed-width table, the peak's breakdown one term a line, the cells that cannot run with
-their reason, a closing count); memory sizes read from text (``--gpu-mem``). The cells that
-cannot run whatever the memory are ``refusals``' (``cannot_run``).
+their reason, a closing count), fitted into PyTorch's total of a device read by
+``llmbench.host.devicesize`` (``--gpu``, ``--gpu-mem``). The cells that cannot run whatever
+the memory are ``refusals``' (``cannot_run``).
 
-Imports ``llmbench.grid`` (the grid's cells) and
+Imports ``llmbench.grid`` (the grid's cells), ``llmbench.host.devicesize`` and
 ``llmbench.predict``'s architecture, checked, refusals, prediction, replay and constants
 modules; yaml, lazily.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
@@ -20,14 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from llmbench.grid.spec import QUANTIZED_QUANTS, Cell
+from llmbench.host.devicesize import DEFAULT_GPU, read_device
 from llmbench.predict.architecture import model_config_for
 from llmbench.predict.checked import checked, reference_groups
 from llmbench.predict.constants import (
     DECODE_TOKENS,
     DECODE_WARMUP_TOKENS,
-    DEFAULT_GPU_MEM,
-    GIB,
-    MIB,
     gib,
 )
 from llmbench.predict.method import Unpredictable, predict_cell
@@ -67,43 +65,6 @@ def iter_predictions(
                 or uses_prequantized(registry, cell.model, cell.quant),
             ),
         )
-
-
-_UNITS = {
-    "": GIB,
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": MIB,
-    "gib": GIB,
-    "tib": 2**40,
-}
-
-
-_SIZE = re.compile(
-    r"\s*((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*", re.ASCII
-)
-"""One number (ASCII digits, an optional exponent) and a unit, spaces only around them."""
-
-
-def parse_bytes(text: str) -> int:
-    """``80GiB``, ``79.18 GiB``, ``85GB``, ``81920MiB`` or a bare number of GiB -> bytes.
-
-    Units: b, kb/mb/gb/tb (10^3k), kib/mib/gib/tib (2^10k), in any case; ASCII digits, one
-    number, spaces only around it. Raises ValueError for anything else, and for a size that
-    is not at least one byte or not finite."""
-    match = _SIZE.fullmatch(text.lower())
-    value = float(match.group(1)) if match and match.group(2) in _UNITS else float("nan")
-    nbytes = value * _UNITS[match.group(2)] if value == value else value
-    if not 1 <= nbytes < float("inf"):
-        raise ValueError(
-            f"cannot read a memory size from {text!r} (a positive size, e.g. 80GiB, 24GB, "
-            "81920MiB; a bare number is GiB)"
-        )
-    return int(nbytes)
 
 
 def prediction_row(
@@ -302,15 +263,16 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
 
 
 def format_header(rows: list[dict[str, Any]], *, grid: str, gpu_mem: str | None) -> str:
-    """Two lines: the grid, the units, and the budget as read (``budget 24GB = 22.35 GiB``).
-    Raises ValueError for a ``gpu_mem`` that ``parse_bytes`` cannot read."""
-    budget = "no budget"
-    if gpu_mem is not None:
-        budget = f"budget {gpu_mem.strip()} = {gib(parse_bytes(gpu_mem)):.2f} GiB"
+    """Three lines: the grid and the units; the device as read, nvidia-smi's total and
+    PyTorch's (``DeviceSize.describe``), or ``no device``; what ``need`` adds up. Raises
+    ValueError for a ``gpu_mem`` that ``read_device`` cannot read."""
+    device = "no device" if gpu_mem is None else f"device {read_device(gpu_mem).describe()}"
     return (
         f"llmbench predict: grid {grid}, {len(rows)} cells, one CUDA device; "
         "memory in GiB (2^30 bytes)\n"
-        f"{budget}; need = peak allocated + slack envelope + CUDA context: an upper bound"
+        f"{device}\n"
+        "need = peak allocated + slack envelope + CUDA context, an upper bound; "
+        "fits: against PyTorch's"
     )
 
 
@@ -345,15 +307,17 @@ def grid_prediction_rows(
     grid: str | None,
     *,
     repo_root: Path,
-    gpu_mem: str | None = DEFAULT_GPU_MEM,
+    gpu_mem: str | None = DEFAULT_GPU,
     terms: bool = False,
     run_config: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for every cell of a grid (default: the config's), with the run's config
     (``run_config``: Snakemake's, ``--configfile``/``--config`` applied; None: config.yaml):
     models, ``bnb_4bit_compute_dtype``, ``measurement.decode_tokens``, ``device``. A cell
-    that cannot run gets ``fits: unsupported`` and a ``reason`` (``cannot_run``). Raises
-    ValueError for an unknown or invalid grid or an unreadable ``gpu_mem``."""
+    that cannot run gets ``fits: unsupported`` and a ``reason`` (``cannot_run``). ``gpu_mem``:
+    the device, a GPU name or its total as nvidia-smi reports it (``llmbench.host.devicesize``;
+    cells are fitted into PyTorch's total of it); None: no fit. Raises ValueError for an
+    unknown or invalid grid or an unreadable ``gpu_mem``."""
     import yaml
 
     from llmbench.grid.spec import expand_grid, load_grid
@@ -362,7 +326,7 @@ def grid_prediction_rows(
     grid = grid or str(config["grid"])
     models = config["models"]
     cells = expand_grid(load_grid(grid, repo_root / "config", models))
-    capacity = None if gpu_mem is None else parse_bytes(gpu_mem)
+    capacity = None if gpu_mem is None else read_device(gpu_mem).torch_total
     measurement = config.get("measurement") or {}
     decode = (
         int(measurement.get("decode_tokens", DECODE_TOKENS)),
