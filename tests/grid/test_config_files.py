@@ -4,7 +4,17 @@ import re
 
 import pytest
 
-from llmbench.grid.files import ConfigFileError, read_json, read_yaml
+from llmbench.grid.files import (
+    ConfigFileError,
+    InputError,
+    read_json,
+    read_yaml,
+    stop_on_input_error,
+)
+from llmbench.grid.models import ModelEntryError
+from llmbench.grid.schemas import SchemaError
+from llmbench.grid.spec import GridError
+from llmbench.grid.validate import ConfigError
 
 
 def test_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
@@ -54,3 +64,21 @@ def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
         read_json(architecture)
     (tmp_path / "ok.yaml").write_text("a: {b: 1}\nc: {b: 2}\n")  # one key in two mappings
     assert read_yaml(tmp_path / "ok.yaml") == {"a": {"b": 1}, "c": {"b": 2}}
+
+
+@pytest.mark.parametrize(
+    "error", [ConfigError, ConfigFileError, GridError, ModelEntryError, SchemaError]
+)
+def test_an_input_error_stops_the_workflow_with_its_message_alone(error):
+    with pytest.raises(SystemExit) as stopped, stop_on_input_error():
+        raise error("config key 'devce': not a known key")
+    assert stopped.value.code == "llmbench: error: config key 'devce': not a known key"
+    assert stopped.value.__cause__ is None and stopped.value.__suppress_context__
+
+
+def test_any_other_error_keeps_its_traceback():
+    assert issubclass(InputError, ValueError)  # callers that catch ValueError still do
+    with pytest.raises(KeyError), stop_on_input_error():
+        raise KeyError("a bug")
+    with pytest.raises(ValueError, match="a bug"), stop_on_input_error():
+        raise ValueError("a bug")

@@ -2,6 +2,7 @@
 
 import pytest
 
+from llmbench.grid.files import InputError
 from llmbench.grid.plan import choose_grid, host_has_cuda
 
 BASE = {"grid": "seed", "device": "auto", "on_missing_gpu": "smoke"}
@@ -19,7 +20,7 @@ def test_gpu_host_keeps_the_grid():
 
 
 def test_policies_fail_ignore_and_cpu_device():
-    with pytest.raises(RuntimeError, match="No CUDA GPU was found"):
+    with pytest.raises(InputError, match="No CUDA GPU was found"):
         choose_grid({**BASE, "on_missing_gpu": "fail"}, has_cuda=False)
     assert choose_grid({**BASE, "on_missing_gpu": "ignore"}, has_cuda=False).name == "seed"
     assert choose_grid({**BASE, "device": "cpu"}, has_cuda=False).name == "seed"
@@ -33,7 +34,7 @@ def test_hidden_gpus_count_as_none(monkeypatch):
 def test_device_cuda_on_a_host_without_cuda_stops_unless_jobs_go_elsewhere():
     # the smoke fallback would force its cells onto CUDA too: every cell would fail
     for grid in ("seed", "smoke"):
-        with pytest.raises(RuntimeError, match="device: cuda, but no CUDA GPU was found"):
+        with pytest.raises(InputError, match="device: cuda, but no CUDA GPU was found"):
             choose_grid({**BASE, "grid": grid, "device": "cuda"}, has_cuda=False)
     ignored = {**BASE, "device": "cuda", "on_missing_gpu": "ignore"}
     assert choose_grid(ignored, has_cuda=False).name == "seed"

@@ -5,6 +5,7 @@ from pathlib import Path
 # environment that pipeline.export_environment sets, in every job this workflow starts.
 from llmbench import frontier as llm_frontier
 from llmbench.grid import spec as llm_grid
+from llmbench.grid.files import stop_on_input_error
 from llmbench.grid import plan as pipeline
 from llmbench.grid import validate as llm_config
 from llmbench.report.landing import landing as report_landing
@@ -12,14 +13,14 @@ from llmbench.report.summary import print_summary, summarize_frontier
 from llmbench.run import warmstart as llm_warmstart
 
 # workflow/schemas/config.schema.yaml, with a one-line error naming the key, and every model
-# entry (architecture files parsed and built by transformers, pretrained paths present).
-llm_config.check_config(config, Path(workflow.basedir))
-
-pipeline.export_environment(Path(workflow.basedir))
-
-GRID_CHOICE, GRID, CELLS = pipeline.select_grid(
-    config, pipeline.host_has_cuda(), Path(workflow.basedir) / "config"
-)
+# entry (architecture files parsed and built by transformers, pretrained paths present); then
+# the grid. A mistake in them stops the run with its message alone, exit status 1.
+with stop_on_input_error():
+    llm_config.check_config(config, Path(workflow.basedir))
+    pipeline.export_environment(Path(workflow.basedir))
+    GRID_CHOICE, GRID, CELLS = pipeline.select_grid(
+        config, pipeline.host_has_cuda(), Path(workflow.basedir) / "config"
+    )
 if GRID_CHOICE.message:
     print(f"llmbench: {GRID_CHOICE.message}", file=sys.stderr)
 # Targets that measure no cell of the grid (predict predicts config["grid"]; the frontier has

@@ -1,18 +1,42 @@
 """Reading the files a run is configured by (grid YAMLs, architecture JSONs, config files):
 every error names the file, and a parse error its line and column, as ``path:line:column``.
+Also the base of every such input error (:class:`InputError`) and how the workflow stops on
+one (:func:`stop_on_input_error`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 
-class ConfigFileError(ValueError):
+class InputError(ValueError):
+    """Input a run cannot use (a config key, a grid, config or model file, a config this host
+    cannot run); the message names the key or file, and says what to do where it can."""
+
+
+class ConfigFileError(InputError):
     """A configuration file cannot be read or parsed; the message starts with its path."""
+
+
+@contextlib.contextmanager
+def stop_on_input_error() -> Iterator[None]:
+    """Stop the program on an :class:`InputError` raised inside, with ``SystemExit``: its
+    message on stderr after ``llmbench: error:``, exit status 1.
+
+    For the checks a Snakefile makes as it is read: Snakemake prints an exception raised
+    there with the traceback frames of our code under the message; a user who mistyped a key
+    needs the message alone. Any other exception propagates unchanged (a bug keeps its
+    traceback)."""
+    try:
+        yield
+    except InputError as exc:
+        raise SystemExit(f"llmbench: error: {exc}") from None
 
 
 def _read_text(path: Path) -> str:

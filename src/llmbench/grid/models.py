@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from llmbench.grid.files import ConfigFileError, read_json
+from llmbench.grid.files import ConfigFileError, InputError, read_json
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 """A Hugging Face Hub repository id: ``name`` or ``namespace/name``."""
@@ -33,7 +33,7 @@ CHECK_CACHE = Path(".snakemake") / "llmbench" / "architectures-checked.json"
 kept in the Snakemake working directory so that a rerun does not import transformers again."""
 
 
-class ModelEntryError(ValueError):
+class ModelEntryError(InputError):
     """A model entry cannot be used; the message names its key (and file)."""
 
 

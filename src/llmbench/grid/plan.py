@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmbench.grid.files import InputError
 from llmbench.grid.spec import BNB_QUANTS, Cell, expand_grid, load_grid
 from llmbench.host import environment
 
@@ -78,7 +79,7 @@ def choose_grid(config: Mapping[str, Any], has_cuda: bool) -> GridChoice:
     policy = config["on_missing_gpu"]
     if not has_cuda and config["device"] == "cuda" and policy != "ignore":
         # the smoke grid would not help: its cells would be forced onto CUDA too
-        raise RuntimeError(
+        raise InputError(
             "device: cuda, but no CUDA GPU was found on this host: every cell would fail. "
             "Pass --config device=auto (or cpu) to run here, or on_missing_gpu=ignore when "
             "the jobs go to GPU nodes (a cluster profile)."
@@ -86,7 +87,7 @@ def choose_grid(config: Mapping[str, Any], has_cuda: bool) -> GridChoice:
     if has_cuda or not wants_gpu or grid == "smoke":
         return GridChoice(grid, None)
     if policy == "fail":
-        raise RuntimeError(
+        raise InputError(
             f"No CUDA GPU was found on this host, and grid {grid!r} needs one "
             "(on_missing_gpu: fail). Run on a GPU host, or pass --config grid=smoke."
         )

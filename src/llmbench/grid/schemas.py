@@ -17,9 +17,10 @@ import jsonschema
 import yaml
 
 from llmbench import SCHEMA_DIR
+from llmbench.grid.files import InputError
 
 
-class SchemaError(ValueError):
+class SchemaError(InputError):
     """A document does not match its schema; the message names the file and the key."""
 
 

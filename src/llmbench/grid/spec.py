@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from llmbench.grid.files import read_yaml
+from llmbench.grid.files import InputError, read_yaml
 from llmbench.grid.schemas import validate_document
 
 QUANTS: tuple[str, ...] = (
@@ -312,6 +312,11 @@ def parse_variant(variant: str) -> dict[str, str]:
     return values
 
 
+class GridError(InputError):
+    """A grid cannot be used (no such file, a model the config does not define, a seed case
+    that is no cell of it); the message names the grid file and the key."""
+
+
 def grid_path(grid: str, config_dir: Path) -> Path:
     """Resolve a grid name (``seed``) or a path to a grid YAML file."""
     if NAME_PATTERN.match(grid) and not grid.endswith((".yaml", ".yml")):
@@ -321,21 +326,22 @@ def grid_path(grid: str, config_dir: Path) -> Path:
 
 def load_grid(grid: str, config_dir: Path, models: Mapping[str, Any]) -> dict[str, Any]:
     """Read and validate a grid file; every model it names must be defined in ``models``.
-    Errors name the file (and, for YAML syntax, the line and column)."""
+    Raises GridError, SchemaError or ConfigFileError, naming the file (and, for YAML syntax,
+    the line and column)."""
     path = grid_path(grid, config_dir)
     if not path.is_file():
         available = sorted(p.stem for p in (config_dir / "grids").glob("*.yaml"))
-        raise ValueError(f"grid {grid!r}: no file {path} (named grids: {', '.join(available)})")
+        raise GridError(f"grid {grid!r}: no file {path} (named grids: {', '.join(available)})")
     document = read_yaml(path) or {}
     validate_document(document, "grid.schema.yaml", where=str(path))
     for index, block in enumerate(document["blocks"]):
         for axis in OPTIONAL_AXES:  # the schema's enum takes 4.0 for 4; a path needs "4"
             if floats := [v for v in block.get(axis) or () if isinstance(v, float)]:
                 where = f"{path}: blocks[{index}].{axis}"
-                raise ValueError(f"{where}: write {int(floats[0])}, not {floats[0]}")
+                raise GridError(f"{where}: write {int(floats[0])}, not {floats[0]}")
         for model in block["models"]:
             if model not in models:
-                raise ValueError(
+                raise GridError(
                     f"{path}: blocks[{index}].models: model {model!r} is not defined under "
                     f"'models' in the config (defined: {', '.join(sorted(models))})"
                 )
@@ -346,7 +352,7 @@ def load_grid(grid: str, config_dir: Path, models: Mapping[str, Any]) -> dict[st
 def _check_seed_cases(document: Mapping[str, Any], path: Path) -> None:
     """Every ``seed_cases`` entry must be a cell of the grid's blocks (at the optional axes'
     defaults): the seed figure draws that cell's measurement, so a case naming no cell (a
-    misspelt model or shape) would silently drop out of it. Raises ValueError naming it."""
+    misspelt model or shape) would silently drop out of it. Raises GridError naming it."""
     cases = document.get("seed_cases") or []
     if not cases:
         return
@@ -358,7 +364,7 @@ def _check_seed_cases(document: Mapping[str, Any], path: Path) -> None:
     for index, case in enumerate(cases):
         key = tuple(case[axis] for axis in ("model", "quant", "attn", "dtype", "batch", "seq"))
         if key not in cells:
-            raise ValueError(
+            raise GridError(
                 f"{path}: seed_cases[{index}] ({case['case']!r}, {case['variant']}): no cell "
                 f"of the grid's blocks is {key[0]} {key[1]} {key[2]} {key[3]} b{key[4]} "
                 f"s{key[5]}"

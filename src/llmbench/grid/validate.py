@@ -18,7 +18,7 @@ from typing import Any
 
 from llmbench import REPO_ROOT
 from llmbench.grid import models
-from llmbench.grid.files import ConfigFileError, read_yaml
+from llmbench.grid.files import ConfigFileError, InputError, read_yaml
 from llmbench.grid.schemas import config_error, load_schema
 from llmbench.grid.spec import load_grid
 
@@ -28,7 +28,7 @@ NULL = frozenset({"null", "none", "~"})
 """Spellings accepted, in any case, for booleans and for null (``--config`` passes strings)."""
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """The config is not valid; the message is one line naming the key."""
 
 
