@@ -3,6 +3,9 @@ fits and the number of GPUs a cell needs (tiny models and the 70B config on meta
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 
 pytest.importorskip("torch")
@@ -76,6 +79,9 @@ def test_predict_gpus_prints_every_device_and_the_gpus_needed(tmp_path, capsys):
         "model,quant,attn,dtype,batch,seq,decode_mode,kv_cache,device_map,max_memory,policy"
     )
     assert len(lines) == 1 + 2 + 2 + 1 + 1  # auto balances even a tiny model over both GPUs
+    # every row names the device and PyTorch's total of it (80 GiB less 615 MiB assumed)
+    rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
+    assert {(r["gpu"], round(float(r["gpu_mem_gib"]), 2)) for r in rows} == {("80GiB", 79.4)}
     assert cli.main(["predict", "--grid", str(grid), "--gpus", "0"]) == 2
 
 

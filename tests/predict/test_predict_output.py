@@ -60,6 +60,8 @@ def test_cli_predict_table_and_csv(capsys):
     assert {"prefill_peak_allocated_gib", "fits", "dominant_term", "kv_cache_gib"} <= set(header)
     rows = csv_rows(text)
     assert len(rows) == 81
+    # every row names the device and the total it was fitted into, those that cannot run too
+    assert {(r["gpu"], float(r["gpu_mem_gib"])) for r in rows} == {("h100-80gb", 81079 / 1024)}
     oom = [r for r in rows if r["attn"] == "eager" and r["batch"] == "4" and r["seq"] == "8192"]
     assert {r["fits"] for r in oom} == {"no"}
     _, rows = table_rows(report(capsys, "--grid", "seed", "--gpu-mem", "9GiB"))
@@ -117,7 +119,8 @@ def test_help_explains_need_and_maybe(capsys):
     assert "+ the CUDA context" in text
     assert "yes: need <= the device's PyTorch total (the header's)" in text
     assert "maybe: the allocations fit (peak allocated + CUDA context <= that total), the " in text
-    assert "A device is --gpu NAME (a GPU measured here) or --gpu-mem SIZE, its total as " in text
+    assert "A device is --gpu NAME (a GPU measured here; the default is h100-80gb, except" in text
+    assert "or --gpu-mem SIZE, its total as nvidia-smi reports it" in text
     assert "fragmentation envelope does not" in text
     assert "unsupported: cannot run whatever the memory" in text
 

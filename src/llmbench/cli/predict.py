@@ -41,9 +41,10 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
     predictor.add_argument("--grid", help="grid name or path (default: the config's grid)")
     predictor.add_argument(
         "--gpu-mem",
-        help="the device's total memory as nvidia-smi reports it, e.g. 81559MiB (an H100 80GB),"
-        " 24GB; cells are fitted into PyTorch's total of it, less the driver's unreported"
-        " memory (measured per GPU model); with --frontier: comma-separated, one column each",
+        help="the device's total memory as nvidia-smi reports it, e.g. 81559MiB (an H100 80GB;"
+        " not '80GB', which is 10^9-byte GB), or a name as --gpu takes; cells are fitted into"
+        " PyTorch's total of it, less the driver's unreported memory (measured per GPU model);"
+        " with --frontier: comma-separated, one column each",
     )
     predictor.add_argument(
         "--frontier",
@@ -60,13 +61,13 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
         "--gpu",
         action="append",
         choices=sorted(GPUS),
-        help=f"a GPU measured here, by name, instead of --gpu-mem (default {DEFAULT_GPU});"
-        " with --frontier repeatable, one column each",
+        help=f"a GPU measured here, by name, instead of --gpu-mem (default {DEFAULT_GPU}; "
+        "--frontier has none: give it one or more, one column each)",
     )
     predictor.add_argument(
         "--gpus",
         type=int,
-        help="per-device prediction on this many GPUs of --gpu-mem, and GPUs needed",
+        help="per-device prediction on this many GPUs of the device, and GPUs needed",
     )
     predictor.add_argument(
         "--device-map",
@@ -116,6 +117,12 @@ def run_predict(args: argparse.Namespace) -> None:
         except ValueError as exc:
             raise UsageError(f"--gpu-mem: {exc}") from None
     args.gpu_mem = args.gpu_mem or (args.gpu or [DEFAULT_GPU])[0]
+    device = read_device(args.gpu_mem)
+    if device.torch_total == 0:
+        raise UsageError(
+            f"--gpu-mem {args.gpu_mem}: nothing is left for PyTorch once the driver keeps its "
+            f"{device.unreported_bytes // 2**20} MiB (--gpu-mem is the card's whole total)"
+        )
     if args.gpus is not None:
         _predict_devices(args, grid)
         return

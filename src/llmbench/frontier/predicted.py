@@ -14,7 +14,7 @@ records hold (``llmbench.host.devicesize.GPUS``). A search that cannot be simula
 
 Checked: the simulated frontier equals the measured one on all 24 searches of
 ``results/reference/h100/frontier`` and the 10 of ``results/reference/h200/frontier``
-(``tests/frontier/test_simulated.py``). Imports ``llmbench`` (GIB), :mod:`.planning`,
+(``tests/frontier/test_simulated.py``). Imports ``llmbench`` (MIB), :mod:`.planning`,
 :mod:`.prediction`, :mod:`.probes`, :mod:`.search`, :mod:`.simulated`,
 ``llmbench.host.devicesize``; the tracer (torch,
 transformers) when a search runs.
@@ -27,13 +27,13 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
-from llmbench import GIB
+from llmbench import MIB
 from llmbench.frontier.planning import Search, plan, search_values
 from llmbench.frontier.prediction import model_config, simulator_capacity
 from llmbench.frontier.probes import probe_settings
 from llmbench.frontier.search import DECIDED_STATUSES
 from llmbench.frontier.simulated import simulated_frontier, simulator_decide
-from llmbench.host.devicesize import GPUS, nvml_unreported_bytes
+from llmbench.host.devicesize import DeviceSize, nvml_unreported_bytes
 
 HELP = """\
 --frontier: one row per search of the config's frontier: section (--configfile F merged over
@@ -189,9 +189,9 @@ def _events(architecture_json: str, cell: Any, measurement_json: str, compute_dt
 
 
 def device_label(total: int) -> str:
-    """A device's column name: the named GPU of that NVML total, else its size in GiB."""
-    names = [name for name, size in GPUS.items() if size == total]
-    return names[0] if names else f"{total / GIB:.2f} GiB"
+    """A device's column name: the named GPU of that NVML total, else that total as
+    nvidia-smi prints it (``46068MiB``: what ``--gpu-mem`` reads, not the capacity)."""
+    return DeviceSize(f"{total / MIB:.0f}MiB", total).name or f"{total / MIB:.0f}MiB"
 
 
 def answer(result: PredictedSearch) -> str:
@@ -244,15 +244,9 @@ def format_table(results: Sequence[PredictedSearch], notes: Sequence[str] = ()) 
         mine = [r for r in results if r.device_total == total]
         by_attn = {r.search.attn: r.capacity for r in mine if r.capacity}
         capacity = ", ".join(f"{attn} {c}" for attn, c in sorted(by_attn.items())) or "-"
-        assumed = (
-            ""
-            if mine[0].unreported_measured
-            else "; driver's unreported memory assumed (the "
-            "largest measured): this GPU model was not measured"
-        )
-        lines.append(
-            f"{device_label(total)}: NVML total {total} bytes; capacity simulated "
-            f"(bytes PyTorch's segments may take) {capacity}{assumed}"
+        lines.append(  # the driver's unreported memory is "assumed" for an unmeasured GPU
+            f"{DeviceSize(device_label(total), total).describe()}; simulated capacity (bytes "
+            f"PyTorch's segments may take: less what a probe holds outside them) {capacity}"
         )
     lines.extend(notes)
     reasons: dict[tuple[str, str], list[str]] = {}
@@ -275,7 +269,8 @@ CSV_FIELDS = (
 )  # fmt: skip
 """Columns of :func:`format_csv`. ``method``: always ``allocator simulation`` (a prediction,
 never a measurement); ``search``: ``seq`` (the largest length at batch ``fixed``) or
-``batch`` (the largest batch at length ``fixed``); ``device``: the GPU name or size;
+``batch`` (the largest batch at length ``fixed``); ``device``: the GPU name, else the NVML
+total in nvidia-smi's MiB (``46068MiB``, as ``--gpu-mem`` reads it);
 ``capacity_bytes``: what the simulation gave PyTorch's segments; ``unreported_measured``:
 whether the driver's unreported memory was measured on this GPU model (else the largest
 measured was assumed); ``predicted_status``: found, above_max, below_min or unknown

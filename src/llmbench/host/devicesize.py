@@ -101,6 +101,11 @@ class DeviceSize:
         return next((name for name, total in GPUS.items() if total == self.nvml_total), None)
 
     @property
+    def label(self) -> str:
+        """:attr:`name`, else the size as given (``24GB``)."""
+        return self.name or self.given.strip()
+
+    @property
     def unreported_bytes(self) -> int:
         """What the driver keeps from torch: measured on this GPU model, else assumed."""
         return nvml_unreported_bytes(self.nvml_total)[0]
@@ -120,10 +125,9 @@ class DeviceSize:
         """One line for a report header, e.g. ``h100-80gb: nvidia-smi 81559 MiB, PyTorch
         79.18 GiB (the driver keeps 480 MiB, measured)``; ``assumed`` where
         :attr:`unreported_measured` is False."""
-        label = self.name or self.given.strip()
         source = "measured" if self.unreported_measured else "assumed"
         return (
-            f"{label}: nvidia-smi {self.nvml_total / MIB:.0f} MiB, PyTorch "
+            f"{self.label}: nvidia-smi {self.nvml_total / MIB:.0f} MiB, PyTorch "
             f"{self.torch_total / GIB:.2f} GiB (the driver keeps "
             f"{self.unreported_bytes / MIB:.0f} MiB, {source})"
         )
@@ -143,10 +147,12 @@ def read_device(text: str) -> DeviceSize:
 
 
 def torch_total_of(nvml_or_torch: int) -> str | None:
-    """The GPU of :data:`GPUS` whose PyTorch total is ``nvml_or_torch`` bytes to 1 MiB: a size
-    someone copied from torch, not from nvidia-smi (the CLI notes it); else None."""
+    """The GPU of :data:`GPUS` whose PyTorch total is ``nvml_or_torch`` bytes to 0.005 GiB
+    (5.12 MiB: a total printed in GiB to 2 decimals, as torch's OOM message and ``predict``
+    print it, or in MiB): a size someone copied from torch, not from nvidia-smi (the CLI
+    notes it); else None."""
     for name, total in GPUS.items():
-        if abs(nvml_or_torch - (total - nvml_unreported_bytes(total)[0])) < MIB:
+        if abs(nvml_or_torch - (total - nvml_unreported_bytes(total)[0])) <= GIB // 200:
             return name
     return None
 

@@ -99,7 +99,9 @@ def grid_device_rows(
     config = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
     grid = grid or str(config["grid"])
     models = config["models"]
-    capacity = read_device(gpu_mem).torch_total
+    device = read_device(gpu_mem)
+    capacity = device.torch_total
+    on = {"gpu": device.label, "gpu_mem_gib": gib(capacity)}  # every row (csv: the device)
     decode_tokens = int((config.get("measurement") or {}).get("decode_tokens", DECODE_TOKENS))
     rows: list[dict[str, Any]] = []
     for cell in expand_grid(load_grid(grid, repo_root / "config", models)):
@@ -111,12 +113,12 @@ def grid_device_rows(
         reason = cannot_run(cell, "cuda", config, decode_tokens, chosen)
         if reason:
             base = {k: v for k, v in asdict(cell).items() if k in _CELL_KEYS}
-            rows.append({**base, "policy": chosen, "fits": "unsupported", "reason": reason})
+            rows.append({**base, "policy": chosen, "fits": "unsupported", "reason": reason, **on})
             continue
         kwargs = {"gpu_mem": capacity, "policy": chosen, "decode_tokens": decode_tokens}
         answer = predict_devices(cell, models, repo_root, gpus=gpus, **kwargs)
         needed = gpus_needed(cell, models, repo_root, max_gpus=max_gpus, **kwargs)
-        rows.extend(device_rows(cell, answer, needed, chosen))
+        rows.extend({**row, **on} for row in device_rows(cell, answer, needed, chosen))
     return rows
 
 
@@ -145,7 +147,7 @@ def format_devices(rows: list[dict[str, Any]], *, grid: str, gpus: int, gpu_mem:
     """The table for a person: a header with the units and the GPUs as read, one line per
     device (numbers in GiB, 2 decimals), then each row's reason."""
     device = read_device(gpu_mem)
-    label = device.name or gpu_mem.strip()
+    label = device.label
     header = (
         f"grid {grid}: predicted peak allocated per device (GiB = 2^30 bytes) on {gpus} x "
         f"{device.describe()}\n"

@@ -72,13 +72,16 @@ cell is unknown (its placement goes through transformers' quantizer, not predict
 """The columns of the one-device table and of ``--gpus N``."""
 
 SIZES = """\
-A device is --gpu NAME (a GPU measured here) or --gpu-mem SIZE, its total as nvidia-smi
-reports it: 81559MiB (nvidia-smi's MiB = 2^20 bytes), 24GB (10^9 bytes: 22.35 GiB), 80GiB, or
-a bare number of GiB. The same in every mode. Cells are fitted into PyTorch's total of it: less
-the memory the driver keeps and never reports to torch (480 MiB on the H100 80GB, 615 MiB on
-the H200, measured; 615 MiB assumed for another GPU); the header prints both totals.
+A device is --gpu NAME (a GPU measured here; the default is h100-80gb, except for --frontier,
+which takes one or more) or --gpu-mem SIZE, its total as nvidia-smi reports it: 81559MiB
+(nvidia-smi's MiB = 2^20 bytes), 24GB (10^9 bytes: 22.35 GiB), 80GiB, or a bare number of GiB;
+a card sold as "80GB" is not 80GB: pass nvidia-smi's total or --gpu. The same in every mode.
+Cells are fitted into PyTorch's total of it: less the memory the driver keeps and never
+reports to torch (480 MiB on the H100 80GB, 615 MiB on the H200, measured; 615 MiB assumed for
+another GPU); the header prints both totals, the csv the device (gpu) and PyTorch's total
+(gpu_mem_gib).
 --terms lists every term of each cell's peak, one a line. --format csv prints one header row,
-then every number, one row per cell (with --terms, one column per term; gpu_mem_gib is
-PyTorch's total): no preamble, closing line or reasons outside its `fits` and `reason` columns.
+then every number, one row per cell (with --terms, one column per term): no preamble, closing
+line or reasons outside its `fits` and `reason` columns.
 """
 """How ``--gpu`` and ``--gpu-mem`` are read, ``--terms`` and ``--format csv``."""

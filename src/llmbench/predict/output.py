@@ -271,8 +271,8 @@ def format_header(rows: list[dict[str, Any]], *, grid: str, gpu_mem: str | None)
         f"llmbench predict: grid {grid}, {len(rows)} cells, one CUDA device; "
         "memory in GiB (2^30 bytes)\n"
         f"{device}\n"
-        "need = peak allocated + slack envelope + CUDA context, an upper bound; "
-        "fits: against PyTorch's"
+        "need = peak allocated + slack envelope + CUDA context (an upper bound), fitted into "
+        "PyTorch's total"
     )
 
 
@@ -326,7 +326,8 @@ def grid_prediction_rows(
     grid = grid or str(config["grid"])
     models = config["models"]
     cells = expand_grid(load_grid(grid, repo_root / "config", models))
-    capacity = None if gpu_mem is None else read_device(gpu_mem).torch_total
+    gpu = None if gpu_mem is None else read_device(gpu_mem)
+    capacity = None if gpu is None else gpu.torch_total
     measurement = config.get("measurement") or {}
     decode = (
         int(measurement.get("decode_tokens", DECODE_TOKENS)),
@@ -355,6 +356,9 @@ def grid_prediction_rows(
                 configs[row["model"]] = None
     placed = str(config.get("device_map") or "auto")
     rows = [flag_cannot_run(r, device, configs[r["model"]], decode[0], placed) for r in rows]
+    if gpu is not None:  # every row, those without a prediction too (csv: one device)
+        for row in rows:
+            row.update(gpu=gpu.label, gpu_mem_gib=gib(gpu.torch_total))
     groups = reference_groups(repo_root)
     for row in rows:
         verdict, note = ("", "")
