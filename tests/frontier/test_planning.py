@@ -13,6 +13,7 @@ from llmbench import frontier
 from llmbench.frontier import (
     Search,
 )
+from llmbench.grid.files import InputError
 
 
 def test_search_names_paths_and_cells():
@@ -64,7 +65,7 @@ def test_cpu_host_falls_back_to_the_tiny_frontier(repo):
     explicit = {**config, "frontier": TINY_SECTION}  # --configfile config/frontier-tiny.yaml
     assert frontier.choose_section(explicit, False, config_dir).message is None
     assert frontier.choose_section({**config, "on_missing_gpu": "ignore"}, False, config_dir)
-    with pytest.raises(RuntimeError, match="frontier"):
+    with pytest.raises(InputError, match="frontier"):
         frontier.choose_section({**config, "on_missing_gpu": "fail"}, False, config_dir)
 
 

@@ -235,9 +235,10 @@ def frontier_section():
     that runs that do not ask for the frontier neither look for a GPU again nor hear about the
     CPU fallback (config/frontier-tiny.yaml on a host without CUDA)."""
     if not _FRONTIER_CHOICE:
-        choice = llm_frontier.choose_section(
-            config, pipeline.host_has_cuda(), Path(workflow.basedir) / "config"
-        )
+        with stop_on_input_error():
+            choice = llm_frontier.choose_section(
+                config, pipeline.host_has_cuda(), Path(workflow.basedir) / "config"
+            )
         if choice.message:
             print(f"llmbench: {choice.message}", file=sys.stderr)
         _FRONTIER_CHOICE.append(choice)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llmbench.frontier.search import grid_values
+from llmbench.grid.files import InputError
 from llmbench.grid.spec import ALLOCATORS, KV_CACHES, Cell, parse_variant
 
 AXES: tuple[str, ...] = ("seq", "batch")
@@ -157,15 +158,15 @@ class FrontierChoice:
 def choose_section(config: Mapping[str, Any], has_cuda: bool, config_dir: Path) -> FrontierChoice:
     """The configured ``frontier`` section, or on a host without CUDA (``on_missing_gpu:
     smoke``) the tiny CPU one read from ``config_dir``, unless the configured one is CPU-ready
-    (has a memory budget). Raises ValueError when the config has no ``frontier`` section,
-    RuntimeError when the tiny section would be taken but ``on_missing_gpu`` is ``fail``,
+    (has a memory budget). Raises InputError (``llmbench.grid.files``) when the config has no
+    ``frontier`` section or the tiny section would be taken but ``on_missing_gpu`` is ``fail``,
     KeyError for a config without ``device`` / ``on_missing_gpu``, OSError when the tiny
     config cannot be read."""
     import yaml
 
     section = config.get("frontier")
     if section is None:
-        raise ValueError("the config has no 'frontier' section (see config/config.yaml)")
+        raise InputError("the config has no 'frontier' section (see config/config.yaml)")
     budget = section.get("memory_budget_gib", config.get("memory_budget_gib"))
     if budget is None:
         budget = config.get("memory_budget_gib")
@@ -173,7 +174,7 @@ def choose_section(config: Mapping[str, Any], has_cuda: bool, config_dir: Path) 
     if has_cuda or not wants_gpu or budget is not None or config["on_missing_gpu"] == "ignore":
         return FrontierChoice(section, None)
     if config["on_missing_gpu"] == "fail":
-        raise RuntimeError(
+        raise InputError(
             "No CUDA GPU was found on this host, and the frontier needs one (on_missing_gpu: "
             f"fail). Run on a GPU host, or pass --configfile config/{TINY_FRONTIER}."
         )
