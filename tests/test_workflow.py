@@ -57,6 +57,13 @@ def test_bad_config_fails_before_any_job_naming_the_key(workdir, config, message
     assert "Job stats" not in process.stdout
 
 
+def test_a_frontier_this_host_cannot_run_stops_with_its_message(workdir):
+    # decided in an input function (frontier_section), not as the Snakefile is read
+    config = ["--config", "grid=smoke", "on_missing_gpu=fail"]
+    process = snakemake(workdir, "-n", "frontier", *config, check=False)
+    assert_one_line_error(process, "No CUDA GPU was found on this host, and the frontier needs")
+
+
 def assert_one_line_error(process, message: str) -> None:
     """The run stopped with status 1 and our message, without Snakemake's exception name or
     the traceback frames of our code under it (llmbench.grid.files.stop_on_input_error)."""
