@@ -19,16 +19,17 @@ min_version("9.0")
 
 # The package (src/) is importable here and, through the environment, in every job.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from llmbench.grid.files import read_yaml
+from llmbench.grid.files import read_yaml, stop_on_input_error
 
 # Snakemake's own message for a config file that is not YAML names neither file nor line:
 # read it first, so that the error says both (a --configfile is read before this file). Read
 # the --configfile ones again too: Snakemake keeps the last of a key given twice, silently.
-for config_file in [
-    Path(workflow.basedir) / "config" / "config.yaml",
-    *workflow.overwrite_configfiles,
-]:
-    read_yaml(config_file)
+with stop_on_input_error():
+    for config_file in [
+        Path(workflow.basedir) / "config" / "config.yaml",
+        *workflow.overwrite_configfiles,
+    ]:
+        read_yaml(config_file)
 
 
 configfile: "config/config.yaml"

@@ -82,6 +82,16 @@ def test_config_yaml_that_is_not_yaml_names_the_file_line_and_column(tmp_path):
     output = dry_run_fails(repo)
     assert f"{config}:" in output and ": not valid YAML" in output
     assert "Config file is not valid JSON or YAML" not in output
+    assert "llmbench: error: " in output and '  File "' not in output  # no traceback
+
+
+def test_configfile_setting_a_key_twice_names_both_lines_without_a_traceback(workdir, tmp_path):
+    # Snakemake would keep the second silently; the Snakefile reads every --configfile first
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("grid: seed\ndevice: cpu\ngrid: smoke\n")
+    output = dry_run_fails(workdir, "--configfile", str(twice))
+    assert f"llmbench: error: {twice}:3:1: not valid YAML" in output, output
+    assert '  File "' not in output and "Error in file" not in output
 
 
 # ---- 2(a). architecture files are checked before any job --------------------------------------

@@ -84,6 +84,8 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
         (["predict", "--gpu-mem", "lots"], "or a GPU measured here: h100-80gb, h200"),
         (["predict", "--gpu-mem", "0"], "--gpu-mem: cannot read a memory size from '0'"),
         (["predict", "--gpu-mem", "0.5"], "nothing is left for PyTorch once the driver keeps its"),
+        (["predict", "--frontier", "--gpu-mem", "24GB,0.5"], "--gpu-mem 0.5: nothing is left"),
+        (["predict", "--frontier", "--gpu", "H200", "--gpus", "2"], "--frontier takes"),
         (["predict", "--grid", "nosuch"], "grid 'nosuch': no file"),
         (["tables", "{tmp}/missing"], "no folder {tmp}/missing/cells"),
         (["tables", str(EXTENDED), "--grid", "nosuch"], "grid 'nosuch': no file"),

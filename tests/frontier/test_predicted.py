@@ -101,6 +101,11 @@ def test_csv_and_table_say_the_same():
     small = "2048MiB: nvidia-smi 2048 MiB, PyTorch 1.40 GiB (the driver keeps 615 MiB, assumed)"
     h200 = "h200: nvidia-smi 143771 MiB, PyTorch 139.80 GiB (the driver keeps 615 MiB, measured)"
     assert small in table and h200 in table
+    # a device as the user named it (--gpu-mem 2GiB), in the table and the csv alike
+    labels = {2 * GIB: "2GiB"}
+    assert "2GiB: nvidia-smi 2048 MiB" in predicted.format_table(results, labels=labels)
+    named = csv.DictReader(io.StringIO(predicted.format_csv(results, labels)))
+    assert [r["device"] for r in named] == ["2GiB", "h200"]
 
 
 def test_the_command_prints_the_predicted_frontier(tmp_path):

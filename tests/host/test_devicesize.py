@@ -68,9 +68,12 @@ def test_an_unreadable_device_names_the_gpus_known():
 
 def test_torch_total_of_names_the_gpu_whose_pytorch_total_a_size_is():
     assert torch_total_of(81079 * MIB) == "h100-80gb"
-    assert torch_total_of(81079 * MIB + MIB // 2) == "h100-80gb"  # to 1 MiB
+    assert torch_total_of(81079 * MIB + MIB // 2) == "h100-80gb"
     assert torch_total_of(GPUS["h100-80gb"]) is None  # nvidia-smi's total: nothing to note
     # PyTorch's totals as predict's header and torch's OOM message print them, to 0.01 GiB
     assert torch_total_of(parse_bytes("79.18GiB")) == "h100-80gb"
     assert torch_total_of(parse_bytes("139.80GiB")) == "h200"
     assert torch_total_of(parse_bytes("79.17GiB")) is None
+    torch_h100 = 81079 * MIB
+    assert torch_total_of(torch_h100 + 5 * MIB) == "h100-80gb"  # within 0.005 GiB = 5.12 MiB
+    assert torch_total_of(torch_h100 - 6 * MIB) is None

@@ -125,7 +125,7 @@ def test_several_gpus_say_unknown_or_unsupported_instead_of_an_eager_bf16_cache_
             }
         )
     )  # fmt: skip
-    rows = grid_device_rows(str(grid), repo_root=REPO, gpus=1, gpu_mem="139.8GiB")
+    rows = grid_device_rows(str(grid), repo_root=REPO, gpus=1, gpu_mem="h200")
     verdicts = {(r["kv_cache"], r["decode_mode"]): (r["fits"], r["reason"]) for r in rows}
     assert verdicts[("hqq-int4", "eager")][0] == "unknown"
     assert "kv_cache hqq-int4 is not traced per device" in verdicts[("hqq-int4", "eager")][1]

@@ -12,9 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmbench.cli import common
 from llmbench.cli.common import UsageError, grid_document, repo_config
+
+if TYPE_CHECKING:
+    from llmbench.host.devicesize import DeviceSize
 
 
 def _predict_epilog() -> str:
@@ -43,8 +47,8 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
         "--gpu-mem",
         help="the device's total memory as nvidia-smi reports it, e.g. 81559MiB (an H100 80GB;"
         " not '80GB', which is 10^9-byte GB), or a name as --gpu takes; cells are fitted into"
-        " PyTorch's total of it, less the driver's unreported memory (measured per GPU model);"
-        " with --frontier: comma-separated, one column each",
+        " PyTorch's total of it: that less the memory the driver keeps (measured per GPU"
+        " model); with --frontier: comma-separated, one column each",
     )
     predictor.add_argument(
         "--frontier",
@@ -60,6 +64,7 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
     predictor.add_argument(
         "--gpu",
         action="append",
+        type=str.lower,
         choices=sorted(GPUS),
         help=f"a GPU measured here, by name, instead of --gpu-mem (default {DEFAULT_GPU}; "
         "--frontier has none: give it one or more, one column each)",
@@ -92,7 +97,7 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> None:
     from llmbench import predict
-    from llmbench.host.devicesize import DEFAULT_GPU, read_device
+    from llmbench.host.devicesize import DEFAULT_GPU
 
     for flag, value in (("--grid", args.grid), ("--gpu-mem", args.gpu_mem)):
         if value is not None and not value.strip():
@@ -112,17 +117,8 @@ def run_predict(args: argparse.Namespace) -> None:
     grid = args.grid or str(repo_config()["grid"])
     grid_document(grid)  # an unknown or invalid grid is a usage error, named before any prediction
     if args.gpu_mem is not None:
-        try:
-            _torch_total_note(args.gpu_mem, read_device(args.gpu_mem).nvml_total)
-        except ValueError as exc:
-            raise UsageError(f"--gpu-mem: {exc}") from None
+        _read_gpu_mem(args.gpu_mem)
     args.gpu_mem = args.gpu_mem or (args.gpu or [DEFAULT_GPU])[0]
-    device = read_device(args.gpu_mem)
-    if device.torch_total == 0:
-        raise UsageError(
-            f"--gpu-mem {args.gpu_mem}: nothing is left for PyTorch once the driver keeps its "
-            f"{device.unreported_bytes // 2**20} MiB (--gpu-mem is the card's whole total)"
-        )
     if args.gpus is not None:
         _predict_devices(args, grid)
         return
@@ -138,19 +134,18 @@ def run_predict(args: argparse.Namespace) -> None:
 def _predict_frontier(args: argparse.Namespace) -> None:
     """``predict --frontier``: the predicted frontier per device (llmbench.frontier.predicted)."""
     from llmbench.frontier import predicted
-    from llmbench.host.devicesize import GPUS, read_device
+    from llmbench.host.devicesize import read_device
 
     extra = (args.gpus, args.grid, args.device_map, args.max_gpus)
     if args.terms or any(value is not None for value in extra):
         raise UsageError("--frontier takes --configfile, --gpu, --gpu-mem and --format only")
-    totals = [GPUS[name] for name in args.gpu or []]  # argparse checked the names
-    for size in (args.gpu_mem or "").split(","):
-        if size.strip():
-            try:
-                totals.append(read_device(size.strip()).nvml_total)
-            except ValueError as exc:
-                raise UsageError(f"--gpu-mem: {exc}") from None
-            _torch_total_note(size.strip(), totals[-1])
+    devices = [read_device(name) for name in args.gpu or []]  # argparse checked the names
+    sizes = [size.strip() for size in (args.gpu_mem or "").split(",")]
+    devices += [_read_gpu_mem(size) for size in sizes if size]
+    labels = {}  # each device as it was named; the first name of a total given twice
+    for device in devices:
+        labels.setdefault(device.nvml_total, device.label)
+    totals = list(labels)
     if not totals:
         raise UsageError(
             "--frontier needs a device: --gpu NAME (a GPU measured here) or --gpu-mem SIZE[,SIZE]"
@@ -158,22 +153,42 @@ def _predict_frontier(args: argparse.Namespace) -> None:
         )
     config = _frontier_config(args.configfile)
     try:
-        results = predicted.predict_frontier(config, list(dict.fromkeys(totals)))
+        results = predicted.predict_frontier(config, totals)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.format == "csv":
-        sys.stdout.write(predicted.format_csv(results))
+        sys.stdout.write(predicted.format_csv(results, labels))
         return
     budget = config["frontier"].get("memory_budget_gib")
     note = f"note: the section's memory_budget_gib ({budget}) is not applied: whole devices"
     notes = [] if budget is None else [note]
-    print(predicted.format_table(results, notes))
+    print(predicted.format_table(results, notes, labels))
+
+
+def _read_gpu_mem(size: str) -> DeviceSize:
+    """The device ``--gpu-mem SIZE`` names (``llmbench.host.devicesize.read_device``), with a
+    note when it looks copied from torch; UsageError when it cannot be read or leaves PyTorch
+    nothing once the driver has its share."""
+    from llmbench.host.devicesize import read_device
+
+    try:
+        device = read_device(size)
+    except ValueError as exc:
+        raise UsageError(f"--gpu-mem: {exc}") from None
+    _torch_total_note(size, device.nvml_total)
+    if device.torch_total == 0:
+        raise UsageError(
+            f"--gpu-mem {size}: nothing is left for PyTorch once the driver keeps its "
+            f"{device.unreported_bytes // 2**20} MiB (--gpu-mem is the card's whole total)"
+        )
+    return device
 
 
 def _torch_total_note(size: str, total: int) -> None:
-    """A note on stderr when ``--gpu-mem SIZE`` is, to 1 MiB, a measured GPU's total as torch
-    reports it, not as nvidia-smi does (what ``--gpu-mem`` reads): the capacity is then short
-    by the driver's unreported memory (``llmbench.host.devicesize``)."""
+    """A note on stderr when ``--gpu-mem SIZE`` is, to 0.005 GiB (``torch_total_of``), a
+    measured GPU's total as torch reports it, not as nvidia-smi does (what ``--gpu-mem``
+    reads): the capacity is then short by the driver's unreported memory
+    (``llmbench.host.devicesize``)."""
     from llmbench import MIB
     from llmbench.host.devicesize import GPUS, torch_total_of
 

@@ -188,10 +188,13 @@ def _events(architecture_json: str, cell: Any, measurement_json: str, compute_dt
     )
 
 
-def device_label(total: int) -> str:
-    """A device's column name: the named GPU of that NVML total, else that total as
-    nvidia-smi prints it (``46068MiB``: what ``--gpu-mem`` reads, not the capacity)."""
-    return DeviceSize(f"{total / MIB:.0f}MiB", total).name or f"{total / MIB:.0f}MiB"
+def device_label(total: int, labels: Mapping[int, str] | None = None) -> str:
+    """A device's column name: ``labels[total]`` (the device as the user named it: ``24GB``,
+    ``h200``), else the named GPU of that NVML total, else that total as nvidia-smi prints it
+    (``46068MiB``, not the capacity)."""
+    if labels and total in labels:
+        return labels[total]
+    return DeviceSize(f"{total / MIB:.0f}MiB", total).label
 
 
 def answer(result: PredictedSearch) -> str:
@@ -218,17 +221,23 @@ TITLE = (
 """First line of :func:`format_table`: these numbers are predictions."""
 
 
-def format_table(results: Sequence[PredictedSearch], notes: Sequence[str] = ()) -> str:
+def format_table(
+    results: Sequence[PredictedSearch],
+    notes: Sequence[str] = (),
+    labels: Mapping[int, str] | None = None,
+) -> str:
     """A table for a person: a title saying it is predicted, one row per search, one column
     per device, then the capacity each device's simulation used (per attention: the memory
     outside PyTorch's allocator differs), ``notes``, and the reasons of every ``unknown``
-    (one line per reason and device)."""
+    (one line per reason and device). ``labels``: each device's name by NVML total, as the
+    user gave it (:func:`device_label`)."""
     totals = list(dict.fromkeys(r.device_total for r in results))
+
     by_search: dict[Search, dict[int, PredictedSearch]] = {}
     for result in results:
         by_search.setdefault(result.search, {})[result.device_total] = result
     header = ["model", "quant", "attn", "dtype", "kv_cache", "allocator", "search"]
-    header += [device_label(t) for t in totals]
+    header += [device_label(t, labels) for t in totals]
     rows = [header]
     for search, per_device in by_search.items():
         rows.append(_search_label(search) + [answer(per_device[t]) for t in totals])
@@ -244,15 +253,16 @@ def format_table(results: Sequence[PredictedSearch], notes: Sequence[str] = ()) 
         mine = [r for r in results if r.device_total == total]
         by_attn = {r.search.attn: r.capacity for r in mine if r.capacity}
         capacity = ", ".join(f"{attn} {c}" for attn, c in sorted(by_attn.items())) or "-"
-        lines.append(  # the driver's unreported memory is "assumed" for an unmeasured GPU
-            f"{DeviceSize(device_label(total), total).describe()}; simulated capacity (bytes "
-            f"PyTorch's segments may take: less what a probe holds outside them) {capacity}"
+        named = DeviceSize(device_label(total, labels), total)  # "assumed" if unmeasured
+        lines.append(
+            f"{named.describe()}; simulated capacity (bytes PyTorch's segments may take: "
+            f"less what a probe holds outside them) {capacity}"
         )
     lines.extend(notes)
     reasons: dict[tuple[str, str], list[str]] = {}
     for result in results:
         if result.status == "unknown":
-            device = device_label(result.device_total)
+            device = device_label(result.device_total, labels)
             name = " ".join(_search_label(result.search))
             reasons.setdefault((device, result.reason or ""), []).append(name)
     for (device, reason), names in reasons.items():
@@ -277,8 +287,9 @@ measured was assumed); ``predicted_status``: found, above_max, below_min or unkn
 (``reason``); ``simulated_cells``: probe cells traced."""
 
 
-def format_csv(results: Sequence[PredictedSearch]) -> str:
-    """Every search on every device, one row each, with a header (:data:`CSV_FIELDS`)."""
+def format_csv(results: Sequence[PredictedSearch], labels: Mapping[int, str] | None = None) -> str:
+    """Every search on every device, one row each, with a header (:data:`CSV_FIELDS`);
+    ``labels`` as :func:`format_table` takes them."""
     import csv
     import io
 
@@ -298,7 +309,7 @@ def format_csv(results: Sequence[PredictedSearch]) -> str:
                 s.allocator,
                 s.axis,
                 s.fixed,
-                device_label(r.device_total),
+                device_label(r.device_total, labels),
                 r.device_total,
                 r.capacity,
                 r.unreported_measured,

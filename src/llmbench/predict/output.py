@@ -75,7 +75,7 @@ def prediction_row(
     terms: bool,
 ) -> dict[str, Any]:
     """One row of the prediction table (GiB = 2^30 bytes); an ``Unpredictable`` cell gets
-    ``fits: unknown`` (with a budget) and its ``reason``."""
+    ``fits: unknown`` (with a device) and its ``reason``."""
     row: dict[str, Any] = asdict(cell)
     if prediction is None:
         row["note"] = "no architecture config"
@@ -141,7 +141,7 @@ the CSV keeps the full name in ``method``."""
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Fixed-width text table: peak allocated per phase (GiB), device need (GiB), fits (when
-    a budget was given) and the dominant term at the peak."""
+    a device was given) and the dominant term at the peak."""
     columns = list(_TABLE_COLUMNS)
     if all(row.get("fits") is None for row in rows):
         columns = [c for c in columns if c[0] != "fits"]
@@ -245,10 +245,10 @@ _VERDICTS = (
 def format_summary(rows: list[dict[str, Any]]) -> str:
     """``9 cells: 5 fit, 1 maybe, 2 do not fit, 1 cannot run``: ``fit`` always, the other
     verdicts when some cell has them (``unknown``: no prediction); no verdicts without a
-    budget."""
+    device."""
     counts = Counter(row.get("fits") or "unknown" for row in rows)
     if counts["unknown"] == len(rows):
-        return f"{len(rows)} cells (no budget, no verdict)"
+        return f"{len(rows)} cells (no device, no verdict)"
     parts = [
         f"{counts[key]} {one if counts[key] == 1 else many}"
         for key, one, many in _VERDICTS
