@@ -6,6 +6,7 @@ import pytest
 
 from llmbench.grid.files import (
     ConfigFileError,
+    GridError,
     InputError,
     read_json,
     read_yaml,
@@ -13,7 +14,6 @@ from llmbench.grid.files import (
 )
 from llmbench.grid.models import ModelEntryError
 from llmbench.grid.schemas import SchemaError
-from llmbench.grid.spec import GridError
 from llmbench.grid.validate import ConfigError
 
 

@@ -24,6 +24,12 @@ class ConfigFileError(InputError):
     """A configuration file cannot be read or parsed; the message starts with its path."""
 
 
+class GridError(InputError):
+    """A grid cannot be used (no such file, a model the config does not define, a seed case
+    that is no cell of it: ``llmbench.grid.spec.load_grid``); the message names the grid file
+    and the key."""
+
+
 @contextlib.contextmanager
 def stop_on_input_error() -> Iterator[None]:
     """Stop the program on an :class:`InputError` raised inside, with ``SystemExit``: its

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from llmbench.grid.files import InputError, read_yaml
+from llmbench.grid.files import GridError, read_yaml
 from llmbench.grid.schemas import validate_document
 
 QUANTS: tuple[str, ...] = (
@@ -310,11 +310,6 @@ def parse_variant(variant: str) -> dict[str, str]:
     if rest:
         raise ValueError(f"cell path suffix {variant!r}: {rest!r} is not a known tag")
     return values
-
-
-class GridError(InputError):
-    """A grid cannot be used (no such file, a model the config does not define, a seed case
-    that is no cell of it); the message names the grid file and the key."""
 
 
 def grid_path(grid: str, config_dir: Path) -> Path:
