@@ -73,6 +73,8 @@ def test_predict_gpus_prints_every_device_and_the_gpus_needed(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "GPUs needed" in out and "cuda:0" in out
     assert "device_map single plans none" in out  # single with a max_memory: unsupported
+    # the closing count, per cell (its worst device), as the one-device report's
+    assert out.rstrip().endswith("4 cells: 3 fit, 1 cannot run; GPUs needed: 1 for 3 cells")
     assert cli.main([*argv, "--format", "csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(
@@ -131,3 +133,21 @@ def test_several_gpus_say_unknown_or_unsupported_instead_of_an_eager_bf16_cache_
     assert "kv_cache hqq-int4 is not traced per device" in verdicts[("hqq-int4", "eager")][1]
     assert verdicts[("model", "static")][0] == "unknown"
     assert verdicts[("model", "graph")][0] == "unsupported"
+
+
+def test_the_closing_count_takes_each_cells_worst_device_and_counts_gpus_needed():
+    from llmbench.predict.devicesoutput import format_devices_summary
+
+    cell = {"model": "m", "quant": "none", "attn": "sdpa", "dtype": "bfloat16", "batch": 1}
+    rows = [
+        {**cell, "seq": 8, "device": "cuda:0", "fits": "yes", "gpus_needed": 2},
+        {**cell, "seq": 8, "device": "cuda:1", "fits": "no", "gpus_needed": 2},
+        {**cell, "seq": 16, "device": "cuda:0", "fits": "maybe", "gpus_needed": 1},
+        {**cell, "seq": 16, "device": "cuda:1", "fits": "yes", "gpus_needed": 1},
+        {**cell, "seq": 32, "fits": "no", "gpus_needed": "none"},
+        {**cell, "seq": 64, "fits": "unknown"},
+    ]
+    assert format_devices_summary(rows) == (
+        "4 cells: 0 fit, 1 maybe, 2 do not fit, 1 unknown; "
+        "GPUs needed: 1 for 1 cell, 2 for 1 cell, none for 1 cell"
+    )

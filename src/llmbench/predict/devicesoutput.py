@@ -4,11 +4,13 @@ GPU gets PyTorch's total of it; GiB = 2^30 bytes), with the number of such GPUs 
 (``multigpu.gpus_needed``), as CSV or as a fixed-width table for a person.
 
 Imports ``llmbench.grid`` (grids), ``llmbench.host.devicesize`` and ``llmbench.predict``
-(architecture, constants, method, multigpu, refusals: the cells that cannot run); yaml lazily.
+(architecture, constants, method, multigpu, output's closing count, refusals: the cells that
+cannot run); yaml lazily.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from llmbench.predict.multigpu import (
     predict_devices,
     resolve_policy,
 )
+from llmbench.predict.output import format_summary
 from llmbench.predict.refusals import cannot_run
 
 _CELL_KEYS = (
@@ -174,7 +177,30 @@ def format_devices(rows: list[dict[str, Any]], *, grid: str, gpus: int, gpu_mem:
         cells = zip(line, _COLUMNS, widths, strict=True)
         lines.append("  ".join(f"{v:{align}{w}}" for v, (_, _, align), w in cells).rstrip())
     reasons = [f"{_where(r)}: {r['reason']}" for r in rows if r.get("reason")]
-    return "\n\n".join(part for part in (header, "\n".join(lines), "\n".join(reasons)) if part)
+    parts = (header, "\n".join(lines), "\n".join(reasons), format_devices_summary(rows))
+    return "\n\n".join(part for part in parts if part)
+
+
+_WORST_FIRST = ("unsupported", "unknown", "no", "maybe", "yes")
+"""A cell's verdict on N GPUs is its worst device's: one device that does not fit is enough."""
+
+
+def format_devices_summary(rows: list[dict[str, Any]]) -> str:
+    """The closing line of ``--gpus N``, as the one-device report's (``output.format_summary``)
+    counted per cell, each cell the verdict of its worst device, then how many GPUs the cells
+    need: ``9 cells: 5 fit, 4 unknown; GPUs needed: 1 for 5 cells``."""
+    cells: dict[tuple[Any, ...], set[str]] = {}
+    needed: dict[tuple[Any, ...], Any] = {}
+    for row in rows:
+        key = tuple(row.get(k) for k in (*_CELL_KEYS, "policy"))
+        cells.setdefault(key, set()).add(row.get("fits") or "unknown")
+        if row.get("gpus_needed") is not None:
+            needed[key] = row["gpus_needed"]
+    worst = [{"fits": next(v for v in _WORST_FIRST if v in fits)} for fits in cells.values()]
+    counts = Counter(str(n) for n in needed.values())
+    ordered = sorted(counts, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0))
+    spelled = [f"{n} for {counts[n]} cell{'s' if counts[n] > 1 else ''}" for n in ordered]
+    return format_summary(worst) + (f"; GPUs needed: {', '.join(spelled)}" if spelled else "")
 
 
 def _where(row: dict[str, Any]) -> str:

@@ -67,7 +67,8 @@ between GPUs and the logits (copied back to the first GPU) to devices.
                          device fits (yes) under that policy; none: not even --max-gpus
   modules                the device's modules (decoder layers as a range)
 A cell the planner cannot place on the GPUs (modules left on cpu/disk) fits no; a quantized
-cell is unknown (its placement goes through transformers' quantizer, not predicted).
+cell is unknown (its placement goes through transformers' quantizer, not predicted). The last
+line counts cells, each by its worst device's fits, and the GPUs they need.
 """
 """The columns of the one-device table and of ``--gpus N``."""
 

@@ -129,13 +129,13 @@ def predict_devices(
         return Unpredictable(cell, f"{cell.model}: no architecture config.json")
     unmodelled = per_device_unmodelled(cell)
     if unmodelled:
-        return Unpredictable(cell, f"{cell.model}: per-device placement: {unmodelled}")
+        return Unpredictable(cell, f"per-device placement: {unmodelled}")
     chosen = resolve_policy(cell, policy)
     free = [max(gpu_mem - CUDA_CONTEXT_BYTES, 0)] * gpus
     try:
         traced = trace_devices(config, cell, free, chosen, decode_tokens=decode_tokens)
     except Untraceable as exc:
-        return Unpredictable(cell, f"{cell.model}: per-device placement: {exc}")
+        return Unpredictable(cell, f"per-device placement: {exc}")
     modules = module_ranges(traced.hf_device_map)
     devices = []
     for device in traced.devices:
