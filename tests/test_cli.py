@@ -242,3 +242,16 @@ def test_every_mode_notes_a_gpu_mem_that_is_torchs_total(frontier):
     assert note in torch_total.stderr and "(81559MiB): use --gpu h100-80gb" in torch_total.stderr
     nvml_total = run_cli(*args, "81559MiB")
     assert nvml_total.returncode == 0 and "note" not in nvml_total.stderr
+
+
+def test_predict_fits_to_the_configs_predict_gpu_unless_told(monkeypatch, capsys):
+    # the same default as `snakemake predict`: config.yaml's predict_gpu
+    from llmbench.cli import common, predict
+
+    shipped = common.repo_config()
+    assert shipped["predict_gpu"] == "h100-80gb"
+    monkeypatch.setattr(predict, "repo_config", lambda: {**shipped, "predict_gpu": "h200"})
+    assert cli.main(["predict", "--grid", "seed"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("device h200: nvidia-smi 143771")
+    assert cli.main(["predict", "--grid", "seed", "--gpu", "h100-80gb"]) == 0  # told
+    assert capsys.readouterr().out.splitlines()[1].startswith("device h100-80gb: nvidia-smi")

@@ -1,6 +1,8 @@
 """The Snakemake workflow: lint, job counts of the shipped grids, early validation errors,
 reruns that redo only what is missing, figures from committed tables."""
 
+import csv
+import io
 import re
 
 import pytest
@@ -49,6 +51,8 @@ def test_default_command_without_gpu_says_so_and_runs_smoke(workdir):
         (["device=tpu"], "device"),
         (["grid=../../etc/passwd"], "grid"),
         (["on_missing_gpu=maybe"], "on_missing_gpu"),
+        (["predict_gpu=lots"], "config key 'predict_gpu': cannot read a memory size from 'lots'"),
+        (["predict_gpu=0.5"], "config key 'predict_gpu': 0.5: nothing is left for PyTorch"),
     ],
 )
 def test_bad_config_fails_before_any_job_naming_the_key(workdir, config, message):
@@ -133,3 +137,9 @@ def test_predict_target_predicts_the_configured_grid_and_summarises_no_cells(wor
     assert "run summary" not in output
     rows = (workdir / "results/tables/predicted.csv").read_text().splitlines()
     assert len(rows) == 1 + 9 and all("mistral-7b-v0.3" in row for row in rows[1:])
+    # fitted to the config's predict_gpu (default h100-80gb), named on every row
+    table = list(csv.DictReader(io.StringIO("\n".join(rows))))
+    assert {(r["gpu"], float(r["gpu_mem_gib"])) for r in table} == {("h100-80gb", 81079 / 1024)}
+    snakemake(workdir, "predict", "--forcerun", "predict", "--config", "predict_gpu=h200")
+    table = list(csv.DictReader((workdir / "results/tables/predicted.csv").open()))
+    assert {r["gpu"] for r in table} == {"h200"}

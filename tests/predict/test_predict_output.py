@@ -119,7 +119,7 @@ def test_help_explains_need_and_maybe(capsys):
     assert "+ the CUDA context" in text
     assert "yes: need <= the device's PyTorch total (the header's)" in text
     assert "maybe: the allocations fit (peak allocated + CUDA context <= that total), the " in text
-    assert "A device is --gpu NAME (a GPU measured here; the default is h100-80gb, except" in text
+    assert "A device is --gpu NAME (a GPU measured here; the default is the config's" in text
     assert "or --gpu-mem SIZE, its total as nvidia-smi reports it" in text
     assert "fragmentation envelope does not" in text
     assert "unsupported: cannot run whatever the memory" in text

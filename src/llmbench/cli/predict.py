@@ -66,8 +66,9 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
         action="append",
         type=str.lower,
         choices=sorted(GPUS),
-        help=f"a GPU measured here, by name, instead of --gpu-mem (default {DEFAULT_GPU}; "
-        "--frontier has none: give it one or more, one column each)",
+        help="a GPU measured here, by name, instead of --gpu-mem (default: the config's"
+        f" predict_gpu, {DEFAULT_GPU} as shipped; --frontier has none: give it one or more, one"
+        " column each)",
     )
     predictor.add_argument(
         "--gpus",
@@ -97,7 +98,6 @@ def add_predict(commands: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> None:
     from llmbench import predict
-    from llmbench.host.devicesize import DEFAULT_GPU
 
     for flag, value in (("--grid", args.grid), ("--gpu-mem", args.gpu_mem)):
         if value is not None and not value.strip():
@@ -118,7 +118,10 @@ def run_predict(args: argparse.Namespace) -> None:
     grid_document(grid)  # an unknown or invalid grid is a usage error, named before any prediction
     if args.gpu_mem is not None:
         _read_gpu_mem(args.gpu_mem)
-    args.gpu_mem = args.gpu_mem or (args.gpu or [DEFAULT_GPU])[0]
+    if args.gpu_mem is None and not args.gpu:  # the config's, as snakemake predict fits to
+        args.gpu_mem = str(repo_config()["predict_gpu"])
+        _read_gpu_mem(args.gpu_mem)
+    args.gpu_mem = args.gpu_mem or args.gpu[0]
     if args.gpus is not None:
         _predict_devices(args, grid)
         return

@@ -21,6 +21,7 @@ from llmbench.grid import models
 from llmbench.grid.files import ConfigFileError, InputError, read_yaml
 from llmbench.grid.schemas import config_error, load_schema
 from llmbench.grid.spec import load_grid
+from llmbench.host.devicesize import read_device
 
 TRUE = frozenset({"true", "yes", "on", "1"})
 FALSE = frozenset({"false", "no", "off", "0"})
@@ -91,7 +92,24 @@ def config_problem(config: MutableMapping[str, Any]) -> str | None:
     schema, then :func:`frontier_error`), or None. What ``predict --frontier --configfile``
     checks; :func:`check_config` adds the files the config names."""
     normalise(config, load_schema("config.schema.yaml"))
-    return config_error(config) or frontier_error(config)
+    return config_error(config) or frontier_error(config) or predict_gpu_error(config)
+
+
+def predict_gpu_error(config: Mapping[str, Any]) -> str | None:
+    """One line naming a ``predict_gpu`` that ``llmbench.host.devicesize`` cannot read or that
+    leaves PyTorch nothing once the driver has its share, or None."""
+    if config.get("predict_gpu") is None:
+        return None
+    try:
+        device = read_device(str(config["predict_gpu"]))
+    except ValueError as exc:
+        return f"config key 'predict_gpu': {exc}"
+    if device.torch_total == 0:
+        return (
+            f"config key 'predict_gpu': {device.given}: nothing is left for PyTorch once the "
+            f"driver keeps its {device.unreported_bytes // 2**20} MiB (the card's whole total)"
+        )
+    return None
 
 
 def frontier_error(config: Mapping[str, Any]) -> str | None:

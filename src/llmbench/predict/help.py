@@ -73,10 +73,11 @@ line counts cells, each by its worst device's fits, and the GPUs they need.
 """The columns of the one-device table and of ``--gpus N``."""
 
 SIZES = """\
-A device is --gpu NAME (a GPU measured here; the default is h100-80gb, except for --frontier,
-which takes one or more) or --gpu-mem SIZE, its total as nvidia-smi reports it: 81559MiB
-(nvidia-smi's MiB = 2^20 bytes), 24GB (10^9 bytes: 22.35 GiB), 80GiB, or a bare number of GiB;
-a card sold as "80GB" is not 80GB: pass nvidia-smi's total or --gpu. The same in every mode.
+A device is --gpu NAME (a GPU measured here; the default is the config's predict_gpu,
+h100-80gb as shipped, except for --frontier, which takes one or more) or --gpu-mem SIZE, its
+total as nvidia-smi reports it: 81559MiB (nvidia-smi's MiB = 2^20 bytes), 24GB (10^9 bytes:
+22.35 GiB), 80GiB, or a bare number of GiB; a card sold as "80GB" is not 80GB: pass
+nvidia-smi's total or --gpu. The same in every mode.
 Cells are fitted into PyTorch's total of it: less the memory the driver keeps and never
 reports to torch (480 MiB on the H100 80GB, 615 MiB on the H200, measured; 615 MiB assumed for
 another GPU); the header prints both totals, the csv the device (gpu) and PyTorch's total
