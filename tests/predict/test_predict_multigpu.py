@@ -151,3 +151,10 @@ def test_the_closing_count_takes_each_cells_worst_device_and_counts_gpus_needed(
         "4 cells: 0 fit, 1 maybe, 2 do not fit, 1 unknown; "
         "GPUs needed: 1 for 1 cell, 2 for 1 cell, none for 1 cell"
     )
+
+
+def test_a_grid_of_cells_that_all_say_unknown_is_counted_not_called_deviceless():
+    from llmbench.predict.devicesoutput import format_devices_summary
+
+    rows = [{"model": "m", "seq": s, "fits": "unknown", "gpu": "h200"} for s in (8, 16)]
+    assert format_devices_summary(rows) == "2 cells: 0 fit, 2 unknown"

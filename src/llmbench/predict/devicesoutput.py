@@ -191,12 +191,15 @@ def format_devices_summary(rows: list[dict[str, Any]]) -> str:
     need: ``9 cells: 5 fit, 4 unknown; GPUs needed: 1 for 5 cells``."""
     cells: dict[tuple[Any, ...], set[str]] = {}
     needed: dict[tuple[Any, ...], Any] = {}
+    gpu = next((row["gpu"] for row in rows if row.get("gpu")), None)
     for row in rows:
         key = tuple(row.get(k) for k in (*_CELL_KEYS, "policy"))
         cells.setdefault(key, set()).add(row.get("fits") or "unknown")
         if row.get("gpus_needed") is not None:
             needed[key] = row["gpus_needed"]
-    worst = [{"fits": next(v for v in _WORST_FIRST if v in fits)} for fits in cells.values()]
+    worst = [
+        {"fits": next(v for v in _WORST_FIRST if v in fits), "gpu": gpu} for fits in cells.values()
+    ]
     counts = Counter(str(n) for n in needed.values())
     ordered = sorted(counts, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0))
     spelled = [f"{n} for {counts[n]} cell{'s' if counts[n] > 1 else ''}" for n in ordered]

@@ -245,9 +245,9 @@ _VERDICTS = (
 def format_summary(rows: list[dict[str, Any]]) -> str:
     """``9 cells: 5 fit, 1 maybe, 2 do not fit, 1 cannot run``: ``fit`` always, the other
     verdicts when some cell has them (``unknown``: no prediction); no verdicts without a
-    device."""
+    device (no row names one in ``gpu``)."""
     counts = Counter(row.get("fits") or "unknown" for row in rows)
-    if counts["unknown"] == len(rows):
+    if counts["unknown"] == len(rows) and not any(row.get("gpu") for row in rows):
         return f"{len(rows)} cells (no device, no verdict)"
     parts = [
         f"{counts[key]} {one if counts[key] == 1 else many}"
