@@ -116,10 +116,9 @@ def run_predict(args: argparse.Namespace) -> None:
         raise UsageError("--gpu-mem: several sizes go with --frontier; predict takes one")
     grid = args.grid or str(repo_config()["grid"])
     grid_document(grid)  # an unknown or invalid grid is a usage error, named before any prediction
-    if args.gpu_mem is not None:
-        _read_gpu_mem(args.gpu_mem)
     if args.gpu_mem is None and not args.gpu:  # the config's, as snakemake predict fits to
         args.gpu_mem = str(repo_config()["predict_gpu"])
+    if args.gpu_mem is not None:
         _read_gpu_mem(args.gpu_mem)
     args.gpu_mem = args.gpu_mem or args.gpu[0]
     if args.gpus is not None:
@@ -179,11 +178,9 @@ def _read_gpu_mem(size: str) -> DeviceSize:
     except ValueError as exc:
         raise UsageError(f"--gpu-mem: {exc}") from None
     _torch_total_note(size, device.nvml_total)
-    if device.torch_total == 0:
-        raise UsageError(
-            f"--gpu-mem {size}: nothing is left for PyTorch once the driver keeps its "
-            f"{device.unreported_bytes // 2**20} MiB (--gpu-mem is the card's whole total)"
-        )
+    if device.unusable:
+        whole = "--gpu-mem is the card's whole total"
+        raise UsageError(f"--gpu-mem {size}: {device.unusable} ({whole})")
     return device
 
 

@@ -232,7 +232,6 @@ def format_table(
     (one line per reason and device). ``labels``: each device's name by NVML total, as the
     user gave it (:func:`device_label`)."""
     totals = list(dict.fromkeys(r.device_total for r in results))
-
     by_search: dict[Search, dict[int, PredictedSearch]] = {}
     for result in results:
         by_search.setdefault(result.search, {})[result.device_total] = result

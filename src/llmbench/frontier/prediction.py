@@ -23,7 +23,7 @@ from typing import Any
 from llmbench import GIB
 from llmbench.frontier.planning import Search
 from llmbench.frontier.search import ProbeRecord, predicted_index
-from llmbench.host.devicesize import nvml_unreported_bytes
+from llmbench.host.devicesize import torch_total
 
 Predictor = Callable[..., int]
 """``predicted_peak_bytes(model_config, cell, *, bnb_4bit_compute_dtype) -> int``."""
@@ -71,10 +71,10 @@ OUTSIDE_ALLOCATOR_DEFAULT_BYTES = 720_175_104
 
 def simulator_capacity(nvml_total: int, attn: str) -> int:
     """Bytes PyTorch's segments may take on a device of NVML total ``nvml_total`` in a probe
-    of attention ``attn``: torch's total (NVML's less :func:`nvml_unreported_bytes`) less the
-    memory outside the allocator."""
+    of attention ``attn``: torch's total (``llmbench.host.devicesize.torch_total``: NVML's less
+    the memory the driver keeps) less the memory outside the allocator."""
     outside = OUTSIDE_ALLOCATOR_BYTES.get(attn, OUTSIDE_ALLOCATOR_DEFAULT_BYTES)
-    return nvml_total - nvml_unreported_bytes(nvml_total)[0] - outside
+    return torch_total(nvml_total) - outside
 
 
 def simulated_prediction(

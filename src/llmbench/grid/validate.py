@@ -104,11 +104,9 @@ def predict_gpu_error(config: Mapping[str, Any]) -> str | None:
         device = read_device(str(config["predict_gpu"]))
     except ValueError as exc:
         return f"config key 'predict_gpu': {exc}"
-    if device.torch_total == 0:
-        return (
-            f"config key 'predict_gpu': {device.given}: nothing is left for PyTorch once the "
-            f"driver keeps its {device.unreported_bytes // 2**20} MiB (the card's whole total)"
-        )
+    if device.unusable:
+        whole = "the card's whole total"
+        return f"config key 'predict_gpu': {device.given}: {device.unusable} ({whole})"
     return None
 
 

@@ -51,6 +51,12 @@ def nvml_unreported_bytes(nvml_total: int) -> tuple[int, bool]:
     return NVML_UNREPORTED_DEFAULT_BYTES, False
 
 
+def torch_total(nvml_total: int) -> int:
+    """PyTorch's total (``torch.cuda.mem_get_info()[1]``) of a device of NVML total
+    ``nvml_total``: that less :func:`nvml_unreported_bytes`, never below 0."""
+    return max(nvml_total - nvml_unreported_bytes(nvml_total)[0], 0)
+
+
 _UNITS = {
     "": GIB,
     "b": 1,
@@ -117,9 +123,17 @@ class DeviceSize:
 
     @property
     def torch_total(self) -> int:
-        """PyTorch's total of the device (``torch.cuda.mem_get_info()[1]``): NVML's less
-        :attr:`unreported_bytes`, never below 0."""
-        return max(self.nvml_total - self.unreported_bytes, 0)
+        """PyTorch's total of the device (:func:`torch_total`)."""
+        return torch_total(self.nvml_total)
+
+    @property
+    def unusable(self) -> str | None:
+        """Why the device holds nothing for PyTorch (:attr:`torch_total` 0: the size given is
+        not more than the driver keeps), or None."""
+        if self.torch_total > 0:
+            return None
+        kept = self.unreported_bytes // MIB
+        return f"nothing is left for PyTorch once the driver keeps its {kept} MiB"
 
     def describe(self) -> str:
         """One line for a report header, e.g. ``h100-80gb: nvidia-smi 81559 MiB, PyTorch
@@ -152,7 +166,7 @@ def torch_total_of(nvml_or_torch: int) -> str | None:
     print it, or in MiB): a size someone copied from torch, not from nvidia-smi (the CLI
     notes it); else None."""
     for name, total in GPUS.items():
-        if abs(nvml_or_torch - (total - nvml_unreported_bytes(total)[0])) <= GIB // 200:
+        if abs(nvml_or_torch - torch_total(total)) <= GIB // 200:
             return name
     return None
 
@@ -166,5 +180,6 @@ __all__ = [
     "nvml_unreported_bytes",
     "parse_bytes",
     "read_device",
+    "torch_total",
     "torch_total_of",
 ]

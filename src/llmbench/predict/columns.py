@@ -120,7 +120,7 @@ def table_columns(
     )
     # A phase that failed (OOM, error) recorded the peak reached before failing: no ratio.
     failed = stopped_in(result)
-    load = ((result.get("memory") or {}).get("phases") or {}).get("load") or {}
+    load = phase_record(result, "load") or {}
     if len(load.get("devices") or []) > 1:
         return columns
     # load: what stays allocated after it, and its peak (the transient of loading)
